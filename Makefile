@@ -1,0 +1,35 @@
+# Two set-up commands: `make run` (the whole KFP DAG locally on embedded defaults) and `make test`.
+# Both create or reuse .venv and install the pinned dependencies first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+WORKDIR ?= work
+
+.PHONY: venv run test test-all compile ui mlflow-ui lint clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m signpose.cli run --workdir $(WORKDIR)
+
+compile: $(STAMP)
+	$(PY) -m signpose.cli compile --out pipelines/compiled/signpose_training.yaml
+
+test: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q
+
+ui mlflow-ui: $(STAMP)
+	$(PY) -m signpose.cli ui
+
+clean:
+	rm -rf $(WORKDIR) .pytest_cache
