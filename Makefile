@@ -17,10 +17,10 @@ $(STAMP): requirements.lock pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m signpose.cli run --workdir $(WORKDIR)
+	$(PY) -m pipelines.local_run --workdir $(WORKDIR)
 
 compile: $(STAMP)
-	$(PY) -m signpose.cli compile --out pipelines/compiled/signpose_training.yaml
+	$(PY) -m pipelines.training_pipeline
 
 test: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"

@@ -1,0 +1,220 @@
+{{/* Names, labels and the shared secret/endpoint lookups. */}}
+
+{{- define "signpose.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "signpose.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "signpose.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/name: {{ include "signpose.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: signpose
+{{- end -}}
+
+{{/* selectorLabels: (dict "ctx" $ "component" "mlflow") */}}
+{{- define "signpose.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "signpose.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{- define "signpose.image" -}}
+{{- printf "%s:%s" .repository .tag -}}
+{{- end -}}
+
+
+{{/*
+A generated secret value, the same everywhere in one render and kept across upgrades:
+the live Secret's value when `lookup` finds it, else a random alphanumeric string cached in
+.Values.__generated so that every template using it (e.g. MinIO's root password and the
+pipeline's S3 secret) sees the same value.
+Args: (dict "ctx" $ "secret" NAME "key" KEY "length" N)
+*/}}
+{{- define "signpose.generated" -}}
+{{- $ctx := .ctx -}}
+{{- if not (hasKey $ctx.Values "__generated") -}}
+{{- $_ := set $ctx.Values "__generated" (dict) -}}
+{{- end -}}
+{{- $cache := get $ctx.Values "__generated" -}}
+{{- $id := printf "%s/%s" .secret .key -}}
+{{- if not (hasKey $cache $id) -}}
+{{- $value := "" -}}
+{{- $live := lookup "v1" "Secret" $ctx.Release.Namespace .secret -}}
+{{- if and $live $live.data (hasKey $live.data .key) -}}
+{{- $value = index $live.data .key | b64dec -}}
+{{- else -}}
+{{- $value = randAlphaNum (int .length) -}}
+{{- end -}}
+{{- $_ := set $cache $id $value -}}
+{{- end -}}
+{{- get $cache $id -}}
+{{- end -}}
+
+{{/* ---------- MLflow ---------- */}}
+{{- define "signpose.mlflow.fullname" -}}{{ include "signpose.fullname" . }}-mlflow{{- end -}}
+{{- define "signpose.mlflow.authSecretName" -}}
+{{- default (printf "%s-auth" (include "signpose.mlflow.fullname" .)) .Values.mlflow.auth.existingSecret -}}
+{{- end -}}
+{{- define "signpose.mlflow.adminPassword" -}}
+{{- if .Values.mlflow.auth.adminPassword -}}{{ .Values.mlflow.auth.adminPassword }}
+{{- else -}}{{ include "signpose.generated" (dict "ctx" . "secret" (include "signpose.mlflow.authSecretName" .) "key" "MLFLOW_TRACKING_PASSWORD" "length" 24) }}
+{{- end -}}
+{{- end -}}
+{{- define "signpose.mlflow.serviceHost" -}}
+{{- printf "%s.%s.svc.cluster.local" (include "signpose.mlflow.fullname" .) .Release.Namespace -}}
+{{- end -}}
+{{- define "signpose.mlflow.url" -}}
+{{- printf "http://%s:%v" (include "signpose.mlflow.serviceHost" .) .Values.mlflow.service.port -}}
+{{- end -}}
+
+{{/* ---------- Database ---------- */}}
+{{- define "signpose.postgresql.fullname" -}}{{ include "signpose.fullname" . }}-postgresql{{- end -}}
+{{- define "signpose.db.secretName" -}}
+{{- if .Values.postgresql.enabled -}}
+{{- default (include "signpose.postgresql.fullname" .) .Values.postgresql.auth.existingSecret -}}
+{{- else -}}
+{{- default (printf "%s-external-db" (include "signpose.fullname" .)) .Values.externalDatabase.existingSecret -}}
+{{- end -}}
+{{- end -}}
+{{- define "signpose.db.secretKey" -}}
+{{- if .Values.postgresql.enabled -}}POSTGRES_PASSWORD{{- else -}}{{ .Values.externalDatabase.existingSecretPasswordKey }}{{- end -}}
+{{- end -}}
+{{- define "signpose.db.host" -}}
+{{- if .Values.postgresql.enabled -}}{{ include "signpose.postgresql.fullname" . }}.{{ .Release.Namespace }}.svc.cluster.local{{- else -}}{{ .Values.externalDatabase.host }}{{- end -}}
+{{- end -}}
+{{- define "signpose.db.port" -}}
+{{- if .Values.postgresql.enabled -}}5432{{- else -}}{{ .Values.externalDatabase.port }}{{- end -}}
+{{- end -}}
+{{- define "signpose.db.name" -}}
+{{- if .Values.postgresql.enabled -}}{{ .Values.postgresql.auth.database }}{{- else -}}{{ .Values.externalDatabase.database }}{{- end -}}
+{{- end -}}
+{{- define "signpose.db.user" -}}
+{{- if .Values.postgresql.enabled -}}{{ .Values.postgresql.auth.username }}{{- else -}}{{ .Values.externalDatabase.username }}{{- end -}}
+{{- end -}}
+{{- define "signpose.db.sslmode" -}}
+{{- if .Values.postgresql.enabled -}}disable{{- else -}}{{ .Values.externalDatabase.sslmode }}{{- end -}}
+{{- end -}}
+{{- define "signpose.db.password" -}}
+{{- if .Values.postgresql.enabled -}}
+{{- if .Values.postgresql.auth.password -}}{{ .Values.postgresql.auth.password }}
+{{- else -}}{{ include "signpose.generated" (dict "ctx" . "secret" (include "signpose.db.secretName" .) "key" "POSTGRES_PASSWORD" "length" 24) }}
+{{- end -}}
+{{- else -}}{{ .Values.externalDatabase.password }}
+{{- end -}}
+{{- end -}}
+
+{{/* ---------- S3 ---------- */}}
+{{- define "signpose.minio.fullname" -}}{{ include "signpose.fullname" . }}-minio{{- end -}}
+{{- define "signpose.s3.secretName" -}}
+{{- if .Values.minio.enabled -}}
+{{- default (include "signpose.minio.fullname" .) .Values.minio.auth.existingSecret -}}
+{{- else -}}
+{{- default (printf "%s-external-s3" (include "signpose.fullname" .)) .Values.externalS3.existingSecret -}}
+{{- end -}}
+{{- end -}}
+{{/* True when the chart itself knows the S3 credentials (created from values or generated). */}}
+{{- define "signpose.s3.chartOwnsSecret" -}}
+{{- if .Values.minio.enabled -}}{{ if not .Values.minio.auth.existingSecret }}true{{ end }}
+{{- else -}}{{ if and (not .Values.externalS3.existingSecret) .Values.externalS3.accessKeyId }}true{{ end }}
+{{- end -}}
+{{- end -}}
+{{- define "signpose.s3.accessKeyId" -}}
+{{- if .Values.minio.enabled -}}
+{{- if .Values.minio.auth.rootUser -}}{{ .Values.minio.auth.rootUser }}
+{{- else -}}{{ include "signpose.generated" (dict "ctx" . "secret" (include "signpose.s3.secretName" .) "key" "AWS_ACCESS_KEY_ID" "length" 16) | lower }}
+{{- end -}}
+{{- else -}}{{ .Values.externalS3.accessKeyId }}
+{{- end -}}
+{{- end -}}
+{{- define "signpose.s3.secretAccessKey" -}}
+{{- if .Values.minio.enabled -}}
+{{- if .Values.minio.auth.rootPassword -}}{{ .Values.minio.auth.rootPassword }}
+{{- else -}}{{ include "signpose.generated" (dict "ctx" . "secret" (include "signpose.s3.secretName" .) "key" "AWS_SECRET_ACCESS_KEY" "length" 40) }}
+{{- end -}}
+{{- else -}}{{ .Values.externalS3.secretAccessKey }}
+{{- end -}}
+{{- end -}}
+{{/* In-cluster or external endpoint URL; empty for AWS S3. */}}
+{{- define "signpose.s3.endpoint" -}}
+{{- if .Values.minio.enabled -}}
+{{- printf "http://%s.%s.svc.cluster.local:9000" (include "signpose.minio.fullname" .) .Release.Namespace -}}
+{{- else -}}{{ .Values.externalS3.endpoint }}
+{{- end -}}
+{{- end -}}
+
+{{- define "signpose.pipelineNamespace" -}}
+{{- default .Release.Namespace .Values.pipelineEnv.namespace -}}
+{{- end -}}
+
+{{/* The shared security contexts, with per-component overrides merged on top. */}}
+{{- define "signpose.podSecurityContext" -}}
+{{- $override := .override | default dict -}}
+{{- toYaml (mergeOverwrite (deepCopy .ctx.Values.podSecurityContext) $override) -}}
+{{- end -}}
+{{- define "signpose.securityContext" -}}
+{{- $override := .override | default dict -}}
+{{- toYaml (mergeOverwrite (deepCopy .ctx.Values.securityContext) $override) -}}
+{{- end -}}
+
+{{/* Database + S3 environment shared by MLflow's init and server containers: names, never values. */}}
+{{- define "signpose.mlflow.storeEnv" -}}
+- name: DB_HOST
+  value: {{ include "signpose.db.host" . | quote }}
+- name: DB_PORT
+  value: {{ include "signpose.db.port" . | quote }}
+- name: DB_NAME
+  value: {{ include "signpose.db.name" . | quote }}
+- name: DB_USER
+  value: {{ include "signpose.db.user" . | quote }}
+- name: DB_SSLMODE
+  value: {{ include "signpose.db.sslmode" . | quote }}
+- name: DB_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "signpose.db.secretName" . }}
+      key: {{ include "signpose.db.secretKey" . }}
+- name: AWS_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "signpose.s3.secretName" . }}
+      key: AWS_ACCESS_KEY_ID
+- name: AWS_SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "signpose.s3.secretName" . }}
+      key: AWS_SECRET_ACCESS_KEY
+- name: AWS_DEFAULT_REGION
+  value: {{ .Values.s3.region | quote }}
+{{- with include "signpose.s3.endpoint" . }}
+- name: MLFLOW_S3_ENDPOINT_URL
+  value: {{ . | quote }}
+{{- end }}
+- name: SIGNPOSE_BUCKET
+  value: {{ .Values.s3.bucket | quote }}
+- name: HOME
+  value: /tmp
+{{- end -}}
+
+{{/* Pod template labels: the selector labels plus the common ones, each key once. (dict "ctx" $ "component" NAME) */}}
+{{- define "signpose.podLabels" -}}
+{{ include "signpose.selectorLabels" . }}
+helm.sh/chart: {{ printf "%s-%s" .ctx.Chart.Name .ctx.Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+app.kubernetes.io/version: {{ .ctx.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+app.kubernetes.io/part-of: signpose
+{{- end -}}

@@ -1,0 +1,61 @@
+from kfp import dsl
+from kfp.dsl import Dataset, Input, Metrics, Model, Output
+
+from signpose.images import TRAIN_IMAGE
+
+
+@dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
+def train_skeleton(
+    dataset: Input[Dataset],
+    mlflow_tracking_uri: str,
+    epochs: int,
+    batch_size: int,
+    image_size: int,
+    use_weighted_loss: bool,
+    hand_weight: float,
+    face_weight: float,
+    overrides: dict,
+    pipeline_run_id: str,
+    model: Output[Model],
+    metrics: Output[Metrics],
+) -> str:
+    """Train HierarchicalSkeletonTransformer on the shards; log, register and gate it in MLflow."""
+    from signpose import stages
+
+    result = stages.train_skeleton(
+        manifest_uri=dataset.metadata.get("manifest_uri") or dataset.path,
+        mlflow_tracking_uri=mlflow_tracking_uri,
+        pipeline_run_id=pipeline_run_id,
+        config=dict(overrides, epochs=epochs, batch_size=batch_size, image_size=image_size,
+                    use_weighted_loss=use_weighted_loss, hand_weight=hand_weight,
+                    face_weight=face_weight),
+    )
+    stages.describe_training_artifacts(result, model, metrics)
+    return f"models:/{result.model_name}/{result.model_version}"
+
+
+@dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
+def train_face(
+    dataset: Input[Dataset],
+    mlflow_tracking_uri: str,
+    epochs: int,
+    batch_size: int,
+    d_global: int,
+    d_region: int,
+    overrides: dict,
+    pipeline_run_id: str,
+    model: Output[Model],
+    metrics: Output[Metrics],
+) -> str:
+    """Train the HierarchicalKeypointTransformer face auto-encoder; log, register and gate it."""
+    from signpose import stages
+
+    result = stages.train_face(
+        manifest_uri=dataset.metadata.get("manifest_uri") or dataset.path,
+        mlflow_tracking_uri=mlflow_tracking_uri,
+        pipeline_run_id=pipeline_run_id,
+        config=dict(overrides, epochs=epochs, batch_size=batch_size, d_global=d_global,
+                    d_region=d_region),
+    )
+    stages.describe_training_artifacts(result, model, metrics)
+    return f"models:/{result.model_name}/{result.model_version}"

@@ -1,0 +1,88 @@
+"""The KFP DAG: preprocess -> (train_skeleton || train_face).
+
+``make compile`` writes it to ``pipelines/compiled/signpose_training.yaml``; ``make run`` executes the
+same function locally through ``kfp.local``; ``signpose submit`` sends the compiled YAML to a cluster.
+"""
+
+
+from pathlib import Path
+
+from kfp import compiler, dsl
+
+from components import preprocess, train_face, train_skeleton
+from signpose import cluster
+
+PIPELINE_NAME = "signpose-training"
+COMPILED_PATH = Path(__file__).parent / "compiled" / "signpose_training.yaml"
+
+
+@dsl.pipeline(name=PIPELINE_NAME,
+              description="Sign-language keypoints -> rendered shards -> skeleton generator + face auto-encoder, tracked and registered in MLflow.")
+def signpose_training(
+    input_uri: str = "",
+    store_uri: str = "",
+    mlflow_tracking_uri: str = "",
+    image_size: int = 256,
+    shard_size: int = 4096,
+    synthetic_videos: int = 24,
+    synthetic_frames_per_video: int = 64,
+    skeleton_epochs: int = 100,
+    skeleton_batch_size: int = 16,
+    use_weighted_loss: bool = True,
+    hand_weight: float = 2.0,
+    face_weight: float = 1.5,
+    skeleton_overrides: dict = {},
+    face_epochs: int = 100,
+    face_batch_size: int = 32,
+    d_global: int = 256,
+    d_region: int = 128,
+    face_overrides: dict = {},
+    gpu_type: str = "nvidia.com/gpu",
+    gpu_count: int = 1,
+):
+    prep = preprocess(
+        input_uri=input_uri,
+        store_uri=store_uri,
+        image_size=image_size,
+        shard_size=shard_size,
+        synthetic_videos=synthetic_videos,
+        synthetic_frames_per_video=synthetic_frames_per_video,
+    ).set_display_name("preprocess")
+    cluster.configure_preprocess_task(prep)
+
+    skeleton = train_skeleton(
+        dataset=prep.outputs["dataset"],
+        mlflow_tracking_uri=mlflow_tracking_uri,
+        epochs=skeleton_epochs,
+        batch_size=skeleton_batch_size,
+        image_size=image_size,
+        use_weighted_loss=use_weighted_loss,
+        hand_weight=hand_weight,
+        face_weight=face_weight,
+        overrides=skeleton_overrides,
+        pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+    ).set_display_name("train-skeleton")
+    cluster.configure_training_task(skeleton, accelerator_type=gpu_type, accelerator_limit=gpu_count)
+
+    face = train_face(
+        dataset=prep.outputs["dataset"],
+        mlflow_tracking_uri=mlflow_tracking_uri,
+        epochs=face_epochs,
+        batch_size=face_batch_size,
+        d_global=d_global,
+        d_region=d_region,
+        overrides=face_overrides,
+        pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+    ).set_display_name("train-face-autoencoder")
+    cluster.configure_training_task(face, accelerator_type=gpu_type, accelerator_limit=gpu_count)
+
+
+def compile_pipeline(path=COMPILED_PATH) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    compiler.Compiler().compile(signpose_training, str(path))
+    return path
+
+
+if __name__ == "__main__":
+    print(compile_pipeline())

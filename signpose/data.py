@@ -1,0 +1,318 @@
+"""Datasets for the two training tasks: in-memory (the seed's) and streamed from shards.
+
+- :class:`SkeletonDataset` / :class:`KeypointDataset`: the seed's in-memory datasets, same signatures.
+- :func:`normalize_face`: the one rule for putting face landmarks into [0, 1].
+- :class:`ShardStream`: a ``torch.utils.data.IterableDataset`` over the shards of a manifest, split
+  across DataLoader workers and DDP ranks, shuffled through a bounded buffer, checksum-verified, with
+  the next shards prefetched in a background thread; memory stays at a few shards whatever the size
+  of the data set.
+- :func:`load_split`: one split of a manifest fully in memory, as a map-style dataset (small data).
+
+Both tasks yield the same tuples from every source:
+- ``"skeleton"``: ``(keypoints (143, 3) float32, image (1, S, S) float32 in [0, 1])``
+- ``"face"``: ``(face (68, 3) float32 normalised, the same tensor)``; frames without any face
+  point are skipped (nothing to reconstruct).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, IterableDataset, get_worker_info
+
+from signpose import layout
+from signpose.render import RenderSettings, render_frame
+from signpose.shards import Manifest, ShardInfo, read_manifest, read_shard
+from signpose.store import ObjectStore, open_store
+
+log = logging.getLogger(__name__)
+
+TASKS = ("skeleton", "face")
+
+
+def normalize_face(face):
+    """Per-sample [0, 1] normalisation of face landmarks ``(..., 68, 3)``.
+
+    The bounding box of the present points (confidence > 0) is scaled by its longer side (aspect
+    ratio preserved) and centred in the unit square; confidence is kept; missing points stay all
+    zero. A sample without present points is returned as zeros. Accepts numpy arrays or tensors.
+    """
+    if isinstance(face, torch.Tensor):
+        return torch.from_numpy(normalize_face(face.detach().cpu().numpy())).to(face.device)
+    face = np.asarray(face, dtype=np.float32)
+    if face.shape[-2:] != (layout.N_FACE, 3):
+        raise ValueError(f"normalize_face: expected shape (..., {layout.N_FACE}, 3), got {face.shape}")
+    xy, conf = face[..., :2], face[..., 2]
+    present = conf > 0
+    big = np.float32(np.inf)
+    lo = np.where(present[..., None], xy, big).min(axis=-2)            # (..., 2)
+    hi = np.where(present[..., None], xy, -big).max(axis=-2)           # (..., 2)
+    any_present = present.any(axis=-1)
+    lo = np.where(any_present[..., None], lo, 0.0)
+    hi = np.where(any_present[..., None], hi, 0.0)
+    extent = (hi - lo).max(axis=-1, keepdims=True)                    # (..., 1): longer side
+    # A single point (or a degenerate line) has no extent: put it in the middle instead of dividing by 0.
+    scale = np.where(extent > 1e-12, extent, 1.0)
+    centre = (lo + hi) / 2
+    out_xy = (xy - centre[..., None, :]) / scale[..., None, :] + 0.5
+    out = np.concatenate([out_xy, conf[..., None]], axis=-1).astype(np.float32)
+    out[~present] = 0.0
+    return out
+
+
+class SkeletonDataset(Dataset):
+    """The seed's skeleton dataset: ``(keypoints (143, 3), image (1, S, S) in [0, 1])``.
+
+    ``keypoints_data``: list of per-frame dicts (face/left_hand/right_hand/pose) or an (N, 143, 3)
+    array. ``images_data``: (N, S, S) float in [0, 1] or uint8; when None the images are rendered on
+    access (the seed rendered all of them up front into float32 RAM: 256 KiB a frame).
+    """
+
+    def __init__(self, keypoints_data, images_data=None, image_size: int = 256):
+        if isinstance(keypoints_data, np.ndarray | torch.Tensor):
+            keypoints = np.asarray(keypoints_data, dtype=np.float32)
+        else:
+            keypoints = np.stack([layout.flatten_frame(f) for f in keypoints_data]) if len(keypoints_data) \
+                else np.zeros((0, layout.N_POINTS, 3), np.float32)
+        if keypoints.ndim != 3 or keypoints.shape[1:] != (layout.N_POINTS, 3):
+            raise ValueError(f"SkeletonDataset: keypoints must be (N, {layout.N_POINTS}, 3), got {keypoints.shape}")
+        self.keypoints = keypoints
+        self.image_size = image_size
+        self.settings = RenderSettings(image_size=image_size)
+        if images_data is not None:
+            images = np.asarray(images_data)
+            if images.shape != (len(keypoints), image_size, image_size):
+                raise ValueError(f"SkeletonDataset: images must be ({len(keypoints)}, {image_size}, "
+                                 f"{image_size}), got {images.shape}")
+        self.images = None if images_data is None else images
+
+    def __len__(self) -> int:
+        return len(self.keypoints)
+
+    def __getitem__(self, index: int):
+        kp = self.keypoints[index]
+        if self.images is None:
+            image = render_frame(kp, self.settings)
+        else:
+            image = self.images[index]
+        return torch.from_numpy(kp.copy()), _image_tensor(image)
+
+
+class KeypointDataset(Dataset):
+    """The seed's face dataset: ``(face (68, 3), face (68, 3))``, normalised by :func:`normalize_face`.
+
+    ``keypoints_data``: (N, 68, 3) face-only array (an (N, 143, 3) array is cut to its face slice).
+    """
+
+    def __init__(self, keypoints_data, normalize: bool = True):
+        face = np.asarray(keypoints_data, dtype=np.float32)
+        if face.ndim == 3 and face.shape[1:] == (layout.N_POINTS, 3):
+            face = face[:, layout.FACE]
+        if face.ndim != 3 or face.shape[1:] != (layout.N_FACE, 3):
+            raise ValueError(f"KeypointDataset: keypoints must be (N, {layout.N_FACE}, 3), got {face.shape}")
+        self.keypoints = normalize_face(face) if normalize else np.ascontiguousarray(face)
+
+    def __len__(self) -> int:
+        return len(self.keypoints)
+
+    def __getitem__(self, index: int):
+        kp = torch.from_numpy(self.keypoints[index].copy())
+        return kp, kp
+
+
+def _image_tensor(image: np.ndarray) -> torch.Tensor:
+    image = np.asarray(image)
+    if image.dtype == np.uint8:
+        tensor = torch.from_numpy(image.astype(np.float32) / 255.0)
+    else:
+        tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))
+    return tensor.unsqueeze(0)
+
+
+def _check_task(task: str) -> None:
+    if task not in TASKS:
+        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+
+
+def _rows_for(arrays: dict[str, np.ndarray], split: str | None, task: str) -> np.ndarray:
+    """Row indices of a decoded shard that belong to ``split`` and are usable for ``task``."""
+    keep = np.ones(len(arrays["keypoints"]), dtype=bool)
+    if split is not None:
+        keep &= arrays["split"] == split
+    if task == "face":
+        keep &= (arrays["face"][:, :, 2] > 0).any(axis=1)
+    return np.flatnonzero(keep)
+
+
+def _sample(arrays: dict[str, np.ndarray], row: int, task: str):
+    if task == "skeleton":
+        return torch.from_numpy(arrays["keypoints"][row].copy()), _image_tensor(arrays["images"][row])
+    face = torch.from_numpy(normalize_face(arrays["face"][row]))
+    return face, face
+
+
+def _resolve_manifest(manifest_uri) -> Manifest:
+    return manifest_uri if isinstance(manifest_uri, Manifest) else read_manifest(manifest_uri)
+
+
+def _dist_rank_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
+    if rank is not None or world_size is not None:
+        if rank is None or world_size is None:
+            raise ValueError("pass both rank and world_size, or neither")
+    elif torch.distributed.is_available() and torch.distributed.is_initialized():
+        rank, world_size = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    else:
+        rank, world_size = 0, 1
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} not in [0, {world_size})")
+    return int(rank), int(world_size)
+
+
+class ShardStream(IterableDataset):
+    """Stream one split of a manifest's shards: ``ShardStream(manifest_uri, "train", task="skeleton")``.
+
+    Partitioning: the consumers are the ``world_size`` DDP ranks times the DataLoader workers of each
+    rank. With at least as many shards as consumers, whole shards are dealt round-robin (after the
+    per-epoch shard shuffle); with fewer, every consumer reads every shard and keeps every n-th frame.
+    Either way each frame of the split is yielded exactly once per epoch over all consumers. Ranks
+    may receive different numbers of frames; DDP training should cap steps per epoch accordingly.
+
+    Memory: at most ``1 + prefetch`` shards (compressed) plus one decoded shard plus the shuffle
+    buffer per consumer, independent of the number of shards.
+
+    ``set_epoch(e)`` changes the shuffle (shard order, row order, buffer) like DistributedSampler.
+    """
+
+    def __init__(self, manifest_uri, split: str | None, task: str = "skeleton", shuffle: bool = True,
+                 shuffle_buffer: int = 2048, seed: int = 0, rank: int | None = None,
+                 world_size: int | None = None, prefetch: int = 1, verify: bool = True):
+        _check_task(task)
+        manifest = _resolve_manifest(manifest_uri)
+        self.store_uri = manifest.uri
+        self.split = split
+        self.task = task
+        self.shards: list[ShardInfo] = manifest.shards_for(split)
+        if split is not None and not self.shards:
+            raise ValueError(f"{manifest.uri}: split {split!r} has no frames (splits: {manifest.splits})")
+        self.n_frames = manifest.splits.get(split, 0) if split is not None else manifest.n_frames
+        self.image_size = manifest.image_size
+        self.dataset_hash = manifest.dataset_hash
+        self.shuffle = shuffle
+        self.shuffle_buffer = max(1, int(shuffle_buffer))
+        self.seed = int(seed)
+        self.rank, self.world_size = _dist_rank_world(rank, world_size)
+        self.prefetch = max(0, int(prefetch))
+        self.verify = verify
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def _consumer(self) -> tuple[int, int]:
+        info = get_worker_info()
+        workers, worker_id = (info.num_workers, info.id) if info is not None else (1, 0)
+        return self.rank * workers + worker_id, self.world_size * workers
+
+    def _assignment(self) -> tuple[list[ShardInfo], int, int]:
+        """(shards this consumer reads, frame stride, frame offset) for the current epoch."""
+        consumer, consumers = self._consumer()
+        shards = list(self.shards)
+        if self.shuffle:
+            # Same permutation on every consumer: derived from (seed, epoch) only.
+            perm = np.random.default_rng([self.seed, self.epoch]).permutation(len(shards))
+            shards = [shards[i] for i in perm]
+        if len(shards) >= consumers:
+            return shards[consumer::consumers], 1, 0
+        return shards, consumers, consumer
+
+    def __iter__(self) -> Iterator:
+        shards, stride, offset = self._assignment()
+        consumer, _ = self._consumer()
+        rng = np.random.default_rng([self.seed, self.epoch, consumer, 1])
+        buffer: list = []
+        # A fresh client per iterator: a boto3 client forked into DataLoader workers would share sockets.
+        store = open_store(self.store_uri)
+        with ThreadPoolExecutor(max_workers=1) as fetcher:
+            for arrays in self._prefetched(store, shards, fetcher):
+                rows = _rows_for(arrays, self.split, self.task)
+                if stride > 1:
+                    rows = rows[offset::stride]
+                if self.shuffle:
+                    rows = rng.permutation(rows)
+                for row in rows:
+                    sample = _sample(arrays, int(row), self.task)
+                    if not self.shuffle:
+                        yield sample
+                        continue
+                    if len(buffer) < self.shuffle_buffer:
+                        buffer.append(sample)
+                        continue
+                    slot = int(rng.integers(len(buffer)))
+                    yield buffer[slot]
+                    buffer[slot] = sample
+                del arrays
+            if buffer:
+                for slot in rng.permutation(len(buffer)):
+                    yield buffer[slot]
+
+    def _prefetched(self, store: ObjectStore, shards: list[ShardInfo], fetcher: ThreadPoolExecutor
+                    ) -> Iterator[dict]:
+        # Fetch (download + verify + decode) the next shards in the background while this one is consumed.
+        futures = []
+        position = 0
+        while position < len(shards) or futures:
+            while position < len(shards) and len(futures) <= self.prefetch:
+                futures.append(fetcher.submit(read_shard, store, shards[position], self.verify))
+                position += 1
+            yield futures.pop(0).result()
+
+
+class ArrayDataset(Dataset):
+    """Map-style dataset over arrays decoded from shards (see :func:`load_split`)."""
+
+    def __init__(self, keypoints: np.ndarray, images: np.ndarray | None, face: np.ndarray | None, task: str):
+        _check_task(task)
+        self.task = task
+        self.keypoints = keypoints
+        self.images = images
+        self.face = face
+
+    def __len__(self) -> int:
+        return len(self.keypoints if self.task == "skeleton" else self.face)
+
+    def __getitem__(self, index: int):
+        if self.task == "skeleton":
+            return torch.from_numpy(self.keypoints[index].copy()), _image_tensor(self.images[index])
+        face = torch.from_numpy(self.face[index].copy())
+        return face, face
+
+
+def load_split(manifest_uri, split: str, task: str = "skeleton") -> ArrayDataset:
+    """One split fully in memory (images stay uint8: 64 KiB a frame at 256x256). For small data sets."""
+    _check_task(task)
+    manifest = _resolve_manifest(manifest_uri)
+    store = open_store(manifest.uri)
+    keypoints, images, faces = [], [], []
+    for shard in manifest.shards_for(split):
+        arrays = read_shard(store, shard)
+        rows = _rows_for(arrays, split, task)
+        if task == "skeleton":
+            keypoints.append(arrays["keypoints"][rows])
+            images.append(arrays["images"][rows])
+        else:
+            faces.append(normalize_face(arrays["face"][rows]))
+    if not keypoints and not faces:
+        raise ValueError(f"{manifest.uri}: split {split!r} has no frames for task {task!r} "
+                         f"(splits: {manifest.splits})")
+    if task == "skeleton":
+        return ArrayDataset(np.concatenate(keypoints), np.concatenate(images), None, task)
+    face = np.concatenate(faces)
+    return ArrayDataset(face, None, face, task)
+
+
+__all__ = ["SkeletonDataset", "KeypointDataset", "normalize_face", "ShardStream", "ArrayDataset",
+           "load_split", "TASKS"]

@@ -1,0 +1,224 @@
+"""``signpose inspect FILE`` and ``signpose render FILE --out DIR``.
+
+``add_parser(subparsers)`` registers both (``add_inspect_parser`` / ``add_render_parser`` one each);
+every subcommand sets ``func``: ``args.func(args)`` runs it and returns the exit code. Bad input
+exits with status 2 and the reader's one-line error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import os
+import sys
+
+import numpy as np
+
+from signpose import layout
+from signpose.io.errors import KeypointFormatError
+from signpose.io.frames import SPLITS, KeypointFrames
+from signpose.io.readers import read_keypoints
+
+log = logging.getLogger(__name__)
+
+
+def add_parser(subparsers) -> None:
+    add_inspect_parser(subparsers)
+    add_render_parser(subparsers)
+
+
+def _frame_size_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--frame-size", type=int, nargs=2, metavar=("WIDTH", "HEIGHT"), default=None,
+                        help="pixel frame size for sources without one (OpenPose JSON, .pts without image); "
+                             "overrides a .pose header")
+
+
+def add_inspect_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("inspect", help="print what a keypoint file holds",
+                                   description="Read and validate a keypoint file/folder and print its format, "
+                                               "frames, videos, splits and per-part missing rates.")
+    parser.add_argument("file", help="keypoint file or folder (.pkl .npz .npy .pose .json .pts)")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    _frame_size_arg(parser)
+    parser.set_defaults(func=run_inspect)
+    return parser
+
+
+def add_render_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("render", help="render a keypoint file's frames to PNGs (+ GIF/mp4 per video)",
+                                   description="Render every frame as the skeleton image the model is trained on: "
+                                               "OUT/<video>/<frame>.png and OUT/<video>.gif (or .mp4).")
+    parser.add_argument("file", help="keypoint file or folder")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--image-size", type=int, default=256)
+    parser.add_argument("--thickness", type=int, default=0, help="line thickness in pixels (0 = auto)")
+    parser.add_argument("--joints", action="store_true", help="draw a dot on every present point")
+    parser.add_argument("--no-antialias", action="store_true")
+    parser.add_argument("--confidence-scaled", action="store_true", help="dim bones by their confidence")
+    parser.add_argument("--split", choices=SPLITS, default=None, help="only this split")
+    parser.add_argument("--video", default=None, help="only this video id")
+    parser.add_argument("--limit", type=int, default=0, help="at most this many frames (0 = all)")
+    parser.add_argument("--animation", choices=("gif", "mp4", "none"), default="gif",
+                        help="one animation per video with more than one frame")
+    parser.add_argument("--fps", type=float, default=25.0)
+    parser.add_argument("--workers", type=int, default=1, help="render processes")
+    _frame_size_arg(parser)
+    parser.set_defaults(func=run_render)
+    return parser
+
+
+# --- inspect -------------------------------------------------------------------------------------
+
+def summarize(frames: KeypointFrames) -> dict:
+    """Numbers `inspect` prints: counts, per-part presence and coordinate extent."""
+    kp = frames.keypoints
+    present = kp[..., 2] > 0
+    parts = {}
+    for name in layout.PARTS:
+        sl = layout.PART_SLICES[name]
+        p = present[:, sl]
+        parts[name] = {
+            "points": sl.stop - sl.start,
+            "frames_missing": float((~p.any(1)).mean()),        # the whole part absent
+            "frames_partial": float((p.any(1) & ~p.all(1)).mean()),
+            "points_missing": float((~p).mean()),
+            "mean_confidence": float(kp[:, sl, 2][p].mean()) if p.any() else 0.0,
+        }
+    xy = kp[..., :2][present]
+    videos = frames.videos()
+    return {
+        "source": frames.source, "format": frames.format, "frames": len(frames), "videos": len(videos),
+        "splits": frames.split_counts(),
+        "frames_per_video": {"min": int(min(np.sum(frames.video_id == v) for v in videos)),
+                             "max": int(max(np.sum(frames.video_id == v) for v in videos))},
+        "parts": parts,
+        "x_range": [float(xy[:, 0].min()), float(xy[:, 0].max())],
+        "y_range": [float(xy[:, 1].min()), float(xy[:, 1].max())],
+    }
+
+
+def format_summary(s: dict) -> str:
+    lines = [f"file:    {s['source']}", f"format:  {s['format']}",
+             f"frames:  {s['frames']} in {s['videos']} video(s) "
+             f"({s['frames_per_video']['min']}-{s['frames_per_video']['max']} frames each)",
+             "splits:  " + ", ".join(f"{k} {v}" for k, v in s["splits"].items()),
+             f"extent:  x {s['x_range'][0]:.3f}..{s['x_range'][1]:.3f}, "
+             f"y {s['y_range'][0]:.3f}..{s['y_range'][1]:.3f} (normalised [0, 1])",
+             f"{'part':<11} {'points':>6} {'part missing':>13} {'partial':>8} {'points missing':>15} {'mean conf':>10}"]
+    for name, p in s["parts"].items():
+        lines.append(f"{name:<11} {p['points']:>6} {p['frames_missing']:>12.1%} {p['frames_partial']:>8.1%} "
+                     f"{p['points_missing']:>15.1%} {p['mean_confidence']:>10.3f}")
+    extent = max(s["x_range"][1] - s["x_range"][0], s["y_range"][1] - s["y_range"][0])
+    if extent < 0.35:
+        lines.append(f"note:    the keypoints span only {extent:.0%} of the frame; if the frame size in the "
+                     "file is wrong, pass --frame-size W H")
+    return "\n".join(lines)
+
+
+def run_inspect(args) -> int:
+    try:
+        frames = read_keypoints(args.file, frame_size=args.frame_size)
+    except KeypointFormatError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    summary = summarize(frames)
+    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+    return 0
+
+
+# --- render --------------------------------------------------------------------------------------
+
+def _png_bytes(image: np.ndarray) -> bytes:
+    import cv2
+
+    ok, buf = cv2.imencode(".png", image)
+    if not ok:
+        raise RuntimeError("PNG encoding failed")
+    return buf.tobytes()
+
+
+def _write_animation(path: str, images: np.ndarray, fps: float, kind: str) -> None:
+    from signpose.io.writers import atomic_write_bytes
+
+    if kind == "gif":
+        from PIL import Image
+
+        buffer = io.BytesIO()
+        first, *rest = [Image.fromarray(im) for im in images]
+        first.save(buffer, format="GIF", save_all=True, append_images=rest, duration=int(round(1000 / fps)),
+                   loop=0)
+        atomic_write_bytes(path, buffer.getvalue())
+        return
+    import cv2
+
+    tmp = path + ".partial.mp4"
+    writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*"mp4v"), fps, images.shape[2:0:-1], False)
+    if not writer.isOpened():
+        raise RuntimeError("OpenCV cannot write mp4 here; use --animation gif")
+    try:
+        for im in images:
+            writer.write(im)
+    finally:
+        writer.release()
+    os.replace(tmp, path)
+
+
+def run_render(args) -> int:
+    from tqdm import tqdm
+
+    from signpose.io.writers import atomic_write_bytes
+    from signpose.render import RenderSettings, render_frames
+
+    try:
+        frames = read_keypoints(args.file, frame_size=args.frame_size)
+    except KeypointFormatError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    if args.split:
+        frames = frames.by_split(args.split)
+    if args.video:
+        frames = frames.subset(frames.video_id == args.video)
+    if args.limit:
+        frames = frames.subset(np.arange(min(args.limit, len(frames))))
+    if len(frames) == 0:
+        print("error: no frames left after --split/--video/--limit", file=sys.stderr)
+        return 2
+    settings = RenderSettings(image_size=args.image_size, thickness=args.thickness, antialias=not args.no_antialias,
+                              joints=args.joints, confidence_scaled=args.confidence_scaled)
+    with tqdm(total=len(frames), desc="render", unit="frame", disable=None) as bar:
+        images = render_frames(frames.keypoints, settings, workers=args.workers, progress=bar.update)
+    os.makedirs(args.out, exist_ok=True)
+    n_png, animations = 0, []
+    for video in frames.videos():
+        idx = np.flatnonzero(frames.video_id == video)
+        idx = idx[np.argsort(frames.frame_index[idx], kind="stable")]
+        folder = os.path.join(args.out, _safe_name(video))
+        for i in idx:
+            atomic_write_bytes(os.path.join(folder, f"{int(frames.frame_index[i]):06d}.png"), _png_bytes(images[i]))
+            n_png += 1
+        if args.animation != "none" and len(idx) > 1:
+            path = os.path.join(args.out, f"{_safe_name(video)}.{args.animation}")
+            _write_animation(path, images[idx], args.fps, args.animation)
+            animations.append(path)
+    print(f"wrote {n_png} PNGs for {len(frames.videos())} video(s) under {args.out}"
+          + (f" and {len(animations)} {args.animation} animation(s)" if animations else ""))
+    return 0
+
+
+def _safe_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "video"
+
+
+def main(argv=None) -> int:
+    """Stand-alone entry point (``python -m signpose.io.cli``) until the main CLI wires these in."""
+    parser = argparse.ArgumentParser(prog="signpose")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

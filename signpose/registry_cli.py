@@ -1,0 +1,291 @@
+"""``signpose models``, ``signpose predict`` and ``signpose ui``: the registry from the command line.
+
+    signpose models [--name skeleton-generator] [--json]
+    signpose predict --model models:/skeleton-generator@champion INPUT --out DIR [--limit N]
+    signpose ui [--port 5000]
+
+Each subcommand is exposed as ``add_*_parser(subparsers)``; ``add_parser(subparsers)`` adds all three.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+# --- models -------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class VersionRow:
+    model_name: str
+    version: str
+    aliases: tuple[str, ...]
+    metric: str
+    value: float | None
+    dataset_hash: str
+    run_id: str
+    promotion_reason: str
+    created: int
+
+    def as_dict(self) -> dict:
+        return {"model": self.model_name, "version": self.version, "aliases": list(self.aliases),
+                "metric": self.metric, "value": self.value, "dataset_hash": self.dataset_hash,
+                "run_id": self.run_id, "promotion_reason": self.promotion_reason, "created": self.created}
+
+
+def list_versions(settings=None, model_names: list[str] | None = None, client=None) -> list[VersionRow]:
+    """Every version of the configured models (or ``model_names``), newest first, with aliases and
+    the promotion metric recorded at registration."""
+    from mlflow import MlflowClient
+
+    from signpose.tracking.registry import METRIC_TAG_PREFIX, TAG_PROMOTION_REASON
+    from signpose.tracking.runs import configure_mlflow
+
+    settings = configure_mlflow(settings)
+    client = client or MlflowClient(settings.tracking_uri, settings.effective_registry_uri)
+    names = model_names or [task.model_name for task in settings.tasks.values()]
+    rows: list[VersionRow] = []
+    for name in names:
+        found = settings.task_for_model(name)
+        metric = found[1].promotion_metric if found else ""
+        aliases_by_version: dict[str, list[str]] = {}
+        try:
+            registered = client.get_registered_model(name)
+        except Exception:  # not registered yet: nothing to list
+            continue
+        for alias, version in (registered.aliases or {}).items():
+            aliases_by_version.setdefault(str(version), []).append(alias)
+        versions = client.search_model_versions(f"name = '{name}'")
+        for mv in sorted(versions, key=lambda v: int(v.version), reverse=True):
+            tags = mv.tags or {}
+            raw = tags.get(f"{METRIC_TAG_PREFIX}{metric}")
+            rows.append(VersionRow(
+                name, str(mv.version), tuple(sorted(aliases_by_version.get(str(mv.version), []))), metric,
+                float(raw) if raw is not None else None, tags.get("dataset_hash", ""), mv.run_id or "",
+                tags.get(TAG_PROMOTION_REASON, ""), int(mv.creation_timestamp or 0),
+            ))
+    return rows
+
+
+def format_versions(rows: list[VersionRow]) -> str:
+    if not rows:
+        return "no registered model versions"
+    header = ("MODEL", "VERSION", "ALIASES", "METRIC", "VALUE", "DATASET", "RUN")
+    table = [header] + [
+        (r.model_name, r.version, ",".join(r.aliases) or "-", r.metric or "-",
+         "-" if r.value is None else f"{r.value:.6g}", r.dataset_hash[:12] or "-", r.run_id[:12] or "-")
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in table)
+
+
+def _cmd_models(args) -> int:
+    from signpose.tracking.settings import load_mlflow_settings
+
+    rows = list_versions(load_mlflow_settings(args.config), args.name or None)
+    if args.json:
+        print(json.dumps([row.as_dict() for row in rows], indent=2))
+    else:
+        print(format_versions(rows))
+    return 0
+
+
+def add_models_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("models", help="list registered model versions with aliases and metrics",
+                                   description="List every registered version of the signpose models "
+                                               "with its aliases (champion/challenger) and promotion metric.")
+    parser.add_argument("--name", action="append", help="model name (repeatable; default: both models)")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--config", default=None, help="mlflow.yaml to read (default: ./mlflow.yaml)")
+    parser.set_defaults(func=_cmd_models)
+    return parser
+
+
+# --- predict ------------------------------------------------------------------------------------------
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def _safe_name(text: str) -> str:
+    return _UNSAFE.sub("_", text).strip("._") or "video"
+
+
+def model_task(model_uri: str) -> str:
+    """'skeleton' or 'face', from the logged model's metadata, else its input signature."""
+    import mlflow
+
+    info = mlflow.models.get_model_info(model_uri)
+    task = (info.metadata or {}).get("task")
+    if task in ("skeleton", "face"):
+        return task
+    inputs = info.signature.inputs.to_dict() if info.signature is not None else []
+    shape = tuple(inputs[0].get("tensor-spec", {}).get("shape", ())) if inputs else ()
+    if shape[-2:] == (143, 3):
+        return "skeleton"
+    if shape[-2:] == (68, 3):
+        return "face"
+    raise ValueError(f"{model_uri}: cannot tell which task the model serves (metadata {info.metadata}, "
+                     f"input shape {shape})")
+
+
+def _write_png(path: Path, image: np.ndarray) -> None:
+    import cv2
+
+    ok, encoded = cv2.imencode(".png", image if image.ndim == 2 else image[..., ::-1])  # RGB -> BGR
+    if not ok:
+        raise RuntimeError(f"could not encode {path}")
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(encoded.tobytes())
+    os.replace(tmp, path)
+
+
+def predict(model_uri: str, input_path: str, out_dir: str, *, limit: int | None = None, split: str | None = None,
+            batch_size: int = 32) -> dict:
+    """Run a registered model over every frame of ``input_path`` (any format ``read_keypoints``
+    reads) and write one PNG per frame into ``out_dir``: the generated skeleton image (skeleton
+    models) or the original face landmarks with the reconstruction overlaid (face models), plus
+    ``predictions.npz`` with the raw outputs. Returns a summary dict."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from signpose import layout
+    from signpose.data import normalize_face
+    from signpose.io import read_keypoints
+    from signpose.tracking.panels import face_panel
+    from signpose.tracking.training import load_registered_model
+
+    frames = read_keypoints(input_path)
+    if split:
+        frames = frames.subset(frames.split == split)
+    keypoints = frames.keypoints
+    index = np.arange(len(keypoints))
+    task = model_task(model_uri)
+    if task == "face":
+        inputs = normalize_face(keypoints[:, layout.FACE])
+        has_face = (inputs[..., 2] > 0).any(axis=1)
+        skipped = int((~has_face).sum())
+        inputs, index = inputs[has_face], index[has_face]
+    else:
+        inputs, skipped = keypoints, 0
+    if limit is not None:
+        inputs, index = inputs[:limit], index[:limit]
+    if len(inputs) == 0:
+        raise ValueError(f"{input_path}: no frames to predict on (task {task}, {skipped} frames without a face)")
+
+    model = load_registered_model(model_uri)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    outputs = []
+    with torch.no_grad():
+        for start in tqdm(range(0, len(inputs), batch_size), desc=f"predict {task}", unit="batch"):
+            outputs.append(model(torch.from_numpy(np.ascontiguousarray(inputs[start:start + batch_size]))).numpy())
+    predictions = np.concatenate(outputs)
+    written = []
+    for row, frame in enumerate(index):
+        name = f"{_safe_name(str(frames.video_id[frame]))}_{int(frames.frame_index[frame]):06d}.png"
+        if task == "skeleton":
+            image = np.clip(predictions[row, 0] * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        else:
+            image = face_panel(inputs[row:row + 1], predictions[row:row + 1], size=256)
+        _write_png(out / name, image)
+        written.append(name)
+    with tempfile.NamedTemporaryFile(dir=out, suffix=".npz", delete=False) as tmp:
+        np.savez_compressed(tmp, inputs=inputs, outputs=predictions, video_id=frames.video_id[index],
+                            frame_index=frames.frame_index[index])
+    os.replace(tmp.name, out / "predictions.npz")
+    summary = {"model": model_uri, "task": task, "input": str(input_path), "frames": len(written),
+               "skipped_without_face": skipped, "out": str(out), "files": written}
+    log.info("wrote %d %s predictions to %s", len(written), task, out)
+    return summary
+
+
+def _cmd_predict(args) -> int:
+    from signpose.tracking.runs import configure_mlflow
+    from signpose.tracking.settings import load_mlflow_settings
+
+    configure_mlflow(load_mlflow_settings(args.config))
+    summary = predict(args.model, args.input, args.out, limit=args.limit, split=args.split,
+                      batch_size=args.batch_size)
+    print(f"{summary['frames']} {summary['task']} predictions from {summary['model']} written to {summary['out']}"
+          + (f" ({summary['skipped_without_face']} frames without a face skipped)"
+             if summary["skipped_without_face"] else ""))
+    return 0
+
+
+def add_predict_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("predict", help="render a registered model's predictions for a keypoint file",
+                                   description="Skeleton models: one generated skeleton PNG per frame. Face "
+                                               "models: original (green) vs reconstruction (red) per frame.")
+    parser.add_argument("--model", required=True,
+                        help="model URI, e.g. models:/skeleton-generator@champion or models:/NAME/3")
+    parser.add_argument("input", help="keypoint file or folder in any supported format")
+    parser.add_argument("--out", required=True, help="output folder for the PNGs and predictions.npz")
+    parser.add_argument("--limit", type=int, default=None, help="at most this many frames")
+    parser.add_argument("--split", default=None, choices=("train", "dev", "test"), help="only this split")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--config", default=None, help="mlflow.yaml to read (default: ./mlflow.yaml)")
+    parser.set_defaults(func=_cmd_predict)
+    return parser
+
+
+# --- ui -----------------------------------------------------------------------------------------------
+
+def _cmd_ui(args) -> int:
+    from signpose.tracking.server import ui_command
+    from signpose.tracking.settings import load_mlflow_settings
+
+    settings = load_mlflow_settings(args.config)
+    if settings.is_remote_server:
+        print(f"MLflow UI: {settings.tracking_uri} (the tracking URI is already a server)")
+        return 0
+    command = ui_command(settings, args.host, args.port)
+    print(f"MLflow UI: http://{args.host}:{args.port}  (store {settings.tracking_uri}; Ctrl-C stops it)",
+          flush=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    process = subprocess.Popen(command, env=env)
+    try:
+        return process.wait()
+    except KeyboardInterrupt:
+        process.terminate()
+        return process.wait()
+
+
+def add_ui_parser(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("ui", help="start the MLflow UI on the local store and print its URL")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=5000)
+    parser.add_argument("--config", default=None, help="mlflow.yaml to read (default: ./mlflow.yaml)")
+    parser.set_defaults(func=_cmd_ui)
+    return parser
+
+
+def add_parser(subparsers) -> None:
+    """Add ``models``, ``predict`` and ``ui`` to the ``signpose`` CLI."""
+    add_models_parser(subparsers)
+    add_predict_parser(subparsers)
+    add_ui_parser(subparsers)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(prog="signpose")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""Stage entry points: what each KFP component calls (and what ``make run`` runs through the DAG).
+
+A component is a few typed lines around one of these functions, so everything a stage does can be
+run and tested without KFP.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+SEED_SYNTHETIC = 0
+
+
+def _local_copy(input_uri: str, workdir: str) -> str:
+    """A local path for ``input_uri``: local paths as they are, ``s3://`` objects downloaded."""
+    if "://" not in input_uri or input_uri.startswith("file://"):
+        return input_uri.removeprefix("file://")
+    from signpose.store import open_store
+
+    parent, _, name = input_uri.rstrip("/").rpartition("/")
+    local = os.path.join(workdir, name)
+    with open(local, "wb") as fh:
+        fh.write(open_store(parent).get_bytes(name))
+    return local
+
+
+def load_input_frames(input_uri: str, synthetic_videos: int = 24, synthetic_frames_per_video: int = 64):
+    """Validated frames in the 143-point layout: from ``input_uri``, or generated signer data when empty."""
+    from signpose.io import read_keypoints
+    from signpose.synth import generate_signer_frames
+
+    if not input_uri:
+        log.info("no input given: generating %d synthetic signing videos x %d frames",
+                 synthetic_videos, synthetic_frames_per_video)
+        return generate_signer_frames(n_videos=synthetic_videos, frames_per_video=synthetic_frames_per_video,
+                                      seed=SEED_SYNTHETIC)
+    with tempfile.TemporaryDirectory(prefix="signpose-input-") as workdir:
+        return read_keypoints(_local_copy(input_uri, workdir))
+
+
+def preprocess(input_uri: str, store_uri: str, image_size: int = 256, shard_size: int = 4096,
+               synthetic_videos: int = 24, synthetic_frames_per_video: int = 64, workers: int | None = None):
+    """Read + validate, render every frame, write shards and then the manifest (the commit point)."""
+    from signpose.render import RenderSettings
+    from signpose.shards import write_dataset
+
+    frames = load_input_frames(input_uri, synthetic_videos, synthetic_frames_per_video)
+    manifest = write_dataset(frames, store_uri, RenderSettings(image_size=image_size), shard_size=shard_size,
+                             workers=workers)
+    log.info("dataset %s: %s frames in %d shards at %s", manifest.dataset_hash[:12], manifest.splits,
+             len(manifest.shards), manifest.uri)
+    return manifest
+
+
+def describe_dataset_artifact(manifest, artifact) -> None:
+    """Record where the shards are on the KFP ``Dataset`` artifact (its metadata shows in the KFP UI)."""
+    artifact.metadata.update({
+        "manifest_uri": manifest.uri,
+        "dataset_hash": manifest.dataset_hash,
+        "image_size": manifest.image_size,
+        "shards": len(manifest.shards),
+        **{f"frames_{split}": count for split, count in manifest.splits.items()},
+    })
+    Path(artifact.path).parent.mkdir(parents=True, exist_ok=True)
+    if not Path(artifact.path).exists():
+        Path(artifact.path).write_text(manifest.to_json())
+
+
+def train_task(task: str, manifest_uri: str, mlflow_tracking_uri: str = "", config: dict | None = None,
+               pipeline_run_id: str = ""):
+    """Train one task on a preprocessed data set inside an MLflow run; register and gate the model."""
+    from signpose.tracking import load_mlflow_settings
+    from signpose.tracking.training import tracked_fit
+    from signpose.train.cli import build_model
+    from signpose.train.config import TASK_CONFIGS
+    from signpose.train.inputs import load_task_data
+
+    cfg = TASK_CONFIGS[task].from_dict({**(config or {}), "data_path": manifest_uri})
+    if mlflow_tracking_uri:
+        os.environ["MLFLOW_TRACKING_URI"] = mlflow_tracking_uri
+    settings = load_mlflow_settings()
+    data = load_task_data(task, cfg)
+    model = build_model(cfg)
+    return tracked_fit(task, model, data.train, data.val, cfg, dataset_hash=data.dataset_hash,
+                       manifest_uri=manifest_uri, settings=settings,
+                       pipeline_run_id=pipeline_run_id or None)
+
+
+def train_skeleton(manifest_uri: str, mlflow_tracking_uri: str = "", config: dict | None = None,
+                   pipeline_run_id: str = ""):
+    return train_task("skeleton", manifest_uri, mlflow_tracking_uri, config, pipeline_run_id)
+
+
+def train_face(manifest_uri: str, mlflow_tracking_uri: str = "", config: dict | None = None,
+               pipeline_run_id: str = ""):
+    return train_task("face", manifest_uri, mlflow_tracking_uri, config, pipeline_run_id)
+
+
+def describe_training_artifacts(outcome, model_artifact, metrics_artifact) -> None:
+    """KFP outputs of a training task: the registered model's URI and the validation metrics."""
+    import torch
+
+    Path(model_artifact.path).parent.mkdir(parents=True, exist_ok=True)
+    torch.save({k: v.detach().cpu() for k, v in outcome.result.model.state_dict().items()}, model_artifact.path)
+    model_artifact.metadata.update({
+        "mlflow_run_id": outcome.run_id, "registered_model": outcome.model_name,
+        "version": outcome.model_version, "alias": outcome.alias,
+        "model_uri": f"models:/{outcome.model_name}/{outcome.model_version}",
+    })
+    for name, value in outcome.metrics.items():
+        metrics_artifact.log_metric(name.replace("/", "_"), float(value))

@@ -1,0 +1,324 @@
+"""One object-store interface over a local folder and ``s3://bucket/prefix``.
+
+``open_store(uri)`` returns an :class:`ObjectStore`. Keys are ``/``-separated and relative to the
+store root; a key that would escape the root (``..``, an absolute path, a backslash) is refused.
+
+Writes are atomic: an object is either absent or complete.
+- Local folder: the bytes go to a temporary file in the destination folder, are fsync'ed, then
+  ``os.replace``'d onto the final name (atomic on POSIX within one file system).
+- S3: a single PUT is atomic per object; large objects go through boto3's multipart upload, which
+  only becomes visible when ``CompleteMultipartUpload`` succeeds.
+
+S3 configuration follows the AWS conventions so MinIO and moto work unchanged: the endpoint comes
+from the ``endpoint_url`` argument, else ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` (boto3 reads
+them natively), else ``MLFLOW_S3_ENDPOINT_URL`` (what MLflow deployments on MinIO already set);
+credentials come from the standard AWS chain; retries use botocore's retry modes.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+# Temporary files of in-flight local writes carry this suffix; listing ignores them.
+_TMP_SUFFIX = ".tmp-signpose"
+
+
+class StoreError(RuntimeError):
+    """An object-store operation failed; the message names the store and the key."""
+
+
+class ObjectNotFoundError(StoreError, FileNotFoundError):
+    """The key does not exist in the store."""
+
+
+class InvalidKeyError(StoreError, ValueError):
+    """The key is malformed or escapes the store root."""
+
+
+def validate_key(key: str) -> str:
+    """Return ``key`` if it is a clean relative ``/``-separated key, else raise InvalidKeyError."""
+    if not isinstance(key, str) or not key:
+        raise InvalidKeyError(f"object key must be a non-empty string, got {key!r}")
+    if key.startswith("/") or "\\" in key or "\x00" in key:
+        raise InvalidKeyError(f"object key {key!r} must be relative and '/'-separated")
+    parts = key.split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise InvalidKeyError(f"object key {key!r} has an empty, '.' or '..' component "
+                              "(keys may not escape the store root)")
+    return key
+
+
+def join_key(*parts: str) -> str:
+    """Join key fragments with '/', tolerating leading/trailing slashes on the fragments."""
+    pieces = [p.strip("/") for p in parts if p and p.strip("/")]
+    return validate_key("/".join(pieces))
+
+
+class ObjectStore(ABC):
+    """Minimal key -> bytes store. Implementations: :class:`LocalStore`, :class:`S3Store`."""
+
+    @property
+    @abstractmethod
+    def uri(self) -> str:
+        """The URI this store was opened with (normalised)."""
+
+    @abstractmethod
+    def put_bytes(self, key: str, data: bytes) -> None:
+        """Write ``data`` under ``key`` atomically (readers see the old object or the new one)."""
+
+    @abstractmethod
+    def get_bytes(self, key: str) -> bytes:
+        """Read the whole object; ObjectNotFoundError if absent."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def size(self, key: str) -> int:
+        """Size in bytes; ObjectNotFoundError if absent."""
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> list[str]:
+        """Sorted keys under ``prefix`` (a plain string prefix of the key, '' = everything)."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove the object; a missing object is not an error."""
+
+    def join(self, *parts: str) -> str:
+        return join_key(*parts)
+
+    def url(self, key: str) -> str:
+        """Full URI of ``key``, for messages and logs."""
+        return self.uri.rstrip("/") + "/" + validate_key(key)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.uri!r})"
+
+
+class LocalStore(ObjectStore):
+    """A folder on the local file system."""
+
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root).expanduser().resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def uri(self) -> str:
+        return str(self.root)
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / validate_key(key)).resolve()
+        # resolve() follows symlinks, so a symlinked folder cannot lead outside the root either.
+        if path != self.root and self.root not in path.parents:
+            raise InvalidKeyError(f"object key {key!r} resolves outside the store root {self.root}")
+        return path
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=_TMP_SUFFIX)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+        # Persist the rename itself (the directory entry), so a crash cannot lose a committed object.
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+    def get_bytes(self, key: str) -> bytes:
+        path = self._path(key)
+        try:
+            return path.read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            raise ObjectNotFoundError(f"{self.url(key)}: no such object") from None
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def size(self, key: str) -> int:
+        path = self._path(key)
+        if not path.is_file():
+            raise ObjectNotFoundError(f"{self.url(key)}: no such object")
+        return path.stat().st_size
+
+    def list(self, prefix: str = "") -> list[str]:
+        keys = []
+        for dirpath, _dirnames, filenames in os.walk(self.root):
+            for name in filenames:
+                if name.endswith(_TMP_SUFFIX):
+                    continue
+                rel = os.path.relpath(os.path.join(dirpath, name), self.root).replace(os.sep, "/")
+                if rel.startswith(prefix):
+                    keys.append(rel)
+        return sorted(keys)
+
+    def delete(self, key: str) -> None:
+        try:
+            self._path(key).unlink()
+        except FileNotFoundError:
+            pass
+
+
+@dataclass(frozen=True)
+class S3Options:
+    """Client settings for :class:`S3Store`; defaults suit AWS, MinIO and moto alike."""
+
+    endpoint_url: str | None = None
+    region_name: str | None = None
+    retry_mode: str = "adaptive"  # botocore: "legacy" | "standard" | "adaptive" (client-side rate limiting)
+    max_attempts: int = 10  # total attempts per request, the first one included
+    # Objects at or above this size use multipart upload (parts of multipart_chunksize, >= 5 MiB on S3).
+    multipart_threshold: int = 64 * 1024 * 1024
+    multipart_chunksize: int = 16 * 1024 * 1024
+    max_concurrency: int = 4
+
+
+def _default_endpoint() -> str | None:
+    # boto3 itself honours AWS_ENDPOINT_URL(_S3); MLflow-on-MinIO set-ups export MLFLOW_S3_ENDPOINT_URL.
+    if os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"):
+        return None
+    return os.environ.get("MLFLOW_S3_ENDPOINT_URL") or None
+
+
+class S3Store(ObjectStore):
+    """``s3://bucket/prefix`` through boto3 (AWS S3, MinIO, moto)."""
+
+    def __init__(self, bucket: str, prefix: str = "", options: S3Options = S3Options()):
+        import boto3
+        from boto3.s3.transfer import TransferConfig
+        from botocore.config import Config
+
+        if not bucket:
+            raise InvalidKeyError("s3 URI needs a bucket: s3://bucket/prefix")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        if self.prefix:
+            validate_key(self.prefix)
+        self.options = options
+        config = Config(retries={"mode": options.retry_mode, "total_max_attempts": options.max_attempts})
+        self.client = boto3.session.Session().client(
+            "s3",
+            endpoint_url=options.endpoint_url or _default_endpoint(),
+            region_name=options.region_name,
+            config=config,
+        )
+        self.transfer_config = TransferConfig(
+            multipart_threshold=options.multipart_threshold,
+            multipart_chunksize=options.multipart_chunksize,
+            max_concurrency=options.max_concurrency,
+        )
+
+    # The boto3 client holds sockets and locks; rebuild it after pickling (DataLoader workers, pools).
+    def __getstate__(self):
+        return {"bucket": self.bucket, "prefix": self.prefix, "options": self.options}
+
+    def __setstate__(self, state):
+        self.__init__(state["bucket"], state["prefix"], state["options"])
+
+    @property
+    def uri(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+    def _key(self, key: str) -> str:
+        key = validate_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    @staticmethod
+    def _is_not_found(error) -> bool:
+        code = str(error.response.get("Error", {}).get("Code", ""))
+        return code in ("404", "NoSuchKey", "NotFound")
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        s3_key = self._key(key)
+        try:
+            if len(data) >= self.options.multipart_threshold:
+                self.client.upload_fileobj(io.BytesIO(data), self.bucket, s3_key, Config=self.transfer_config)
+            else:
+                self.client.put_object(Bucket=self.bucket, Key=s3_key, Body=data)
+        except (ClientError, BotoCoreError) as e:
+            raise StoreError(f"{self.url(key)}: upload failed: {e}") from e
+
+    def get_bytes(self, key: str) -> bytes:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+            return response["Body"].read()
+        except ClientError as e:
+            if self._is_not_found(e):
+                raise ObjectNotFoundError(f"{self.url(key)}: no such object") from None
+            raise StoreError(f"{self.url(key)}: download failed: {e}") from e
+        except BotoCoreError as e:
+            raise StoreError(f"{self.url(key)}: download failed: {e}") from e
+
+    def _head(self, key: str) -> dict | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as e:
+            if self._is_not_found(e):
+                return None
+            raise StoreError(f"{self.url(key)}: HEAD failed: {e}") from e
+
+    def exists(self, key: str) -> bool:
+        return self._head(key) is not None
+
+    def size(self, key: str) -> int:
+        head = self._head(key)
+        if head is None:
+            raise ObjectNotFoundError(f"{self.url(key)}: no such object")
+        return int(head["ContentLength"])
+
+    def list(self, prefix: str = "") -> list[str]:
+        base = f"{self.prefix}/" if self.prefix else ""
+        keys = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=base + prefix):
+            for item in page.get("Contents", []):
+                keys.append(item["Key"][len(base):])
+        return sorted(keys)
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+
+def open_store(uri: str | os.PathLike | ObjectStore, *, endpoint_url: str | None = None,
+               **s3_options) -> ObjectStore:
+    """Open a local folder (``/path``, ``file:///path``) or ``s3://bucket/prefix``.
+
+    An :class:`ObjectStore` is returned unchanged, so functions can take either.
+    ``endpoint_url`` and ``s3_options`` (fields of :class:`S3Options`) apply to S3 only.
+    """
+    if isinstance(uri, ObjectStore):
+        return uri
+    text = os.fspath(uri)
+    parsed = urlparse(text)
+    if parsed.scheme == "s3":
+        options = S3Options(endpoint_url=endpoint_url, **s3_options)
+        return S3Store(parsed.netloc, parsed.path, options)
+    if parsed.scheme == "file":
+        return LocalStore(parsed.path)
+    if parsed.scheme and len(parsed.scheme) > 1:  # one letter = a Windows drive, not a scheme
+        raise ValueError(f"unsupported store URI {text!r}: use a local path, file:// or s3://")
+    return LocalStore(text)

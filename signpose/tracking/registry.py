@@ -1,0 +1,252 @@
+"""Logging the trained model, registering a version, and the champion/challenger promotion gate.
+
+Promotion rule (also in docs/mlflow.md): a new version gets the ``champion`` alias only if its
+promotion metric (``mlflow.yaml``: metric + direction per model) strictly beats the current
+champion's value *on the same validation data*. "Same data" means the same dataset hash: when the
+champion's recorded value was measured on another dataset, the champion is re-evaluated on this one
+(through the ``evaluate`` callable) and that value is cached on the champion as a tag. Otherwise the
+new version gets ``challenger`` and the reason is tagged. The first version of a model is champion.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import math
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import torch
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+
+from signpose.tracking.runs import PARAM_DATASET_HASH, TAG_TASK
+from signpose.tracking.settings import TaskTracking
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+MODEL_ARTIFACT_NAME = "model"
+CONFIG_ARTIFACT = "config.json"
+TAG_RUN_ID = "run_id"
+TAG_PROMOTION = "promotion"
+TAG_PROMOTION_REASON = "promotion_reason"
+METRIC_TAG_PREFIX = "metric."
+# Cached evaluation of a version on another dataset: eval.<dataset_hash>.<metric> = value.
+EVAL_TAG_PREFIX = "eval."
+
+Evaluator = Callable[[str], "Mapping[str, float] | float"]
+
+
+def metric_tag(metric: str) -> str:
+    return f"{METRIC_TAG_PREFIX}{metric}"
+
+
+def eval_tag(dataset_hash: str, metric: str) -> str:
+    return f"{EVAL_TAG_PREFIX}{dataset_hash}.{metric}"
+
+
+def config_to_dict(config: Any) -> dict:
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        return json.loads(json.dumps(dataclasses.asdict(config), default=str))
+    if isinstance(config, Mapping):
+        return json.loads(json.dumps(dict(config), default=str))
+    raise TypeError(f"config must be a dataclass or a mapping, got {type(config).__name__}")
+
+
+def _pip_requirements() -> list[str]:
+    # Given explicitly: MLflow's requirement inference re-imports the model in a subprocess (~7 s)
+    # and the exported pt2 graph needs torch and numpy only.
+    return [f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}", f"mlflow=={mlflow.__version__}"]
+
+
+def _export_ready(model: torch.nn.Module) -> torch.nn.Module:
+    model = getattr(model, "module", model)  # unwrap DDP
+    model = copy.deepcopy(model).to("cpu")
+    model.eval()  # dropout off: the exported graph is the inference graph
+    return model
+
+
+def log_and_register(
+    model: torch.nn.Module,
+    config: Any,
+    example_input,
+    model_name: str,
+    tags: Mapping[str, Any] | None = None,
+    *,
+    task: str | None = None,
+    metrics: Mapping[str, float] | None = None,
+    dataset_hash: str | None = None,
+) -> tuple[str, str]:
+    """Log ``model`` to the active run with ``mlflow.pytorch`` (pt2, signature + input example, the
+    config as ``config.json`` inside the model and on the run) and register a new version of
+    ``model_name`` tagged with the run id, dataset hash, task and ``metric.<name>`` values.
+
+    ``example_input`` is a batch of real model inputs; a batch of at least two keeps the exported
+    batch dimension dynamic. Returns ``(run_id, version)``.
+    """
+    run = mlflow.active_run()
+    if run is None:
+        raise RuntimeError("log_and_register needs an active run (signpose.tracking.start_training_run)")
+    run_id = run.info.run_id
+    config_dict = config_to_dict(config)
+    example = torch.as_tensor(np.asarray(example_input) if not isinstance(example_input, torch.Tensor)
+                              else example_input).detach().to("cpu").float()
+    if example.ndim < 2:
+        raise ValueError(f"example_input must be a batch (B, ...), got shape {tuple(example.shape)}")
+    if len(example) == 1:
+        # torch.export specialises a size-1 dimension to a constant: keep the batch dimension dynamic.
+        example = torch.cat([example, example])
+    example = example[:4]
+    exportable = _export_ready(model)
+    with torch.no_grad():
+        output = exportable(example)
+    example_np = example.numpy()
+    signature = infer_signature(example_np, output.detach().numpy())
+    task = task or run.data.tags.get(TAG_TASK) or mlflow.get_run(run_id).data.tags.get(TAG_TASK)
+    dataset_hash = dataset_hash or mlflow.get_run(run_id).data.params.get(PARAM_DATASET_HASH)
+
+    mlflow.log_dict(config_dict, CONFIG_ARTIFACT)
+    with tempfile.TemporaryDirectory() as tmp:
+        config_path = Path(tmp) / CONFIG_ARTIFACT
+        config_path.write_text(json.dumps(config_dict, indent=2, sort_keys=True))
+        model_info = mlflow.pytorch.log_model(
+            exportable,
+            name=MODEL_ARTIFACT_NAME,
+            input_example=example_np,
+            signature=signature,
+            serialization_format="pt2",
+            extra_files=[str(config_path)],
+            pip_requirements=_pip_requirements(),
+            metadata={"task": task or "", "dataset_hash": dataset_hash or "",
+                      "input_shape": list(example.shape[1:]), "output_shape": list(output.shape[1:])},
+        )
+    version_tags: dict[str, str] = {TAG_RUN_ID: run_id}
+    if task:
+        version_tags[TAG_TASK] = task
+    if dataset_hash:
+        version_tags[PARAM_DATASET_HASH] = dataset_hash
+    for name, value in (metrics or {}).items():
+        version_tags[metric_tag(name)] = repr(float(value))
+    version_tags.update({str(k): str(v) for k, v in (tags or {}).items()})
+    registered = mlflow.register_model(model_info.model_uri, model_name, tags=version_tags)
+    log.info("registered %s version %s (run %s)", model_name, registered.version, run_id)
+    return run_id, str(registered.version)
+
+
+@dataclasses.dataclass(frozen=True)
+class PromotionDecision:
+    model_name: str
+    version: str
+    alias: str                      # "champion" or "challenger"
+    reason: str
+    metric: str
+    value: float
+    previous_champion: str | None = None
+    champion_value: float | None = None
+
+    @property
+    def promoted(self) -> bool:
+        return self.alias == CHAMPION
+
+
+def _metric_value(metrics: Mapping[str, float] | float, metric: str, source: str) -> float:
+    if isinstance(metrics, Mapping):
+        if metric not in metrics:
+            raise KeyError(f"{source}: promotion metric {metric!r} missing; got {sorted(metrics)}")
+        return float(metrics[metric])
+    return float(metrics)
+
+
+def _champion(client: MlflowClient, model_name: str):
+    try:
+        return client.get_model_version_by_alias(model_name, CHAMPION)
+    except MlflowException as err:
+        if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            return None
+        raise
+
+
+def _champion_value(client, model_name, champion, policy: TaskTracking, dataset_hash: str,
+                    evaluate: Evaluator | None) -> tuple[float | None, str]:
+    """The champion's metric on ``dataset_hash``'s validation data, and how it was obtained."""
+    tags = champion.tags or {}
+    if tags.get(PARAM_DATASET_HASH) == dataset_hash and metric_tag(policy.promotion_metric) in tags:
+        return float(tags[metric_tag(policy.promotion_metric)]), "recorded at its training"
+    cached = tags.get(eval_tag(dataset_hash, policy.promotion_metric))
+    if cached is not None:
+        return float(cached), "re-evaluated earlier on this dataset"
+    if evaluate is None:
+        return None, (f"champion v{champion.version} was evaluated on dataset "
+                      f"{tags.get(PARAM_DATASET_HASH, 'unknown')}, not {dataset_hash}, and no evaluator was given")
+    uri = f"models:/{model_name}/{champion.version}"
+    value = _metric_value(evaluate(uri), policy.promotion_metric, uri)
+    client.set_model_version_tag(model_name, champion.version, eval_tag(dataset_hash, policy.promotion_metric),
+                                 repr(value))
+    return value, "re-evaluated on this dataset"
+
+
+def promote(
+    model_name: str,
+    version: str,
+    metrics: Mapping[str, float],
+    policy: TaskTracking,
+    *,
+    dataset_hash: str,
+    evaluate: Evaluator | None = None,
+    client: MlflowClient | None = None,
+) -> PromotionDecision:
+    """Apply the promotion gate to ``version`` (see the module docstring) and record the outcome as
+    the ``champion``/``challenger`` alias plus ``promotion``/``promotion_reason`` tags.
+
+    ``metrics`` are the new version's validation metrics on ``dataset_hash``'s validation data;
+    ``evaluate(model_uri)`` returns metrics (a mapping or the promotion metric's value) of a
+    registered model on that same data, and is only called when the champion was measured elsewhere.
+    """
+    client = client or MlflowClient()
+    version = str(version)
+    metric = policy.promotion_metric
+    value = _metric_value(metrics, metric, f"{model_name} v{version}")
+    champion = _champion(client, model_name)
+
+    def decide(alias: str, reason: str, champion_version=None, champion_value=None) -> PromotionDecision:
+        client.set_registered_model_alias(model_name, alias, version)
+        client.set_model_version_tag(model_name, version, TAG_PROMOTION, alias)
+        client.set_model_version_tag(model_name, version, TAG_PROMOTION_REASON, reason)
+        log.info("%s v%s -> %s: %s", model_name, version, alias, reason)
+        return PromotionDecision(model_name, version, alias, reason, metric, value, champion_version,
+                                 champion_value)
+
+    if not math.isfinite(value):
+        return decide(CHALLENGER, f"{metric} is {value}, not a finite value; never promoted",
+                      str(champion.version) if champion else None)
+    if champion is None:
+        return decide(CHAMPION, f"first version with a champion: {metric}={value:.6g}")
+    if str(champion.version) == version:
+        return PromotionDecision(model_name, version, CHAMPION, "already champion", metric, value, version, value)
+
+    champion_value, how = _champion_value(client, model_name, champion, policy, dataset_hash, evaluate)
+    if champion_value is None:
+        return decide(CHALLENGER, f"not comparable: {how}", str(champion.version))
+    comparison = "<" if policy.promotion_direction == "lower" else ">"
+    if policy.is_better(value, champion_value):
+        return decide(
+            CHAMPION,
+            f"{metric} {value:.6g} {comparison} {champion_value:.6g} of champion v{champion.version} "
+            f"({how}) on dataset {dataset_hash}",
+            str(champion.version), champion_value,
+        )
+    return decide(
+        CHALLENGER,
+        f"{metric} {value:.6g} does not beat {champion_value:.6g} of champion v{champion.version} "
+        f"({policy.promotion_direction} is better; {how}) on dataset {dataset_hash}",
+        str(champion.version), champion_value,
+    )

@@ -1,0 +1,210 @@
+"""Typed MLflow settings: ``mlflow.yaml`` at the top level, overridden by MLflow's environment variables.
+
+Precedence (highest first): ``MLFLOW_TRACKING_URI`` / ``MLFLOW_REGISTRY_URI`` / ``MLFLOW_EXPERIMENT_NAME``,
+then the YAML file, then the defaults below (which mirror the shipped ``mlflow.yaml``).
+Relative locations are resolved against ``workdir`` (default: the current working directory) once, here,
+so that every process (KFP component subprocesses included) agrees on the same absolute store.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Literal
+
+import yaml
+
+CONFIG_FILE_NAME = "mlflow.yaml"
+# Lets a deployment point at another settings file without changing the working folder.
+CONFIG_ENV_VAR = "SIGNPOSE_MLFLOW_CONFIG"
+DIRECTIONS = ("lower", "higher")
+
+
+@dataclass(frozen=True)
+class TaskTracking:
+    """Where one training task logs and registers, and how its versions are promoted."""
+
+    experiment: str
+    model_name: str
+    promotion_metric: str
+    promotion_direction: Literal["lower", "higher"] = "lower"
+
+    def __post_init__(self) -> None:
+        if self.promotion_direction not in DIRECTIONS:
+            raise ValueError(
+                f"promotion_direction for model {self.model_name!r} must be one of {DIRECTIONS}, "
+                f"got {self.promotion_direction!r}"
+            )
+
+    def is_better(self, candidate: float, incumbent: float) -> bool:
+        """Strictly better: a tie keeps the incumbent (a retraining must earn the alias)."""
+        if self.promotion_direction == "lower":
+            return candidate < incumbent
+        return candidate > incumbent
+
+
+def _default_tasks() -> dict[str, TaskTracking]:
+    return {
+        "skeleton": TaskTracking("signpose-skeleton", "skeleton-generator", "val/weighted_loss", "lower"),
+        "face": TaskTracking("signpose-face", "face-keypoint-autoencoder", "val/nme", "lower"),
+    }
+
+
+@dataclass(frozen=True)
+class MlflowSettings:
+    tracking_uri: str = "sqlite:///mlruns.db"
+    # None = the tracking URI (MLflow's own default).
+    registry_uri: str | None = None
+    artifact_location: str | None = "mlartifacts"
+    system_metrics: bool = True
+    tasks: dict[str, TaskTracking] = field(default_factory=_default_tasks)
+
+    @property
+    def effective_registry_uri(self) -> str:
+        return self.registry_uri or self.tracking_uri
+
+    @property
+    def is_remote_server(self) -> bool:
+        return self.tracking_uri.startswith(("http://", "https://"))
+
+    def task(self, name: str) -> TaskTracking:
+        try:
+            return self.tasks[name]
+        except KeyError:
+            raise KeyError(f"no MLflow settings for task {name!r}; known tasks: {sorted(self.tasks)}") from None
+
+    def task_for_model(self, model_name: str) -> tuple[str, TaskTracking] | None:
+        for name, task in self.tasks.items():
+            if task.model_name == model_name:
+                return name, task
+        return None
+
+    def experiment_artifact_location(self) -> str | None:
+        """Artifact location to give a new experiment, or None to let the tracking server decide.
+
+        A tracking server stores artifacts behind its own ``--artifacts-destination`` (clients upload
+        through ``mlflow-artifacts:/``); sending it a path on this machine would make clients write
+        local files the server cannot see. Explicit remote URIs (s3://...) are passed through.
+        """
+        location = self.artifact_location
+        if not location:
+            return None
+        if self.is_remote_server and (location.startswith("file:") or "://" not in location):
+            return None
+        return location
+
+
+def _has_scheme(uri: str) -> bool:
+    return "://" in uri or uri.startswith("file:")
+
+
+def resolve_store_uri(uri: str, workdir: Path) -> str:
+    """Make a relative SQLite/file/plain-path store absolute against ``workdir``; leave others alone."""
+    if uri.startswith("sqlite:///"):
+        db_path = uri[len("sqlite:///"):]
+        if db_path.startswith("/") or db_path == ":memory:" or db_path == "":
+            return uri
+        return "sqlite:///" + str((workdir / db_path).resolve())
+    if uri.startswith("file:"):
+        path = uri[len("file://"):] if uri.startswith("file://") else uri[len("file:"):]
+        if path.startswith("/"):
+            return uri
+        return (workdir / path).resolve().as_uri()
+    if not _has_scheme(uri):
+        return str((workdir / uri).resolve())
+    return uri
+
+
+def resolve_artifact_location(location: str, workdir: Path) -> str:
+    if _has_scheme(location) or ":/" in location:  # s3://, gs://, mlflow-artifacts:/, file:...
+        return resolve_store_uri(location, workdir) if location.startswith("file:") else location
+    return (workdir / location).resolve().as_uri()
+
+
+def _find_config(path: str | os.PathLike | None, workdir: Path) -> Path | None:
+    if path is not None:
+        candidate = Path(path)
+        if not candidate.is_file():
+            raise FileNotFoundError(f"MLflow settings file not found: {candidate}")
+        return candidate
+    env_path = os.environ.get(CONFIG_ENV_VAR)
+    if env_path:
+        candidate = Path(env_path)
+        if not candidate.is_file():
+            raise FileNotFoundError(f"{CONFIG_ENV_VAR}={env_path} does not name a file")
+        return candidate
+    candidate = workdir / CONFIG_FILE_NAME
+    return candidate if candidate.is_file() else None
+
+
+def _parse_task(source: Path, name: str, raw: object, default: TaskTracking | None) -> TaskTracking:
+    if not isinstance(raw, dict):
+        raise ValueError(f"{source}: tasks.{name} must be a mapping, got {type(raw).__name__}")
+    known = {f.name for f in fields(TaskTracking)}
+    unknown = set(raw) - known
+    if unknown:
+        raise ValueError(f"{source}: tasks.{name}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
+    values = dict(vars(default)) if default else {}
+    values.update({k: v for k, v in raw.items() if v is not None})
+    missing = known - set(values) - {"promotion_direction"}
+    if missing:
+        raise ValueError(f"{source}: tasks.{name}: missing keys {sorted(missing)}")
+    try:
+        return TaskTracking(**{k: str(v) for k, v in values.items()})
+    except ValueError as err:
+        raise ValueError(f"{source}: tasks.{name}: {err}") from None
+
+
+def _parse_file(source: Path) -> MlflowSettings:
+    raw = yaml.safe_load(source.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+    known = {f.name for f in fields(MlflowSettings)}
+    unknown = set(raw) - known
+    if unknown:
+        raise ValueError(f"{source}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
+    defaults = MlflowSettings()
+    tasks = dict(defaults.tasks)
+    raw_tasks = raw.get("tasks") or {}
+    if not isinstance(raw_tasks, dict):
+        raise ValueError(f"{source}: 'tasks' must be a mapping of task name -> settings")
+    for name, task_raw in raw_tasks.items():
+        tasks[name] = _parse_task(source, name, task_raw, defaults.tasks.get(name))
+    system_metrics = raw.get("system_metrics", defaults.system_metrics)
+    if not isinstance(system_metrics, bool):
+        raise ValueError(f"{source}: system_metrics must be true or false, got {system_metrics!r}")
+    return MlflowSettings(
+        tracking_uri=str(raw.get("tracking_uri") or defaults.tracking_uri),
+        registry_uri=str(raw["registry_uri"]) if raw.get("registry_uri") else None,
+        artifact_location=str(raw["artifact_location"]) if raw.get("artifact_location") else None,
+        system_metrics=system_metrics,
+        tasks=tasks,
+    )
+
+
+def load_mlflow_settings(
+    path: str | os.PathLike | None = None, workdir: str | os.PathLike | None = None
+) -> MlflowSettings:
+    """Read ``mlflow.yaml`` (``path``, else ``$SIGNPOSE_MLFLOW_CONFIG``, else ``<workdir>/mlflow.yaml``,
+    else built-in defaults), apply the MLflow environment overrides and resolve relative locations
+    against ``workdir`` (default: the current directory)."""
+    base = Path(workdir) if workdir is not None else Path.cwd()
+    source = _find_config(path, base)
+    settings = _parse_file(source) if source else MlflowSettings()
+
+    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or settings.tracking_uri
+    registry_uri = os.environ.get("MLFLOW_REGISTRY_URI") or settings.registry_uri
+    experiment_override = os.environ.get("MLFLOW_EXPERIMENT_NAME")
+    tasks = settings.tasks
+    if experiment_override:
+        tasks = {name: replace(task, experiment=experiment_override) for name, task in tasks.items()}
+    return replace(
+        settings,
+        tracking_uri=resolve_store_uri(tracking_uri, base),
+        registry_uri=resolve_store_uri(registry_uri, base) if registry_uri else None,
+        artifact_location=(
+            resolve_artifact_location(settings.artifact_location, base) if settings.artifact_location else None
+        ),
+        tasks=tasks,
+    )

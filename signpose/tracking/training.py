@@ -1,0 +1,128 @@
+"""One tracked training: run + callback + engine + log/register + promotion, for the stages to call."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import mlflow
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, IterableDataset
+
+from signpose.tracking.callback import MlflowCallback
+from signpose.tracking.registry import PromotionDecision, log_and_register, promote
+from signpose.tracking.runs import start_training_run
+from signpose.tracking.settings import MlflowSettings, load_mlflow_settings
+
+log = logging.getLogger(__name__)
+
+PANEL_SAMPLES = 4
+
+
+class ExportedModel(nn.Module):
+    """A registered (pt2) model as an ordinary module: ``model(src)`` and the face task's
+    ``model(src, tgt)`` both work, and ``eval()``/``train()`` are accepted.
+
+    ``mlflow.pytorch.load_model`` gives a ``torch.export`` GraphModule whose graph was exported in eval
+    mode; it refuses ``eval()`` and takes only the exported input. The graph is kept outside the
+    module tree so ``eval()`` does not reach it.
+    """
+
+    def __init__(self, graph_module: nn.Module):
+        super().__init__()
+        object.__setattr__(self, "graph_module", graph_module)
+
+    def forward(self, src: torch.Tensor, tgt: torch.Tensor | None = None) -> torch.Tensor:
+        return self.graph_module(src.to("cpu").float())
+
+
+def load_registered_model(model_uri: str) -> ExportedModel:
+    """``models:/NAME@alias``, ``models:/NAME/3``, ``runs:/...`` -> a ready-to-run CPU module."""
+    return ExportedModel(mlflow.pytorch.load_model(model_uri))
+
+
+def first_samples(dataset: Dataset, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` (input, target) pairs of ``dataset``, stacked: the fixed validation panel."""
+    if isinstance(dataset, IterableDataset):
+        items = list(itertools.islice(iter(dataset), n))
+    else:
+        items = [dataset[i] for i in range(min(n, len(dataset)))]
+    if not items:
+        raise ValueError("the validation set is empty: no samples for the validation panel")
+    inputs = torch.stack([torch.as_tensor(item[0]) for item in items]).float()
+    targets = torch.stack([torch.as_tensor(item[1]) for item in items]).float()
+    return inputs, targets
+
+
+def make_evaluator(task: str, val_ds: Dataset, cfg: Any, batch_size: int | None = None):
+    """``evaluate(model_uri) -> metrics``: a registered model scored by the engine's own validation
+    code on ``val_ds`` (the promotion gate's "same validation data")."""
+    from signpose.train import engine
+
+    def evaluate(model_uri: str) -> dict[str, float]:
+        model = load_registered_model(model_uri)
+        loader = DataLoader(val_ds, batch_size=batch_size or cfg.batch_size, shuffle=False)
+        metrics = engine.evaluate(engine.make_task(task, cfg), model, loader, torch.device("cpu"), amp="off")
+        log.info("re-evaluated %s on the current validation data: %s", model_uri, metrics)
+        return metrics
+
+    return evaluate
+
+
+@dataclass(frozen=True)
+class TrackedTraining:
+    run_id: str
+    model_name: str
+    model_version: str
+    alias: str
+    reason: str
+    metrics: dict[str, float]
+    result: Any  # engine.TrainResult
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "model_name": self.model_name, "model_version": self.model_version,
+                "alias": self.alias, "reason": self.reason, "metrics": dict(self.metrics)}
+
+
+def tracked_fit(
+    task: str,
+    model: nn.Module,
+    train_ds: Dataset,
+    val_ds: Dataset,
+    cfg: Any,
+    *,
+    dataset_hash: str,
+    manifest_uri: str,
+    settings: MlflowSettings | None = None,
+    run_name: str | None = None,
+    pipeline_run_id: str | None = None,
+    extra_callbacks: tuple = (),
+    panel_samples: int = PANEL_SAMPLES,
+) -> TrackedTraining:
+    """Train with ``signpose.train.engine.fit`` inside an MLflow run, then log, register and gate
+    the new version. The registered metrics are those of the weights that are logged (the engine's
+    best epoch when ``cfg.restore_best``, else the last epoch)."""
+    from signpose.train import engine
+
+    settings = settings or load_mlflow_settings()
+    policy = settings.task(task)
+    panel_inputs, panel_targets = first_samples(val_ds, panel_samples)
+    with start_training_run(task, cfg, dataset_hash=dataset_hash, manifest_uri=manifest_uri, settings=settings,
+                            run_name=run_name, pipeline_run_id=pipeline_run_id) as run:
+        callback = MlflowCallback(task, panel_inputs, panel_targets, run_id=run.info.run_id)
+        result = engine.fit(task, model, train_ds, val_ds, cfg, callbacks=[callback, *extra_callbacks])
+        metrics = dict(result.best_metrics if getattr(cfg, "restore_best", False) else result.history[-1])
+        metrics.pop("epoch", None)
+        mlflow.log_metric("best_epoch", result.best_epoch)
+        run_id, version = log_and_register(result.model, cfg, panel_inputs[:2], policy.model_name, task=task,
+                                           metrics=metrics, dataset_hash=dataset_hash)
+        decision: PromotionDecision = promote(
+            policy.model_name, version, metrics, policy, dataset_hash=dataset_hash,
+            evaluate=make_evaluator(task, val_ds, cfg),
+        )
+        mlflow.set_tags({"registered_model": policy.model_name, "registered_version": version,
+                         "promotion": decision.alias})
+    return TrackedTraining(run_id, policy.model_name, version, decision.alias, decision.reason, metrics, result)

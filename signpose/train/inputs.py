@@ -1,0 +1,134 @@
+"""``--data_path`` -> (train, validation) datasets for a task.
+
+``--data_path`` is either
+
+* a **preprocessed data set**: a manifest (``.../manifest.json``) or the store location holding it
+  (local folder, ``file://`` or ``s3://``), written by the preprocess stage; or
+* a **raw keypoint file** in any format :func:`signpose.io.read_keypoints` reads (the seed's two pickle
+  formats among them): frames are validated, and skeleton images are rendered on access with the
+  project's renderer at ``--image_size``.
+
+Validation data: the ``dev`` split when the data has one, else a held-out ``val_fraction`` of the
+training videos (whole videos, so near-identical neighbouring frames do not leak into validation).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+from torch.utils.data import Dataset, Subset
+
+from signpose import layout
+from signpose.train.config import SkeletonTrainConfig, TrainConfig
+
+log = logging.getLogger(__name__)
+
+MANIFEST_NAME = "manifest.json"
+
+
+@dataclass
+class TaskData:
+    train: Dataset
+    val: Dataset | None
+    source: str                 # "manifest" | "raw"
+    dataset_hash: str = ""      # the manifest's hash ('' for raw files)
+    info: dict = field(default_factory=dict)
+
+
+def is_manifest_location(data_path: str) -> bool:
+    """True for a manifest file or a store location that holds one; False for a raw keypoint file."""
+    if data_path.rstrip("/").endswith("/" + MANIFEST_NAME) or data_path == MANIFEST_NAME:
+        return True
+    if "://" in data_path and not data_path.startswith("file://"):
+        return True  # remote stores only hold preprocessed data sets
+    local = data_path[len("file://"):] if data_path.startswith("file://") else data_path
+    return os.path.isdir(local) and os.path.exists(os.path.join(local, MANIFEST_NAME))
+
+
+def held_out_videos(video_id: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask of the frames whose video is held out; at least one video when there are two or
+    more, whole frames split by index when everything is one video."""
+    videos = np.unique(video_id)
+    rng = np.random.default_rng(seed)
+    if len(videos) >= 2:
+        n_val = min(len(videos) - 1, max(1, round(fraction * len(videos))))
+        chosen = rng.choice(videos, size=n_val, replace=False)
+        return np.isin(video_id, chosen)
+    mask = np.zeros(len(video_id), dtype=bool)
+    n_val = min(len(video_id) - 1, max(1, round(fraction * len(video_id))))
+    mask[rng.choice(len(video_id), size=n_val, replace=False)] = True
+    return mask
+
+
+def load_task_data(task: str, cfg: TrainConfig) -> TaskData:
+    if not cfg.data_path:
+        raise ValueError("--data_path is required: a raw keypoint file or a preprocessed manifest")
+    if is_manifest_location(cfg.data_path):
+        return _from_manifest(task, cfg)
+    if not os.path.exists(cfg.data_path):
+        raise FileNotFoundError(f"{cfg.data_path}: no such keypoint file or data set folder")
+    return _from_raw(task, cfg)
+
+
+def _from_manifest(task: str, cfg: TrainConfig) -> TaskData:
+    from signpose.data import load_split
+    from signpose.shards import read_manifest
+
+    manifest = read_manifest(cfg.data_path)
+    if task == "skeleton" and isinstance(cfg, SkeletonTrainConfig) and manifest.image_size != cfg.image_size:
+        raise ValueError(f"{manifest.uri}: images were rendered at {manifest.image_size}px but "
+                         f"--image_size {cfg.image_size}; pass --image_size {manifest.image_size} or preprocess again")
+    train = load_split(manifest, "train", task)
+    if manifest.splits.get("dev", 0) > 0:
+        val = load_split(manifest, "dev", task)
+    else:
+        # Shards do not carry video ids into the map-style dataset: hold out a contiguous tail of
+        # the (video-ordered) training frames, which keeps whole videos together except one.
+        n_val = max(1, round(cfg.val_fraction * len(train))) if len(train) > 1 else 0
+        val = Subset(train, range(len(train) - n_val, len(train))) if n_val else None
+        train = Subset(train, range(len(train) - n_val))
+    log.info("data: manifest %s (hash %s): %d train / %d validation samples", manifest.uri,
+             manifest.dataset_hash[:12], len(train), len(val) if val is not None else 0)
+    return TaskData(train, val, "manifest", manifest.dataset_hash,
+                    {"manifest_uri": manifest.uri, "splits": dict(manifest.splits), "image_size": manifest.image_size})
+
+
+def _from_raw(task: str, cfg: TrainConfig) -> TaskData:
+    from signpose.data import KeypointDataset, SkeletonDataset
+    from signpose.io import read_keypoints
+
+    frames = read_keypoints(cfg.data_path)
+    split = np.asarray(frames.split).astype(str)
+    keypoints = np.asarray(frames.keypoints, dtype=np.float32)
+    video_id = np.asarray(frames.video_id).astype(str)
+    if task == "face":
+        # Frames without any face point have nothing to reconstruct.
+        usable = (keypoints[:, layout.FACE, 2] > 0).any(axis=1)
+        if not usable.any():
+            raise ValueError(f"{cfg.data_path}: no frame has a face point; the face task needs face landmarks")
+    else:
+        usable = np.ones(len(keypoints), dtype=bool)
+    train_mask = usable & (split == "train")
+    val_mask = usable & (split == "dev")
+    if not train_mask.any():
+        raise ValueError(f"{cfg.data_path}: no usable frame in split 'train' (splits: "
+                         f"{dict(zip(*np.unique(split, return_counts=True)))})")
+    if not val_mask.any() and cfg.val_fraction > 0 and train_mask.sum() > 1:
+        held = np.zeros(len(keypoints), dtype=bool)
+        held[train_mask] = held_out_videos(video_id[train_mask], cfg.val_fraction, cfg.seed)
+        val_mask, train_mask = held, train_mask & ~held
+
+    def build(mask):
+        if not mask.any():
+            return None
+        if task == "skeleton":
+            return SkeletonDataset(keypoints[mask], None, image_size=cfg.image_size)  # type: ignore[attr-defined]
+        return KeypointDataset(keypoints[mask][:, layout.FACE], normalize=True)
+
+    train, val = build(train_mask), build(val_mask)
+    log.info("data: raw file %s: %d train / %d validation samples", cfg.data_path, len(train),
+             len(val) if val is not None else 0)
+    return TaskData(train, val, "raw", "", {"raw_path": cfg.data_path, "n_frames": int(len(keypoints))})

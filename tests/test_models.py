@@ -1,0 +1,154 @@
+"""Both models: shapes, masking of missing points, learning on a tiny batch, torch.export."""
+
+import pytest
+import torch
+
+from signpose import layout
+from signpose.models import (FaceModelConfig, HierarchicalKeypointTransformer, HierarchicalSkeletonTransformer,
+                             SkeletonModelConfig, create_model, list_models, model_entry)
+
+
+def tiny_skeleton(image_size=64, **kw) -> HierarchicalSkeletonTransformer:
+    cfg = dict(image_size=image_size, d_model=32, n_layers=1, n_heads=4, n_decoder_layers=1,
+               decoder_channels=32, dropout=0.0)
+    cfg.update(kw)
+    return create_model("hierarchical_skeleton_transformer", **cfg)
+
+
+def tiny_face(**kw) -> HierarchicalKeypointTransformer:
+    cfg = dict(d_region=32, d_global=24, n_heads=4, region_layers=1, interaction_layers=1, decoder_layers=1,
+               dropout=0.0)
+    cfg.update(kw)
+    return create_model("hierarchical_keypoint_transformer", **cfg)
+
+
+def frames(batch=3, seed=0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    kp = torch.rand(batch, layout.N_POINTS, 3, generator=g)
+    kp[..., 2] = 1.0
+    return kp
+
+
+def test_registry_knows_both_models_and_their_aliases():
+    assert list_models() == ["hierarchical_keypoint_transformer", "hierarchical_skeleton_transformer"]
+    assert model_entry("skeleton").model_cls is HierarchicalSkeletonTransformer
+    assert model_entry("face").config_cls is FaceModelConfig
+    with pytest.raises(KeyError, match="unknown model"):
+        create_model("resnet50")
+
+
+@pytest.mark.parametrize("image_size", [64, 128, 256])
+def test_skeleton_output_shape_and_range_for_each_image_size(image_size):
+    model = tiny_skeleton(image_size, decoder_channels=16).eval()
+    out = model(frames(2))
+    assert out.shape == (2, 1, image_size, image_size)
+    assert out.min() >= 0 and out.max() <= 1
+
+
+def test_seed_default_skeleton_config_is_256px():
+    assert SkeletonModelConfig().image_size == 256
+
+
+@pytest.mark.parametrize("bad", [32, 100, 96])
+def test_skeleton_rejects_image_size_that_is_not_a_power_of_two_from_64(bad):
+    with pytest.raises(ValueError, match="power of two"):
+        SkeletonModelConfig(image_size=bad)
+
+
+def test_face_output_and_encoding_shapes():
+    model = tiny_face().eval()
+    src = frames(4)[:, layout.FACE]
+    assert model(src).shape == (4, 68, 3)
+    assert model(src, src).shape == (4, 68, 3)
+    assert model.encode(src).shape == (4, 24)
+
+
+def test_face_rejects_target_of_another_shape():
+    model = tiny_face()
+    src = frames(2)[:, layout.FACE]
+    with pytest.raises(ValueError, match="tgt shape"):
+        model(src, src[:, :60])
+
+
+def test_skeleton_output_ignores_coordinates_of_missing_points():
+    model = tiny_skeleton().eval()
+    kp = frames(2)
+    kp[:, layout.LEFT_HAND, 2] = 0.0  # left hand missing
+    moved = kp.clone()
+    moved[:, layout.LEFT_HAND, :2] = torch.rand_like(moved[:, layout.LEFT_HAND, :2])
+    with torch.no_grad():
+        assert torch.equal(model(kp), model(moved))
+        # ...while moving a present point does change the image
+        present_moved = kp.clone()
+        present_moved[:, layout.RIGHT_HAND, :2] += 0.1
+        assert not torch.allclose(model(kp), model(present_moved))
+
+
+def test_skeleton_frame_with_every_point_missing_gives_a_finite_image():
+    model = tiny_skeleton().eval()
+    with torch.no_grad():
+        out = model(torch.zeros(2, layout.N_POINTS, 3))
+    assert torch.isfinite(out).all()
+
+
+def test_face_output_ignores_coordinates_of_missing_points_even_a_whole_region():
+    model = tiny_face().eval()
+    src = frames(2)[:, layout.FACE].clone()
+    src[:, 36:42, 2] = 0.0  # right eye missing entirely
+    src[:, 5, 2] = 0.0      # one jaw point missing
+    moved = src.clone()
+    moved[:, 36:42, :2] = 0.9
+    moved[:, 5, :2] = 0.1
+    with torch.no_grad():
+        assert torch.equal(model(src), model(moved))
+        assert torch.isfinite(model(src)).all()
+
+
+def _steps_reduce_loss(model, inputs, target, loss_fn, steps=40, lr=3e-3):
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    model.train()
+    with torch.no_grad():
+        first = loss_fn(model(inputs), target).item()
+    for _ in range(steps):
+        loss = loss_fn(model(inputs), target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        last = loss_fn(model(inputs), target).item()
+    return first, last
+
+
+def test_skeleton_few_steps_reduce_loss_on_a_tiny_batch():
+    from signpose.render import RenderSettings, render_frames
+
+    torch.manual_seed(0)
+    kp = frames(4) * torch.tensor([0.6, 0.6, 1.0]) + torch.tensor([0.2, 0.2, 0.0])
+    target = torch.from_numpy(render_frames(kp.numpy(), RenderSettings(image_size=64))).float().div(255).unsqueeze(1)
+    first, last = _steps_reduce_loss(tiny_skeleton(), kp, target, torch.nn.functional.mse_loss, steps=30)
+    assert last < 0.7 * first
+
+
+def test_face_few_steps_reduce_loss_on_a_tiny_batch():
+    torch.manual_seed(0)
+    src = frames(8)[:, layout.FACE]
+    first, last = _steps_reduce_loss(tiny_face(), src, src, torch.nn.functional.mse_loss, steps=40)
+    assert last < 0.5 * first
+
+
+def test_both_models_export_with_torch_export_and_a_dynamic_batch():
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    skeleton = tiny_skeleton().eval()
+    kp = frames(3)
+    ep = torch.export.export(skeleton, (kp,), dynamic_shapes={"keypoints": {0: batch}})
+    other = frames(5, seed=1)
+    other[0, :, 2] = 0.0
+    with torch.no_grad():
+        torch.testing.assert_close(ep.module()(other), skeleton(other))
+
+    face = tiny_face().eval()
+    src = frames(3)[:, layout.FACE]
+    ep = torch.export.export(face, (src,), dynamic_shapes={"src": {0: batch}})
+    other = frames(6, seed=2)[:, layout.FACE]
+    with torch.no_grad():
+        torch.testing.assert_close(ep.module()(other), face(other))

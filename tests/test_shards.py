@@ -1,0 +1,311 @@
+"""Shards and manifest: round trip, commit order, idempotence, resume, byte-identical re-runs."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from signpose import layout, shards
+from signpose.io import KeypointFrames
+from signpose.render import RenderSettings, render_frames
+from signpose.shards import (MANIFEST_NAME, ManifestNotFoundError, ShardCorruptError, ShardError,
+                             compute_dataset_hash, merge_manifest, plan_dataset, plan_shards,
+                             read_manifest, read_shard, write_dataset, write_shard_range)
+from signpose.store import open_store
+
+SETTINGS = RenderSettings(image_size=48)
+
+
+def make_frames(splits=(("train", 23), ("dev", 9), ("test", 5)), seed=0, interleave=True
+                ) -> KeypointFrames:
+    """Unique skeleton-like frames; some hands missing (confidence 0, coordinates 0)."""
+    rng = np.random.default_rng(seed)
+    names = np.concatenate([[name] * count for name, count in splits])
+    if interleave:
+        names = rng.permutation(names)
+    n = len(names)
+    keypoints = np.zeros((n, layout.N_POINTS, 3), np.float32)
+    keypoints[:, :, :2] = rng.uniform(0.2, 0.8, (n, layout.N_POINTS, 2))
+    keypoints[:, :, 2] = rng.uniform(0.5, 1.0, (n, layout.N_POINTS))
+    missing_left = rng.random(n) < 0.3
+    keypoints[missing_left, layout.LEFT_HAND] = 0.0
+    return KeypointFrames(keypoints=keypoints, split=names.astype(str),
+                          video_id=np.array([f"video{i // 7:03d}" for i in range(n)]),
+                          frame_index=np.arange(n, dtype=np.int64) % 7, source="test-frames")
+
+
+@pytest.fixture(params=["local", "s3"])
+def store_uri(request, tmp_path):
+    if request.param == "local":
+        return str(tmp_path / "dataset")
+    return request.getfixturevalue("s3_bucket") + "/datasets/one"
+
+
+def read_all(manifest):
+    parts = [read_shard(manifest.uri, s) for s in manifest.shards]
+    return {name: np.concatenate([p[name] for p in parts]) for name in shards.SHARD_FIELDS}
+
+
+def shard_bytes(uri, manifest):
+    store = open_store(uri)
+    return {s.key: store.get_bytes(s.key) for s in manifest.shards}
+
+
+def grouped(frames):
+    order = shards._split_order(frames.split)
+    return {"keypoints": frames.keypoints[order], "split": frames.split[order],
+            "video_id": frames.video_id[order], "frame_index": frames.frame_index[order]}
+
+
+def test_plan_shards_covers_every_frame_once():
+    assert plan_shards(10, 4) == [range(0, 4), range(4, 8), range(8, 10)]
+    assert plan_shards(0, 4) == []
+    with pytest.raises(ValueError):
+        plan_shards(10, 0)
+
+
+def test_write_then_read_round_trips_every_field(store_uri):
+    frames = make_frames()
+    manifest = write_dataset(frames, store_uri, SETTINGS, shard_size=8, workers=1, progress=False)
+    assert manifest.splits == {"train": 23, "dev": 9, "test": 5}
+    assert manifest.n_frames == 37 and manifest.image_size == 48
+    assert manifest.render_settings() == SETTINGS
+    assert sum(s.count for s in manifest.shards) == 37
+    data, expected = read_all(manifest), grouped(frames)
+    np.testing.assert_array_equal(data["keypoints"], expected["keypoints"])
+    np.testing.assert_array_equal(data["face"], expected["keypoints"][:, layout.FACE])
+    np.testing.assert_array_equal(data["images"], render_frames(expected["keypoints"], SETTINGS))
+    np.testing.assert_array_equal(data["split"], expected["split"])
+    np.testing.assert_array_equal(data["video_id"], expected["video_id"])
+    np.testing.assert_array_equal(data["frame_index"], expected["frame_index"])
+    assert data["images"].dtype == np.uint8 and data["images"].max() > 0
+    # The manifest read back equals the one returned.
+    assert read_manifest(store_uri) == manifest
+    assert read_manifest(manifest.uri + "/" + MANIFEST_NAME) == manifest
+
+
+def test_no_shard_crosses_a_split_boundary(tmp_path):
+    manifest = write_dataset(make_frames(), tmp_path, SETTINGS, shard_size=8, workers=1, progress=False)
+    assert all(len(s.splits) == 1 for s in manifest.shards)
+    assert [s.count for s in manifest.shards_for("dev")] == [8, 1]
+    for shard in manifest.shards:
+        assert set(read_shard(tmp_path, shard)["split"]) == set(shard.splits)
+
+
+def test_shards_hold_no_pickled_objects_and_fixed_width_strings(tmp_path):
+    manifest = write_dataset(make_frames(), tmp_path, SETTINGS, shard_size=8, workers=1, progress=False)
+    raw = open_store(tmp_path).get_bytes(manifest.shards[0].key)
+    with np.load(io.BytesIO(raw), allow_pickle=False) as npz:
+        assert list(npz.files) == list(shards.STORED_FIELDS)
+        assert npz["split"].dtype.kind == "U" and npz["video_id"].dtype.kind == "U"
+
+
+def test_manifest_is_written_last(tmp_path, monkeypatch):
+    store = open_store(tmp_path)
+    written = []
+    original = type(store).put_bytes
+    monkeypatch.setattr(type(store), "put_bytes", lambda self, key, data: (written.append(key),
+                                                                           original(self, key, data)))
+    write_dataset(make_frames(), store, SETTINGS, shard_size=8, workers=1, progress=False)
+    assert written[-1] == MANIFEST_NAME and written.count(MANIFEST_NAME) == 1
+    assert sum(k.endswith(".npz") for k in written) == 6
+
+
+def test_same_input_and_settings_skip_all_work(store_uri, monkeypatch):
+    frames = make_frames()
+    first = write_dataset(frames, store_uri, SETTINGS, shard_size=8, workers=1, progress=False)
+    monkeypatch.setattr(shards, "build_shard", lambda *a: pytest.fail("rendered again"))
+    monkeypatch.setattr(shards, "write_shard_range", lambda *a, **k: pytest.fail("wrote again"))
+    second = write_dataset(frames, store_uri, SETTINGS, shard_size=8, workers=1, progress=False)
+    assert second == first and second.created_at == first.created_at
+
+
+def test_changed_settings_or_input_make_a_new_data_set(tmp_path):
+    frames = make_frames()
+    first = write_dataset(frames, tmp_path, SETTINGS, shard_size=8, workers=1, progress=False)
+    thicker = write_dataset(frames, tmp_path, RenderSettings(image_size=48, thickness=3), shard_size=8,
+                            workers=1, progress=False)
+    assert thicker.dataset_hash != first.dataset_hash
+    assert read_manifest(tmp_path).dataset_hash == thicker.dataset_hash
+    frames.keypoints[0, 0, 0] += 0.01
+    assert compute_dataset_hash(frames, SETTINGS, 8) != first.dataset_hash
+
+
+def test_dataset_hash_covers_renderer_version_and_shard_size(monkeypatch):
+    frames = make_frames()
+    base = compute_dataset_hash(frames, SETTINGS, 8)
+    assert compute_dataset_hash(make_frames(), SETTINGS, 8) == base
+    assert compute_dataset_hash(frames, SETTINGS, 9) != base
+    frames.video_id = frames.video_id.copy()
+    frames.video_id[3] = "other"
+    assert compute_dataset_hash(frames, SETTINGS, 8) != base
+    monkeypatch.setattr(shards, "RENDERER_VERSION", "changed")
+    assert compute_dataset_hash(make_frames(), SETTINGS, 8) != base
+
+
+def test_rerun_into_a_fresh_store_is_byte_identical(tmp_path):
+    frames = make_frames()
+    a = write_dataset(frames, tmp_path / "a", SETTINGS, shard_size=8, workers=1, progress=False)
+    b = write_dataset(frames, tmp_path / "b", SETTINGS, shard_size=8, workers=1, progress=False)
+    assert [s.sha256 for s in a.shards] == [s.sha256 for s in b.shards]
+    assert shard_bytes(tmp_path / "a", a) == shard_bytes(tmp_path / "b", b)
+
+
+def test_process_pool_writes_the_same_bytes_as_one_process(tmp_path):
+    frames = make_frames()
+    single = write_dataset(frames, tmp_path / "one", SETTINGS, shard_size=8, workers=1, progress=False)
+    pooled = write_dataset(frames, tmp_path / "pool", SETTINGS, shard_size=8, workers=2, progress=False)
+    assert single.shards == pooled.shards
+    assert shard_bytes(tmp_path / "one", single) == shard_bytes(tmp_path / "pool", pooled)
+
+
+class SimulatedCrash(Exception):
+    pass
+
+
+def test_crash_leaves_no_manifest_and_rerun_writes_only_missing_shards(store_uri, tmp_path, monkeypatch):
+    frames = make_frames()
+    store = open_store(store_uri)
+    original = type(store).put_bytes
+    shard_puts = []
+
+    def crash_after_three_shards(self, key, data):
+        if key.endswith(".npz"):
+            if len(shard_puts) == 3:
+                raise SimulatedCrash(key)
+            shard_puts.append(key)
+        return original(self, key, data)
+
+    monkeypatch.setattr(type(store), "put_bytes", crash_after_three_shards)
+    with pytest.raises(SimulatedCrash):
+        write_dataset(frames, store_uri, SETTINGS, shard_size=8, workers=1, progress=False)
+    with pytest.raises(ManifestNotFoundError):
+        read_manifest(store_uri)
+
+    rewritten = []
+    monkeypatch.setattr(type(store), "put_bytes", lambda self, key, data: (
+        rewritten.append(key) if key.endswith(".npz") else None, original(self, key, data)))
+    resumed = write_dataset(frames, store_uri, SETTINGS, shard_size=8, workers=1, progress=False)
+    monkeypatch.undo()
+    assert set(rewritten).isdisjoint(shard_puts) and len(rewritten) == len(resumed.shards) - 3
+    clean = write_dataset(frames, tmp_path / "clean", SETTINGS, shard_size=8, workers=1, progress=False)
+    assert resumed.shards == clean.shards
+    assert shard_bytes(store_uri, resumed) == shard_bytes(tmp_path / "clean", clean)
+
+
+def test_resume_rewrites_a_damaged_shard(tmp_path):
+    frames = make_frames()
+    plan = plan_dataset(frames, SETTINGS, 8)
+    write_shard_range(frames, tmp_path, SETTINGS, [0, 1], shard_size=8, workers=1, progress=False)
+    store = open_store(tmp_path)
+    good = store.get_bytes(plan.shard_key(1))
+    store.put_bytes(plan.shard_key(1), good[:-10] + b"0123456789")
+    manifest = write_dataset(frames, tmp_path, SETTINGS, shard_size=8, workers=1, progress=False)
+    assert store.get_bytes(plan.shard_key(1)) == good
+    read_shard(tmp_path, manifest.shards[1])
+
+
+def test_corrupt_shard_is_a_clear_error_naming_it(store_uri):
+    manifest = write_dataset(make_frames(), store_uri, SETTINGS, shard_size=8, workers=1, progress=False)
+    store = open_store(store_uri)
+    victim = manifest.shards[2]
+    data = bytearray(store.get_bytes(victim.key))
+    data[len(data) // 2] ^= 0xFF
+    store.put_bytes(victim.key, bytes(data))
+    with pytest.raises(ShardCorruptError, match=victim.key) as error:
+        read_shard(store_uri, victim)
+    assert "checksum mismatch" in str(error.value)
+    store.delete(victim.key)
+    with pytest.raises(ShardError, match="missing"):
+        read_shard(store_uri, victim)
+
+
+def test_shard_with_pickled_objects_is_refused():
+    buffer = io.BytesIO()
+    np.savez(buffer, keypoints=np.array([{"evil": 1}], dtype=object))
+    with pytest.raises(ShardCorruptError, match="shard x"):
+        shards.decode_shard(buffer.getvalue(), "shard x")
+
+
+def test_zip_entries_carry_a_fixed_timestamp(tmp_path):
+    manifest = write_dataset(make_frames(), tmp_path, SETTINGS, shard_size=8, workers=1, progress=False)
+    with zipfile.ZipFile(io.BytesIO(open_store(tmp_path).get_bytes(manifest.shards[0].key))) as archive:
+        assert {info.date_time for info in archive.infolist()} == {(1980, 1, 1, 0, 0, 0)}
+
+
+def test_bad_input_error_names_the_field(tmp_path):
+    frames = make_frames()
+    frames.keypoints = frames.keypoints[:, :100]
+    with pytest.raises(ValueError, match="test-frames.*'keypoints'.*143"):
+        write_dataset(frames, tmp_path, SETTINGS, progress=False)
+    frames = make_frames()
+    frames.video_id = frames.video_id[:-1]
+    with pytest.raises(ValueError, match="'video_id'"):
+        write_dataset(frames, tmp_path, SETTINGS, progress=False)
+
+
+def test_fan_out_ranges_merge_into_the_same_manifest(store_uri, tmp_path):
+    frames = make_frames()
+    plan = plan_dataset(frames, SETTINGS, 8)
+    first = write_shard_range(frames, store_uri, SETTINGS, range(0, 3), shard_size=8, workers=1,
+                              progress=False)
+    assert [s.index for s in first] == [0, 1, 2]
+    with pytest.raises(ShardError, match=plan.shard_key(3)):
+        merge_manifest(store_uri, plan.dataset_hash)
+    write_shard_range(frames, store_uri, SETTINGS, range(3, plan.n_shards), shard_size=8, workers=1,
+                      progress=False)
+    merged = merge_manifest(store_uri)
+    whole = write_dataset(frames, tmp_path / "whole", SETTINGS, shard_size=8, workers=1, progress=False)
+    assert merged.shards == whole.shards and merged.dataset_hash == whole.dataset_hash
+    assert merged.splits == whole.splits
+    assert merge_manifest(store_uri, plan.dataset_hash).created_at == merged.created_at  # no-op
+
+
+def test_manifest_json_has_the_documented_fields(tmp_path):
+    write_dataset(make_frames(), tmp_path, SETTINGS, shard_size=8, workers=1, progress=False)
+    data = json.loads((tmp_path / MANIFEST_NAME).read_text())
+    assert {"schema_version", "dataset_hash", "image_size", "render", "splits", "shards", "created_at",
+            "n_frames", "shard_size", "renderer_version", "shard_format"} <= set(data)
+    shard = data["shards"][0]
+    assert {"key", "count", "bytes", "sha256", "splits"} <= set(shard)
+    blob = (tmp_path / shard["key"]).read_bytes()
+    assert hashlib.sha256(blob).hexdigest() == shard["sha256"] and len(blob) == shard["bytes"]
+
+
+def test_unsupported_schema_version_is_refused(tmp_path):
+    write_dataset(make_frames(), tmp_path, SETTINGS, shard_size=8, workers=1, progress=False)
+    data = json.loads((tmp_path / MANIFEST_NAME).read_text())
+    data["schema_version"] = 99
+    (tmp_path / MANIFEST_NAME).write_text(json.dumps(data))
+    with pytest.raises(ShardError, match="schema_version 99"):
+        read_manifest(tmp_path)
+
+
+@pytest.mark.parametrize("shape", [(3, 45, 45), (2, 64, 64), (0, 16, 16), (1, 1, 1)])
+def test_image_encoding_is_lossless(shape):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, shape, dtype=np.uint8)
+    images[rng.random(shape) < 0.9] = 0  # mostly dark, like skeletons
+    if shape[0]:
+        images[0] = 0  # an empty frame
+    np.testing.assert_array_equal(shards.decode_images(shards.encode_images(images)), images)
+    full = np.full(shape, 255, np.uint8)
+    np.testing.assert_array_equal(shards.decode_images(shards.encode_images(full)), full)
+
+
+def test_image_streams_that_disagree_are_a_corrupt_shard():
+    images = np.zeros((2, 16, 16), np.uint8)
+    images[:, 3, 4] = 200
+    stored = shards.encode_images(images)
+    stored["images_values_xz"] = shards.encode_images(images[:1])["images_values_xz"]
+    with pytest.raises(ShardCorruptError, match="shard y: image mask has 2 lit pixels but 1 values"):
+        shards.decode_images(stored, "shard y")
+    stored = shards.encode_images(images)
+    stored["images_shape"] = np.array([3, 16, 16])
+    with pytest.raises(ShardCorruptError, match="shard y: image mask holds"):
+        shards.decode_images(stored, "shard y")

@@ -1,0 +1,388 @@
+"""signpose.tracking against a SQLite store: settings, panels, the engine callback, logging +
+registration, and the champion/challenger promotion gate (real models, real engine, tiny sizes)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from signpose import layout
+from signpose.tracking import (
+    CHALLENGER,
+    CHAMPION,
+    FINAL_PANEL_FILE,
+    PANEL_KEY,
+    MlflowCallback,
+    TaskTracking,
+    face_panel,
+    flatten_params,
+    load_mlflow_settings,
+    promote,
+    skeleton_panel,
+    start_training_run,
+)
+from signpose.tracking.panels import ORIGINAL_COLOUR, RECONSTRUCTION_COLOUR
+from signpose.tracking.registry import eval_tag, metric_tag
+from signpose.tracking.settings import resolve_store_uri
+from signpose.tracking.training import load_registered_model, make_evaluator, tracked_fit
+from signpose.train import engine
+from tracking_fixtures import build_model, face_config, face_data, skeleton_config, skeleton_data
+
+REPO = Path(__file__).resolve().parents[1]
+MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_NAME", "SIGNPOSE_MLFLOW_CONFIG",
+              "KFP_RUN_ID")
+
+
+@pytest.fixture
+def clean_mlflow_env(monkeypatch):
+    """No MLflow environment from the developer's shell; MLflow's process-global URIs reset after."""
+    for name in MLFLOW_ENV:
+        monkeypatch.delenv(name, raising=False)
+    yield monkeypatch
+    mlflow.set_tracking_uri(None)
+    mlflow.set_registry_uri(None)
+
+
+# --- settings ---------------------------------------------------------------------------------------
+
+def test_shipped_mlflow_yaml_names_both_models_and_their_promotion_metrics(clean_mlflow_env, tmp_path):
+    settings = load_mlflow_settings(REPO / "mlflow.yaml", workdir=tmp_path)
+    assert settings.task("skeleton") == TaskTracking("signpose-skeleton", "skeleton-generator",
+                                                     "val/weighted_loss", "lower")
+    assert settings.task("face") == TaskTracking("signpose-face", "face-keypoint-autoencoder", "val/nme", "lower")
+    # The default store is a SQLite file in the working folder, made absolute so subprocesses agree.
+    assert settings.tracking_uri == f"sqlite:///{tmp_path.resolve()}/mlruns.db"
+    assert settings.effective_registry_uri == settings.tracking_uri
+    assert settings.artifact_location == (tmp_path.resolve() / "mlartifacts").as_uri()
+    assert settings.system_metrics is True
+
+
+def test_builtin_defaults_match_the_shipped_yaml(clean_mlflow_env, tmp_path):
+    # Without any mlflow.yaml (an installed package in a container) the behaviour is the same.
+    assert load_mlflow_settings(workdir=tmp_path) == load_mlflow_settings(REPO / "mlflow.yaml", workdir=tmp_path)
+
+
+def test_mlflow_environment_variables_override_the_yaml(clean_mlflow_env, tmp_path):
+    clean_mlflow_env.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
+    clean_mlflow_env.setenv("MLFLOW_REGISTRY_URI", "sqlite:///registry.db")
+    clean_mlflow_env.setenv("MLFLOW_EXPERIMENT_NAME", "shared-experiment")
+    settings = load_mlflow_settings(REPO / "mlflow.yaml", workdir=tmp_path)
+    assert settings.tracking_uri == "http://mlflow.example:5000"
+    assert settings.registry_uri == f"sqlite:///{tmp_path.resolve()}/registry.db"
+    assert {t.experiment for t in settings.tasks.values()} == {"shared-experiment"}
+    # A server decides where artifacts go; a local path from the yaml must not be sent to it.
+    assert settings.experiment_artifact_location() is None
+
+
+def test_settings_file_is_found_through_env_and_partial_task_sections_keep_defaults(clean_mlflow_env, tmp_path):
+    config = tmp_path / "custom.yaml"
+    config.write_text("tracking_uri: sqlite:////abs/store.db\nartifact_location: s3://bucket/artifacts\n"
+                      "tasks:\n  face:\n    promotion_metric: val/mse\n    promotion_direction: lower\n")
+    clean_mlflow_env.setenv("SIGNPOSE_MLFLOW_CONFIG", str(config))
+    settings = load_mlflow_settings(workdir=tmp_path / "elsewhere")
+    assert settings.tracking_uri == "sqlite:////abs/store.db"
+    assert settings.artifact_location == "s3://bucket/artifacts"
+    assert settings.task("face").promotion_metric == "val/mse"
+    assert settings.task("face").model_name == "face-keypoint-autoencoder"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("tracking_url: sqlite:///x.db\n", "unknown keys ['tracking_url']"),
+    ("tasks:\n  face:\n    promotion_direction: smaller\n", "tasks.face: promotion_direction"),
+    ("tasks:\n  face:\n    metric: val/nme\n", "tasks.face: unknown keys ['metric']"),
+    ("tasks:\n  pose:\n    experiment: x\n", "tasks.pose: missing keys"),
+    ("system_metrics: maybe\n", "system_metrics must be true or false"),
+])
+def test_bad_settings_file_is_refused_naming_file_and_key(clean_mlflow_env, tmp_path, text, message):
+    config = tmp_path / "mlflow.yaml"
+    config.write_text(text)
+    with pytest.raises(ValueError, match="mlflow.yaml") as info:
+        load_mlflow_settings(config, workdir=tmp_path)
+    assert message in str(info.value)
+
+
+def test_relative_store_uris_resolve_against_the_workdir_and_others_pass_through(tmp_path):
+    assert resolve_store_uri("sqlite:///a/b.db", tmp_path) == f"sqlite:///{tmp_path.resolve()}/a/b.db"
+    assert resolve_store_uri("sqlite:////abs.db", tmp_path) == "sqlite:////abs.db"
+    assert resolve_store_uri("file:runs", tmp_path) == (tmp_path.resolve() / "runs").as_uri()
+    assert resolve_store_uri("https://host:5000", tmp_path) == "https://host:5000"
+    assert resolve_store_uri("postgresql://u@db/mlflow", tmp_path) == "postgresql://u@db/mlflow"
+
+
+def test_promotion_direction_decides_what_beats_and_ties_never_do():
+    lower = TaskTracking("e", "m", "val/nme", "lower")
+    higher = TaskTracking("e", "m", "val/psnr", "higher")
+    assert lower.is_better(0.1, 0.2) and not lower.is_better(0.2, 0.1) and not lower.is_better(0.1, 0.1)
+    assert higher.is_better(30.0, 20.0) and not higher.is_better(20.0, 30.0) and not higher.is_better(5.0, 5.0)
+
+
+def test_flatten_params_names_every_nested_config_field():
+    cfg = face_config()
+    flat = flatten_params({"train": cfg, "model": cfg.model_config(), "sizes": (1, 2)})
+    assert flat["train.d_region"] == "16" and flat["model.d_global"] == "32"
+    assert flat["sizes"] == "(1, 2)"
+    assert {f"train.{f.name}" for f in dataclasses.fields(cfg)} <= set(flat)
+
+
+# --- panels -------------------------------------------------------------------------------------------
+
+def test_skeleton_panel_puts_keypoints_target_and_generated_side_by_side():
+    keypoints = np.zeros((2, layout.N_POINTS, 3), np.float32)
+    keypoints[0, 0] = (0.5, 0.5, 1.0)  # one present face point in the middle of sample 0
+    target = np.zeros((2, 1, 32, 32), np.float32)
+    target[:, :, :16] = 1.0  # top half white
+    generated = np.zeros((2, 1, 32, 32), np.float32)
+    generated[:, :, :, :16] = 1.0  # left half white
+    panel = skeleton_panel(keypoints, torch.from_numpy(target), torch.from_numpy(generated))
+    header, sep = 20, 2
+    assert panel.shape == (header + 2 * 32 + sep, 3 * 32 + 2 * sep, 3) and panel.dtype == np.uint8
+    row0 = panel[header:header + 32]
+    keypoint_tile, target_tile, generated_tile = row0[:, :32], row0[:, 34:66], row0[:, 68:100]
+    assert keypoint_tile[15:17, 15:17].max() > 0 and keypoint_tile[:8, :8].max() == 0
+    assert target_tile[:16].min() == 255 and target_tile[16:].max() == 0
+    assert generated_tile[:, :16].min() == 255 and generated_tile[:, 16:].max() == 0
+    # Sample 1 has no present keypoint: nothing drawn in its keypoint tile.
+    assert panel[header + 34:header + 66, :32].max() == 0
+
+
+def test_face_panel_overlays_original_in_green_and_reconstruction_in_red_skipping_missing_points():
+    original = np.zeros((1, 68, 3), np.float32)
+    original[0, 36] = (0.25, 0.5, 1.0)
+    original[0, 45] = (0.75, 0.5, 1.0)
+    reconstruction = original.copy()
+    reconstruction[0, 36, :2] = (0.25, 0.2)
+    reconstruction[0, 10] = (0.9, 0.9, 1.0)  # missing in the original: not drawn
+    panel = face_panel(original, reconstruction, size=100)
+    tile = panel[20:]
+
+    def colour_at(x, y):
+        return tuple(int(c) for c in tile[int(round(y * 99)), int(round(x * 99))])
+
+    assert colour_at(0.25, 0.5) == ORIGINAL_COLOUR
+    assert colour_at(0.25, 0.2) == RECONSTRUCTION_COLOUR
+    assert colour_at(0.75, 0.5) == RECONSTRUCTION_COLOUR  # drawn over the identical original point
+    assert tile[85:95, 85:95].max() == 0
+
+
+def test_panels_refuse_mismatched_batches():
+    with pytest.raises(ValueError, match="sample count"):
+        skeleton_panel(np.zeros((2, 143, 3)), np.zeros((2, 1, 8, 8)), np.zeros((3, 1, 8, 8)))
+    with pytest.raises(ValueError, match="reconstruction: expected"):
+        face_panel(np.zeros((2, 68, 3)), np.zeros((2, 143, 3)))
+
+
+# --- runs, callback, registration, promotion -----------------------------------------------------------
+
+def test_callback_refuses_to_work_without_a_run(clean_mlflow_env):
+    with pytest.raises(RuntimeError, match="start_training_run"):
+        MlflowCallback("face", torch.zeros(2, 68, 3), torch.zeros(2, 68, 3))
+
+
+def test_skeleton_callback_logs_metric_history_and_one_panel_per_epoch(clean_mlflow_env, tmp_path):
+    settings = load_mlflow_settings(REPO / "mlflow.yaml", workdir=tmp_path)
+    train_ds, val_ds = skeleton_data(n_train=8, n_val=2)
+    cfg = skeleton_config(epochs=2)
+    model = build_model(cfg)
+    inputs = torch.stack([val_ds[i][0] for i in range(2)])
+    targets = torch.stack([val_ds[i][1] for i in range(2)])
+    with start_training_run("skeleton", cfg, dataset_hash="d" * 16, manifest_uri="file:///data/manifest.json",
+                            settings=settings) as run:
+        callback = MlflowCallback("skeleton", inputs, targets)
+        engine.fit("skeleton", model, train_ds, val_ds, cfg, callbacks=[callback])
+    client = MlflowClient(settings.tracking_uri)
+    for name in ("train/loss", "val/loss", "val/weighted_loss", "val/psnr", "val/ssim", "val/mse_hands"):
+        history = client.get_metric_history(run.info.run_id, name)
+        assert [m.step for m in history] == [0, 1], name
+        assert all(np.isfinite(m.value) for m in history)
+    artifacts = _all_artifacts(client, run.info.run_id)
+    assert FINAL_PANEL_FILE in artifacts
+    assert _panel_steps(artifacts) == [0, 1]
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.name == "signpose-skeleton"
+    assert experiment.artifact_location == settings.artifact_location
+
+
+def _panel_steps(artifacts: list[str]) -> list[int]:
+    """Steps of MLflow's image series for the panel key: images/<key>+step+<n>+timestamp+...png
+    (MLflow's separator has been '%' and '+' across versions)."""
+    pattern = re.compile(rf"^images/{PANEL_KEY}[+%]step[+%](\d+)[+%].*(?<!compressed)\.png$")
+    return sorted(int(m.group(1)) for m in map(pattern.match, artifacts) if m)
+
+
+def _all_artifacts(client: MlflowClient, run_id: str, path: str | None = None) -> list[str]:
+    found = []
+    for item in client.list_artifacts(run_id, path):
+        found.extend(_all_artifacts(client, run_id, item.path) if item.is_dir else [item.path])
+    return found
+
+
+@pytest.fixture(scope="module")
+def face_store(tmp_path_factory):
+    """One real tracked face training (engine + callback + log + register + promote) on SQLite."""
+    workdir = tmp_path_factory.mktemp("face_store")
+    with pytest.MonkeyPatch.context() as mp:
+        for name in MLFLOW_ENV:
+            mp.delenv(name, raising=False)
+        mp.setenv("KFP_RUN_ID", "kfp-run-123")
+        settings = load_mlflow_settings(REPO / "mlflow.yaml", workdir=workdir)
+        train_ds, val_ds = face_data()
+        cfg = face_config(epochs=3)
+        model = build_model(cfg)
+        tracked = tracked_fit("face", model, train_ds, val_ds, cfg, dataset_hash="hash-A",
+                              manifest_uri="s3://bucket/data/manifest.json", settings=settings)
+        yield settings, tracked, cfg, val_ds
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
+
+
+def test_tracked_training_run_carries_config_lineage_and_pipeline_run_id(face_store):
+    settings, tracked, cfg, _ = face_store
+    run = MlflowClient(settings.tracking_uri).get_run(tracked.run_id)
+    params = run.data.params
+    for field in dataclasses.fields(cfg):
+        assert params[field.name] == str(getattr(cfg, field.name)), field.name
+    assert params["dataset_hash"] == "hash-A"
+    assert params["manifest_uri"] == "s3://bucket/data/manifest.json"
+    assert params["pipeline_run_id"] == "kfp-run-123"
+    assert params["code_version"]  # a git sha here; the package version where there is no git
+    assert run.data.tags["signpose.task"] == "face"
+
+
+def test_tracked_training_logs_epoch_metrics_system_metrics_panels_and_config(face_store):
+    settings, tracked, cfg, _ = face_store
+    client = MlflowClient(settings.tracking_uri)
+    for name in ("train/loss", "val/loss", "val/mse", "val/nme", "val/nme_left_eye", "val/nme_outer_lips"):
+        assert [m.step for m in client.get_metric_history(tracked.run_id, name)] == [0, 1, 2], name
+    metrics = client.get_run(tracked.run_id).data.metrics
+    assert any(key.startswith("system/") for key in metrics), sorted(metrics)
+    artifacts = _all_artifacts(client, tracked.run_id)
+    assert FINAL_PANEL_FILE in artifacts
+    assert _panel_steps(artifacts) == [0, 1, 2]
+    config = json.loads(Path(mlflow.artifacts.download_artifacts(
+        run_id=tracked.run_id, artifact_path="config.json", tracking_uri=settings.tracking_uri)).read_text())
+    assert config == json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def test_first_version_is_registered_tagged_and_becomes_champion(face_store):
+    settings, tracked, _, _ = face_store
+    client = MlflowClient(settings.tracking_uri)
+    name = settings.task("face").model_name
+    version = client.get_model_version(name, tracked.model_version)
+    assert tracked.alias == CHAMPION
+    assert str(client.get_model_version_by_alias(name, CHAMPION).version) == tracked.model_version
+    assert version.run_id == tracked.run_id
+    assert version.tags["run_id"] == tracked.run_id
+    assert version.tags["dataset_hash"] == "hash-A"
+    assert float(version.tags[metric_tag("val/nme")]) == pytest.approx(tracked.metrics["val/nme"])
+    assert version.tags["promotion"] == CHAMPION and "first version" in version.tags["promotion_reason"]
+
+
+def test_champion_loads_back_as_a_ready_model_matching_the_trained_one(face_store):
+    settings, tracked, _, val_ds = face_store
+    name = settings.task("face").model_name
+    loaded = load_registered_model(f"models:/{name}@{CHAMPION}")
+    # What mlflow.pytorch.load_model gives: the exported graph, runnable as is.
+    assert isinstance(loaded.graph_module, torch.fx.GraphModule)
+    batch = torch.stack([val_ds[i][0] for i in range(5)])  # another batch size than the example's
+    trained = tracked.result.model.eval()
+    with torch.no_grad():
+        expected = trained(batch)
+        assert torch.allclose(loaded.graph_module(batch), expected, atol=1e-5)
+        # The wrapper also takes the engine's model(src, tgt) call and eval().
+        assert torch.allclose(loaded.eval()(batch, batch), expected, atol=1e-5)
+
+
+def _register_copy(settings, tracked, dataset_hash: str, nme: float) -> str:
+    """A new registered version of the same logged model, with the metric it claims."""
+    client = MlflowClient(settings.tracking_uri)
+    name = settings.task("face").model_name
+    source = client.get_model_version(name, tracked.model_version)
+    version = client.create_model_version(name, source.source, run_id=tracked.run_id,
+                                          tags={"dataset_hash": dataset_hash, metric_tag("val/nme"): repr(nme)})
+    return str(version.version)
+
+
+def test_promotion_gate_on_the_same_data_better_wins_worse_and_equal_become_challenger(face_store):
+    settings, tracked, _, _ = face_store
+    client = MlflowClient(settings.tracking_uri)
+    policy = settings.task("face")
+    name = policy.model_name
+    incumbent = client.get_model_version_by_alias(name, CHAMPION)
+    best = float(incumbent.tags[metric_tag("val/nme")])
+
+    worse = _register_copy(settings, tracked, "hash-A", best * 1.5)
+    decision = promote(name, worse, {"val/nme": best * 1.5}, policy, dataset_hash="hash-A")
+    assert decision.alias == CHALLENGER and not decision.promoted
+    assert str(client.get_model_version_by_alias(name, CHAMPION).version) == str(incumbent.version)
+    assert str(client.get_model_version_by_alias(name, CHALLENGER).version) == worse
+    reason = client.get_model_version(name, worse).tags["promotion_reason"]
+    assert "does not beat" in reason and f"champion v{incumbent.version}" in reason
+
+    tie = _register_copy(settings, tracked, "hash-A", best)
+    assert promote(name, tie, {"val/nme": best}, policy, dataset_hash="hash-A").alias == CHALLENGER
+
+    better = _register_copy(settings, tracked, "hash-A", best * 0.5)
+    decision = promote(name, better, {"val/nme": best * 0.5}, policy, dataset_hash="hash-A")
+    assert decision.promoted and decision.previous_champion == str(incumbent.version)
+    assert decision.champion_value == pytest.approx(best)
+    assert str(client.get_model_version_by_alias(name, CHAMPION).version) == better
+    assert client.get_model_version(name, better).tags["promotion"] == CHAMPION
+
+    nan = _register_copy(settings, tracked, "hash-A", float("nan"))
+    assert promote(name, nan, {"val/nme": float("nan")}, policy, dataset_hash="hash-A").alias == CHALLENGER
+    assert str(client.get_model_version_by_alias(name, CHAMPION).version) == better
+
+
+def test_champion_from_other_data_is_reevaluated_on_this_validation_set_and_cached(face_store):
+    settings, tracked, cfg, val_ds = face_store
+    client = MlflowClient(settings.tracking_uri)
+    policy = settings.task("face")
+    name = policy.model_name
+    # The champion claims an excellent NME, but measured on another dataset: it must not count.
+    champion = _register_copy(settings, tracked, "hash-OTHER", 1e-9)
+    client.set_registered_model_alias(name, CHAMPION, champion)
+    calls = []
+    real_evaluate = make_evaluator("face", val_ds, cfg)
+
+    def counting_evaluate(uri):
+        calls.append(uri)
+        return real_evaluate(uri)
+
+    true_nme = tracked.metrics["val/nme"]  # the same weights, evaluated by the engine on val_ds
+    candidate = _register_copy(settings, tracked, "hash-A", true_nme * 0.9)
+    decision = promote(name, candidate, {"val/nme": true_nme * 0.9}, policy, dataset_hash="hash-A",
+                       evaluate=counting_evaluate)
+    assert calls == [f"models:/{name}/{champion}"]
+    assert decision.champion_value == pytest.approx(true_nme, rel=1e-4)
+    assert decision.promoted, decision.reason
+    assert "re-evaluated on this dataset" in decision.reason
+    assert float(client.get_model_version(name, champion).tags[eval_tag("hash-A", "val/nme")]) == pytest.approx(
+        true_nme, rel=1e-4)
+
+    # Back to the old champion: its cached value on hash-A is used, no second evaluation.
+    client.set_registered_model_alias(name, CHAMPION, champion)
+    later = _register_copy(settings, tracked, "hash-A", true_nme * 1.1)
+    decision = promote(name, later, {"val/nme": true_nme * 1.1}, policy, dataset_hash="hash-A",
+                       evaluate=counting_evaluate)
+    assert len(calls) == 1 and decision.alias == CHALLENGER
+
+
+def test_champion_from_other_data_without_an_evaluator_is_not_replaced(face_store):
+    settings, tracked, _, _ = face_store
+    client = MlflowClient(settings.tracking_uri)
+    policy = settings.task("face")
+    name = policy.model_name
+    champion = _register_copy(settings, tracked, "hash-B", 0.5)
+    client.set_registered_model_alias(name, CHAMPION, champion)
+    candidate = _register_copy(settings, tracked, "hash-C", 0.1)
+    decision = promote(name, candidate, {"val/nme": 0.1}, policy, dataset_hash="hash-C")
+    assert decision.alias == CHALLENGER and "not comparable" in decision.reason
+    assert str(client.get_model_version_by_alias(name, CHAMPION).version) == champion
