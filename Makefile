@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 WORKDIR ?= work
 
-.PHONY: venv run test test-all compile ui mlflow-ui lint clean
+.PHONY: venv run test test-all compile ui mlflow-ui clean
 
 venv: $(STAMP)
 
@@ -33,3 +33,5 @@ ui mlflow-ui: $(STAMP)
 
 clean:
 	rm -rf $(WORKDIR) .pytest_cache
+
+include mk/cluster.mk

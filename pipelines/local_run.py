@@ -1,7 +1,8 @@
 """``make run``: execute the real KFP DAG locally (``kfp.local``, SubprocessRunner) on embedded defaults.
 
-Everything lands under one working folder: the object store (shards + manifest), KFP's pipeline root
-(task artifacts), and MLflow's SQLite tracking/registry database with its artifacts.
+The object store (shards + manifest) and KFP's pipeline root (task artifacts) land under ``--workdir``;
+MLflow follows ``mlflow.yaml`` (default: ``mlruns.db`` + ``mlartifacts/`` in the current folder), so
+``make ui`` and ``signpose models`` see the runs afterwards.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def run_local(workdir: str | Path = "work", input_uri: str = "", **overrides) ->
 
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
-    settings = load_mlflow_settings(workdir=workdir)
+    settings = load_mlflow_settings()
     kfp.local.init(runner=kfp.local.SubprocessRunner(use_venv=False),
                    pipeline_root=str(workdir / "kfp"))
     params = dict(SMALL_RUN, **overrides)
@@ -48,7 +49,7 @@ def run_local(workdir: str | Path = "work", input_uri: str = "", **overrides) ->
         mlflow_tracking_uri=settings.tracking_uri,
         **params,
     )
-    return {"seconds": time.monotonic() - started, "tracking_uri": settings.tracking_uri}
+    return {"seconds": time.monotonic() - started, "tracking_uri": settings.tracking_uri, "settings": settings}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -59,12 +60,13 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     outcome = run_local(args.workdir, input_uri=args.data_path)
 
-    from signpose.tracking import describe_registered_models
+    from signpose.registry_cli import format_versions, list_versions
 
-    print(f"\nPipeline finished in {outcome['seconds']:.0f} s. Registered models:")
-    print(describe_registered_models(outcome["tracking_uri"]))
-    print(f"\nSee them in the MLflow UI:\n  .venv/bin/mlflow ui --backend-store-uri {outcome['tracking_uri']}"
-          f"\n  (or: make ui)")
+    print(f"\nPipeline finished in {outcome['seconds']:.0f} s. Registered model versions "
+          f"({outcome['tracking_uri']}):")
+    print(format_versions(list_versions(outcome["settings"])))
+    print("\nSee the runs, images and registered models in the MLflow UI:\n  make ui   "
+          "(= .venv/bin/signpose ui, then open http://127.0.0.1:5000)")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ How a frame is drawn (docs/data.md, "Rendering"):
 from __future__ import annotations
 
 import os
+import threading
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
@@ -227,18 +228,21 @@ def _draw_joints(image, keypoints, present, settings):
     np.maximum(image, dots, out=image)
 
 
-def _render_chunk_into_shared(args):
-    shm_name, shape, start, keypoints, settings = args
-    from multiprocessing import shared_memory
+# The output array of the render_frames call in progress: forked workers inherit it and write into it
+# (it lives in an anonymous shared mapping), so no pixels are pickled or copied back.
+_SHARED_OUTPUT: np.ndarray | None = None
+_POOL_LOCK = threading.Lock()  # one pooled render at a time per process: they share the global above
 
-    shm = shared_memory.SharedMemory(name=shm_name)
-    try:
-        images = np.ndarray(shape, dtype=np.uint8, buffer=shm.buf)
-        for i, frame in enumerate(keypoints):
-            render_frame(frame, settings, out=images[start + i])
-        del images
-    finally:
-        shm.close()
+
+def _start_worker() -> None:
+    cv2.setNumThreads(0)  # one process per core already
+
+
+def _render_chunk(args) -> int:
+    start, keypoints, settings = args
+    images = _SHARED_OUTPUT
+    for i, frame in enumerate(keypoints):
+        render_frame(frame, settings, out=images[start + i])
     return len(keypoints)
 
 
@@ -246,35 +250,43 @@ def render_frames(keypoints: np.ndarray, settings: RenderSettings = RenderSettin
                   workers: int | None = None, progress=None) -> np.ndarray:
     """(N, 143, 3) -> (N, S, S) uint8. ``workers`` > 1 renders chunks in a process pool.
 
-    Workers write straight into shared memory, so only keypoints travel between processes.
-    ``progress``: optional callable(n_done) called as chunks finish.
+    The workers are forked and write straight into a shared anonymous mapping that becomes the
+    returned array: only keypoints travel to them, nothing is copied back, and the pixels equal
+    the single-process result. Forking (not spawn) means no re-import of the caller's ``__main__``
+    (spawn breaks scripts without a main guard); the workers use only numpy and OpenCV (its threads
+    off), so threads in the parent (torch, OpenMP) are not touched. Where fork does not exist the
+    frames are rendered in this process. ``progress``: optional callable(n_done) per finished chunk.
     """
+    global _SHARED_OUTPUT
     keypoints = np.asarray(keypoints, dtype=np.float32)
     n, size = len(keypoints), int(settings.image_size)
     workers = 1 if workers is None else max(1, int(workers))
-    if workers == 1 or n < 64:
+    from multiprocessing import get_all_start_methods, get_context
+
+    if workers == 1 or n < 64 or "fork" not in get_all_start_methods():
         out = np.empty((n, size, size), dtype=np.uint8)
         for i, frame in enumerate(keypoints):
             render_frame(frame, settings, out=out[i])
         if progress is not None:
             progress(n)
         return out
-    from multiprocessing import get_context, shared_memory
+    import mmap
 
-    shape = (n, size, size)
-    shm = shared_memory.SharedMemory(create=True, size=max(1, n * size * size))
-    try:
-        chunk = max(16, -(-n // (workers * 4)))
-        jobs = [(shm.name, shape, s, keypoints[s:s + chunk], settings) for s in range(0, n, chunk)]
-        # spawn: safe next to torch/OpenMP threads in the parent; workers import only cv2 + numpy.
-        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-            for done in pool.map(_render_chunk_into_shared, jobs):
-                if progress is not None:
-                    progress(done)
-        return np.ndarray(shape, dtype=np.uint8, buffer=shm.buf).copy()
-    finally:
-        shm.close()
-        shm.unlink()
+    shared = mmap.mmap(-1, n * size * size)  # MAP_SHARED | MAP_ANONYMOUS: visible across fork
+    out = np.frombuffer(shared, dtype=np.uint8).reshape(n, size, size)  # keeps the mapping alive
+    chunk = max(16, -(-n // (workers * 4)))
+    jobs = [(s, keypoints[s:s + chunk], settings) for s in range(0, n, chunk)]
+    with _POOL_LOCK:
+        _SHARED_OUTPUT = out
+        try:
+            with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork"),
+                                     initializer=_start_worker) as pool:
+                for done in pool.map(_render_chunk, jobs):
+                    if progress is not None:
+                        progress(done)
+        finally:
+            _SHARED_OUTPUT = None
+    return out
 
 
 def default_workers() -> int:

@@ -221,7 +221,7 @@ def decode_images(stored: dict[str, np.ndarray], where: str = "shard") -> np.nda
         raise ShardCorruptError(f"{where}: image mask holds {len(mask_bytes)} bytes, "
                                 f"expected {n * height * row_bytes} for images {shape}")
     packed = np.frombuffer(mask_bytes, dtype=np.uint8).reshape(n, height, row_bytes)
-    lit = np.unpackbits(packed, axis=-1, count=width).astype(bool)
+    lit = np.unpackbits(packed, axis=-1, count=width).view(bool)  # 0/1 bytes: a free bool view
     if int(lit.sum()) != len(values):
         raise ShardCorruptError(f"{where}: image mask has {int(lit.sum())} lit pixels but "
                                 f"{len(values)} values are stored")
@@ -425,6 +425,8 @@ def compute_dataset_hash(frames, settings: RenderSettings, shard_size: int = DEF
 def plan_dataset(frames, settings: RenderSettings, shard_size: int = DEFAULT_SHARD_SIZE) -> DatasetPlan:
     """Hash the input and cut the split-grouped frame order into shard ranges."""
     _, split, _, _ = _frame_arrays(frames)
+    if len(split) == 0:
+        raise ValueError(f"{getattr(frames, 'source', '') or 'frames'}: no frames to write")
     order = _split_order(split)
     grouped = split[order]
     ranges: list[tuple[int, int]] = []
@@ -439,6 +441,35 @@ def plan_dataset(frames, settings: RenderSettings, shard_size: int = DEFAULT_SHA
     return DatasetPlan(dataset_hash=compute_dataset_hash(frames, settings, shard_size),
                        n_frames=len(split), shard_size=int(shard_size), render=_json_ready(settings.to_dict()),
                        image_size=settings.image_size, ranges=ranges)
+
+
+def shard_index_ranges(n_shards: int, n_tasks: int) -> list[tuple[int, int]]:
+    """Cut shard indices ``0..n_shards`` into at most ``n_tasks`` contiguous, near-equal
+    ``[start, stop)`` ranges: the items of a ``dsl.ParallelFor`` over writer tasks."""
+    if n_tasks < 1:
+        raise ValueError(f"n_tasks must be >= 1, got {n_tasks}")
+    n_tasks = min(n_tasks, n_shards)
+    bounds = [round(i * n_shards / n_tasks) for i in range(n_tasks + 1)] if n_tasks else [0]
+    return [(bounds[i], bounds[i + 1]) for i in range(n_tasks)]
+
+
+def prepare_fan_out(frames, store_uri: str | ObjectStore, settings: RenderSettings,
+                    shard_size: int = DEFAULT_SHARD_SIZE, n_tasks: int = 4
+                    ) -> tuple[DatasetPlan, list[tuple[int, int]]]:
+    """First step of a fan-out write: store the plan and return ``(plan, shard index ranges)``.
+
+    Then run ``write_shard_range(frames, store_uri, settings, range(start, stop), shard_size)`` once per
+    range (in parallel tasks) and ``merge_manifest(store_uri, plan.dataset_hash)`` at the end. When
+    the data set is already committed the list of ranges is empty (merge_manifest is then a no-op).
+    """
+    store = open_store(store_uri)
+    plan = plan_dataset(frames, settings, shard_size)
+    if not store.exists(plan.plan_key):
+        store.put_bytes(plan.plan_key, plan.to_json().encode())
+    existing = _try_read_manifest(store)
+    if existing is not None and existing.dataset_hash == plan.dataset_hash:
+        return plan, []
+    return plan, shard_index_ranges(plan.n_shards, n_tasks)
 
 
 # --- writing ----------------------------------------------------------------------------------------
@@ -532,7 +563,8 @@ def write_shard_range(frames, store_uri: str | ObjectStore, settings: RenderSett
                 bar.update(1)
         else:
             # Keep a bounded number of shards in flight: each holds its rendered images in memory.
-            with _pool(n_workers) as pool:
+            pool = _pool(n_workers)
+            try:
                 pending: list[tuple[int, Any]] = []
                 queue = list(todo)
                 while queue or pending:
@@ -542,6 +574,9 @@ def write_shard_range(frames, store_uri: str | ObjectStore, settings: RenderSett
                     index, future = pending.pop(0)
                     commit(index, *future.result())
                     bar.update(1)
+            finally:
+                # On an error, drop the queued shards instead of rendering them for nothing.
+                pool.shutdown(wait=True, cancel_futures=True)
     return [infos[i] for i in indices]
 
 
@@ -606,6 +641,31 @@ def _try_read_manifest(store: ObjectStore) -> Manifest | None:
         return None
 
 
+def _missing_or_resized(store: ObjectStore, manifest: Manifest) -> list[str]:
+    """Keys of committed shards that are absent or whose size differs from the manifest (cheap: no
+    download; a full checksum check is verify_dataset)."""
+    bad = []
+    for shard in manifest.shards:
+        try:
+            if store.size(shard.key) != shard.bytes:
+                bad.append(shard.key)
+        except ObjectNotFoundError:
+            bad.append(shard.key)
+    return bad
+
+
+def verify_dataset(store_uri: str | ObjectStore, progress: bool = True) -> Manifest:
+    """Download every shard of the manifest and check size, sha256 and decoding; raise on the first
+    bad one (naming it), return the manifest when all are good."""
+    store = open_store(store_uri)
+    manifest = read_manifest(store)
+    with _progress(len(manifest.shards), f"verify {store.uri}", progress) as bar:
+        for shard in manifest.shards:
+            read_shard(store, shard)
+            bar.update(1)
+    return manifest
+
+
 def write_dataset(frames, store_uri: str | ObjectStore, settings: RenderSettings = RenderSettings(),
                   shard_size: int = DEFAULT_SHARD_SIZE, workers: int | None = None,
                   progress: bool = True) -> Manifest:
@@ -618,9 +678,57 @@ def write_dataset(frames, store_uri: str | ObjectStore, settings: RenderSettings
     plan = plan_dataset(frames, settings, shard_size)
     existing = _try_read_manifest(store)
     if existing is not None and existing.dataset_hash == plan.dataset_hash:
-        log.info("%s: data set %s already written, nothing to do", store.uri, plan.dataset_hash[:12])
-        return existing
+        damaged = _missing_or_resized(store, existing)
+        if not damaged:
+            log.info("%s: data set %s already written, nothing to do", store.uri, plan.dataset_hash[:12])
+            return existing
+        # Someone deleted or truncated committed shards: repair them (the rest is verified and kept).
+        log.warning("%s: data set %s is committed but %d shards are missing or resized (%s); rewriting them",
+                    store.uri, plan.dataset_hash[:12], len(damaged), ", ".join(damaged[:5]))
     log.info("%s: writing data set %s: %d frames in %d shards of <= %d", store.uri, plan.dataset_hash[:12],
              plan.n_frames, plan.n_shards, shard_size)
     infos = write_shard_range(frames, store, settings, None, shard_size, workers, progress, plan=plan)
     return _commit_manifest(store, plan, infos)
+
+
+# --- CLI: `signpose dataset info|verify URI` ----------------------------------------------------------
+
+def add_parser(subparsers) -> None:
+    """Register ``dataset info URI`` and ``dataset verify URI`` (each sets ``func``)."""
+    dataset = subparsers.add_parser("dataset", help="inspect or verify a preprocessed data set (shards + manifest)")
+    commands = dataset.add_subparsers(dest="dataset_command", required=True)
+    info = commands.add_parser("info", help="print the manifest summary of a data set")
+    info.add_argument("uri", help="store root (local folder or s3://bucket/prefix) or its manifest.json")
+    info.add_argument("--json", action="store_true", help="print the whole manifest")
+    info.set_defaults(func=_run_info)
+    verify = commands.add_parser("verify", help="download every shard and check size, sha256 and decoding")
+    verify.add_argument("uri", help="store root or its manifest.json")
+    verify.set_defaults(func=_run_verify)
+
+
+def _run_info(args) -> int:
+    try:
+        manifest = read_manifest(args.uri)
+    except ShardError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(manifest.to_json(), end="")
+        return 0
+    total = sum(s.bytes for s in manifest.shards)
+    print(f"{manifest.uri}: data set {manifest.dataset_hash}\n"
+          f"  {manifest.n_frames} frames {manifest.splits}, {len(manifest.shards)} shards, "
+          f"{total / 1e6:.1f} MB ({total / max(1, manifest.n_frames):,.0f} B/frame)\n"
+          f"  images {manifest.image_size}x{manifest.image_size}, renderer {manifest.renderer_version}, "
+          f"format {manifest.shard_format}, created {manifest.created_at}")
+    return 0
+
+
+def _run_verify(args) -> int:
+    try:
+        manifest = verify_dataset(_strip_manifest_name(args.uri))
+    except ShardError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"{manifest.uri}: all {len(manifest.shards)} shards verified ({manifest.n_frames} frames)")
+    return 0

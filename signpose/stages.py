@@ -33,7 +33,7 @@ def _local_copy(input_uri: str, workdir: str) -> str:
 
 def load_input_frames(input_uri: str, synthetic_videos: int = 24, synthetic_frames_per_video: int = 64):
     """Validated frames in the 143-point layout: from ``input_uri``, or generated signer data when empty."""
-    from signpose.io import read_keypoints
+    from signpose.io import read_keypoints, split_by_video
     from signpose.synth import generate_signer_frames
 
     if not input_uri:
@@ -42,7 +42,12 @@ def load_input_frames(input_uri: str, synthetic_videos: int = 24, synthetic_fram
         return generate_signer_frames(n_videos=synthetic_videos, frames_per_video=synthetic_frames_per_video,
                                       seed=SEED_SYNTHETIC)
     with tempfile.TemporaryDirectory(prefix="signpose-input-") as workdir:
-        return read_keypoints(_local_copy(input_uri, workdir))
+        frames = read_keypoints(_local_copy(input_uri, workdir))
+    if set(frames.split) == {"train"}:
+        # Sources without splits (.pose, JSON, .pts, face-only pickles): hold out whole videos for
+        # validation and test, or contiguous time blocks when there are too few videos.
+        frames = split_by_video(frames)
+    return frames
 
 
 def preprocess(input_uri: str, store_uri: str, image_size: int = 256, shard_size: int = 4096,

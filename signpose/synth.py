@@ -236,7 +236,7 @@ def _hand_frame(elbow, wrist, pronation, flexion, mirror: bool):
     return _unit(np.cos(b) * f + np.sin(b) * n), _unit(np.cos(b) * n - np.sin(b) * f)
 
 
-def _face_points(rng, n_frames: int, seg, w, keys: dict, blink: np.ndarray) -> np.ndarray:
+def _face_points(n_frames: int, seg, w, keys: dict, blink: np.ndarray) -> np.ndarray:
     """(T, 68, 3) face in template units, with expression and head rotation applied."""
     mouth = _interp(keys["mouth"], seg, w)[:, None]
     smile = _interp(keys["smile"], seg, w)[:, None]
@@ -334,7 +334,7 @@ def generate_video(seed: int, video: int, n_frames: int) -> np.ndarray:
 
     kp = np.zeros((n_frames, layout.N_POINTS, 3))
     # Face: template units -> image, chin on the chin point of the body.
-    face = _face_points(rng, n_frames, seg, wgt, keys, _blinks(rng, n_frames))
+    face = _face_points(n_frames, seg, wgt, keys, _blinks(rng, n_frames))
     face_xy = (face[..., :2] - FACE_TEMPLATE[8, :2]) * p.face + chin[:, None]
     face_xy += rng.normal(0.0, 0.0006, face_xy.shape)
     kp[:, layout.FACE, :2] = face_xy

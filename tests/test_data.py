@@ -220,3 +220,31 @@ def test_load_split_holds_the_split_in_memory(dataset_uri):
     src, tgt = face[3]
     np.testing.assert_allclose(src.numpy(), normalize_face(frames.keypoints[43, layout.FACE]))
     assert torch.equal(src, tgt)
+
+
+def _peak_traced_bytes_while_streaming(uri: str) -> tuple[int, int]:
+    import tracemalloc
+
+    stream = ShardStream(uri, "train", shuffle_buffer=16, seed=0)
+    tracemalloc.start()
+    try:
+        count = 0
+        for kp, image in stream:
+            count += 1
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return peak, count
+
+
+def test_reader_memory_does_not_grow_with_the_number_of_shards(tmp_path):
+    # numpy reports its buffers to tracemalloc, so the peak covers downloaded bytes, decoded shards
+    # and the shuffle buffer. A reader that kept shards around would scale ~8x from 5 to 40 shards.
+    peaks = {}
+    for n_shards in (5, 40):
+        uri = str(tmp_path / f"ds{n_shards}")
+        frames = make_frames(n_train=48 * n_shards, n_dev=0, seed=n_shards)
+        write_dataset(frames, uri, RenderSettings(image_size=64), shard_size=48, workers=1, progress=False)
+        peaks[n_shards], count = _peak_traced_bytes_while_streaming(uri)
+        assert count == 48 * n_shards
+    assert peaks[40] < 1.5 * peaks[5], peaks

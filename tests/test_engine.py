@@ -257,3 +257,66 @@ def test_cli_reports_a_missing_data_path_clearly(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="nope.pkl"):
         face.main(["--data_path", str(tmp_path / "nope.pkl"), "--epochs", "1", "--no_progress"])
+
+
+def test_bf16_autocast_path_trains_with_finite_metrics():
+    # On GPU amp="auto" means bf16; CPU autocast runs the same code path here.
+    cfg = skeleton_cfg(epochs=1, amp="bf16")
+    result = fit("skeleton", new_model(cfg), skeleton_data(8), skeleton_data(8, seed=1), cfg)
+    assert all(math.isfinite(v) for v in result.history[-1].values())
+
+
+@pytest.mark.slow  # inductor compiles C++ kernels on CPU: minutes on 2 cores
+def test_compiled_model_trains_like_the_eager_one():
+    eager_cfg, compiled_cfg = face_cfg(epochs=1, dropout=0.0), face_cfg(epochs=1, dropout=0.0, compile=True)
+    eager = fit("face", new_model(eager_cfg), face_data(16), face_data(8), eager_cfg)
+    compiled = fit("face", new_model(compiled_cfg), face_data(16), face_data(8), compiled_cfg)
+    assert compiled.history[-1]["val/loss"] == pytest.approx(eager.history[-1]["val/loss"], rel=1e-3)
+
+
+@pytest.fixture(scope="module")
+def manifest_uri(tmp_path_factory):
+    from signpose.shards import write_dataset
+    from signpose.synth import generate_signer_frames
+
+    store = tmp_path_factory.mktemp("manifest") / "store"
+    write_dataset(generate_signer_frames(n_videos=6, frames_per_video=4, seed=2), str(store),
+                  RenderSettings(image_size=64), shard_size=8, workers=1, progress=False)
+    return str(store)
+
+
+@pytest.mark.parametrize("as_file", [False, True])
+def test_data_path_accepts_a_preprocessed_manifest(manifest_uri, as_file):
+    from signpose.train.inputs import load_task_data
+
+    path = manifest_uri + "/manifest.json" if as_file else manifest_uri
+    data = load_task_data("skeleton", skeleton_cfg(data_path=path))
+    assert data.source == "manifest" and data.dataset_hash
+    kp, image = data.train[0]
+    assert kp.shape == (143, 3) and image.shape == (1, 64, 64)
+    face = load_task_data("face", face_cfg(data_path=path))
+    assert face.train[0][0].shape == (68, 3)
+
+
+def test_manifest_rendered_at_another_size_is_refused_with_the_fix(manifest_uri):
+    from signpose.train.inputs import load_task_data
+
+    with pytest.raises(ValueError, match="--image_size 64"):
+        load_task_data("skeleton", skeleton_cfg(data_path=manifest_uri, image_size=128))
+
+
+def test_skeleton_cli_trains_from_a_manifest(manifest_uri):
+    from signpose.train.cli import run
+
+    result = run(skeleton_cfg(data_path=manifest_uri, epochs=1))
+    assert result.extra["data"]["source"] == "manifest" and SKELETON_VAL_METRICS <= set(result.history[-1])
+
+
+def test_validation_holds_out_whole_videos_when_there_is_no_dev_split():
+    import numpy as np
+
+    from signpose.train.inputs import held_out_videos
+
+    video = np.repeat(["a", "b", "c", "d", "e"], 4)
+    held = held_out_videos(video, 0.2, seed=0)
+    assert held.sum() == 4 and len(set(video[held])) == 1 and not set(video[held]) & set(video[~held])

@@ -274,6 +274,12 @@ CASES = [
     Case("pose-that-is-json", lambda d: _write(d / "a.pose", b'{"people": []}'), None, None,
          "says a .pose file but the content is JSON"),
     Case("empty-file", lambda d: _write(d / "a.pkl", b""), None, None, "empty"),
+    Case("folder-without-keypoint-files", lambda d: _write(d / "notes.txt", b"hello").parent, None, None,
+         "directory holds no .pose files"),
+    Case("pts-folder-with-one-bad-file", lambda d: [_write(d / f"{n}.pts", t.encode()) for n, t in
+                                                    (("a", f"version: 1\nn_points: 68\n{{\n{_PTS_OK_ROWS}\n}}\n"),
+                                                     ("b", "version: 1\nn_points: 5\n{\n1 1\n}\n"))][0].parent,
+         1, "n_points", "declares 5"),
     Case("unknown-suffix-and-content", lambda d: _write(d / "a.bin", b"\x01\x02\x03"), None, None, "unknown format"),
 ]
 

@@ -18,7 +18,7 @@ from mlflow import MlflowClient
 from mlflow_server import mlflow_server  # noqa: F401  (fixture)
 
 from signpose.data import KeypointDataset, SkeletonDataset
-from signpose.io import writers
+from signpose.io import KeypointFrames, writers
 from signpose.registry_cli import main as registry_main
 from signpose.synth import generate_signer_frames
 from signpose.tracking import CHALLENGER, CHAMPION, FINAL_PANEL_FILE, PANEL_KEY, load_mlflow_settings
@@ -32,8 +32,8 @@ DATASET_HASH = "synthetic-seed3-v1"
 
 @pytest.fixture(scope="module")
 def frames():
-    """Synthetic signing: 4 videos; the first 3 train, the last one validates (unseen signer video)."""
-    frames = generate_signer_frames(n_videos=4, frames_per_video=12, seed=3)
+    """Synthetic signing: 3 videos; the first 2 train, the last one validates (an unseen video)."""
+    frames = generate_signer_frames(n_videos=3, frames_per_video=10, seed=3)
     is_val = frames.video_id == frames.video_id[-1]
     return frames, frames.subset(~is_val), frames.subset(is_val)
 
@@ -146,9 +146,12 @@ def test_models_cli_lists_versions_with_aliases_and_metrics(first_trainings, cap
 
 
 def test_predict_cli_renders_skeletons_and_face_overlays_for_a_new_pickle(first_trainings, frames, tmp_path):
-    all_frames, _, val = frames
+    _, _, val = frames
+    # A new recording in the seed's skeleton pickle format (all of it under 'train', as the seed wrote it).
+    new = KeypointFrames(val.keypoints, np.full(len(val.keypoints), "train"), val.video_id, val.frame_index,
+                         "new_signer", "synthetic")
     source = tmp_path / "new_signer.pkl"
-    writers.write_seed_pickle(str(source), val.to_seed_dict())
+    writers.write_seed_pickle(str(source), new.to_seed_dict())
 
     skeleton_out = tmp_path / "skeleton"
     assert registry_main(["predict", "--model", "models:/skeleton-generator@champion", str(source),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -28,7 +29,13 @@ def finished_local_run(tmp_path_factory):
     from pipelines.local_run import run_local
 
     workdir = tmp_path_factory.mktemp("make-run")
-    outcome = run_local(workdir, **TINY_RUN)
+    # MLflow's store follows the working folder (mlflow.yaml's relative sqlite:///mlruns.db), as in make run.
+    previous = os.getcwd()
+    os.chdir(workdir)
+    try:
+        outcome = run_local(workdir, **TINY_RUN)
+    finally:
+        os.chdir(previous)
     return workdir, outcome
 
 
@@ -49,6 +56,7 @@ def test_local_dag_registers_both_models_with_champion(finished_local_run):
 
     workdir, outcome = finished_local_run
     settings = load_mlflow_settings(workdir=workdir)
+    assert outcome["tracking_uri"] == f"sqlite:///{workdir}/mlruns.db"
     client = MlflowClient(tracking_uri=outcome["tracking_uri"], registry_uri=outcome["tracking_uri"])
     for task in ("skeleton", "face"):
         name = settings.task(task).model_name

@@ -309,3 +309,122 @@ def test_image_streams_that_disagree_are_a_corrupt_shard():
     stored["images_shape"] = np.array([3, 16, 16])
     with pytest.raises(ShardCorruptError, match="shard y: image mask holds"):
         shards.decode_images(stored, "shard y")
+
+
+KILLED_WRITER = r"""
+import os, signal, sys
+import numpy as np
+from signpose import shards, store
+from signpose.io import KeypointFrames
+from signpose.render import RenderSettings
+
+frames_path, uri, kill_at = sys.argv[1], sys.argv[2], int(sys.argv[3])
+with np.load(frames_path, allow_pickle=False) as f:
+    frames = KeypointFrames(f["keypoints"], f["split"], f["video_id"], f["frame_index"], "killed-writer")
+done = []
+
+def die_on_shard(key):
+    if key.endswith(".npz"):
+        if len(done) == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)  # no exception handlers, no clean-up: a hard crash
+        done.append(key)
+
+if uri.startswith("s3://"):
+    original = store.S3Store.put_bytes
+    def put_bytes(self, key, data):
+        die_on_shard(key)
+        return original(self, key, data)
+    store.S3Store.put_bytes = put_bytes
+else:
+    # Die after the temporary file is complete but before the rename that publishes it.
+    real_replace = os.replace
+    def replace(src, dst):
+        die_on_shard(str(dst))
+        return real_replace(src, dst)
+    store.os.replace = replace
+shards.write_dataset(frames, uri, RenderSettings(image_size=48), shard_size=8, workers=1, progress=False)
+"""
+
+
+def test_writer_killed_mid_run_resumes_byte_identical(store_uri, tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    frames = make_frames()
+    frames_path = tmp_path / "frames.npz"
+    np.savez(frames_path, keypoints=frames.keypoints, split=frames.split, video_id=frames.video_id,
+             frame_index=frames.frame_index)
+    killed = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(frames_path), store_uri, "3"],
+                            capture_output=True, text=True)
+    assert killed.returncode == -9, killed.stderr
+    with pytest.raises(ManifestNotFoundError):
+        read_manifest(store_uri)
+    store = open_store(store_uri)
+    survivors = [k for k in store.list(shards.SHARD_DIR + "/") if k.endswith(".npz")]
+    assert len(survivors) == 3
+
+    original = type(store).put_bytes
+    rewritten = []
+    monkeypatch.setattr(type(store), "put_bytes", lambda self, key, data: (
+        rewritten.append(key) if key.endswith(".npz") else None, original(self, key, data)))
+    resumed = write_dataset(frames, store_uri, SETTINGS, shard_size=8, workers=1, progress=False)
+    monkeypatch.undo()
+    assert sorted(rewritten) == sorted(set(s.key for s in resumed.shards) - set(survivors))
+    clean = write_dataset(frames, tmp_path / "clean", SETTINGS, shard_size=8, workers=1, progress=False)
+    assert resumed.shards == clean.shards
+    assert shard_bytes(store_uri, resumed) == shard_bytes(tmp_path / "clean", clean)
+
+
+def test_shard_index_ranges_cover_all_shards_in_near_equal_parts():
+    assert shards.shard_index_ranges(10, 3) == [(0, 3), (3, 7), (7, 10)]
+    assert shards.shard_index_ranges(2, 5) == [(0, 1), (1, 2)]
+    assert shards.shard_index_ranges(0, 4) == []
+
+
+def test_prepared_fan_out_writes_in_parallel_tasks_then_merges(tmp_path):
+    frames = make_frames()
+    uri = str(tmp_path / "fan")
+    plan, ranges = shards.prepare_fan_out(frames, uri, SETTINGS, shard_size=8, n_tasks=3)
+    assert len(ranges) == 3 and ranges[0][0] == 0 and ranges[-1][1] == plan.n_shards
+    for start, stop in reversed(ranges):  # tasks finish in any order
+        write_shard_range(frames, uri, SETTINGS, range(start, stop), shard_size=8, workers=1, progress=False)
+    merged = merge_manifest(uri, plan.dataset_hash)
+    assert merged.dataset_hash == plan.dataset_hash and merged.n_frames == 37
+    again, no_ranges = shards.prepare_fan_out(frames, uri, SETTINGS, shard_size=8, n_tasks=3)
+    assert no_ranges == [] and again == plan
+
+
+def test_empty_input_is_refused(tmp_path):
+    frames = make_frames()
+    with pytest.raises(ValueError, match="no frames"):
+        write_dataset(frames.subset(np.zeros(len(frames), bool)), tmp_path, SETTINGS, progress=False)
+
+
+def test_rerun_repairs_a_deleted_shard_of_a_committed_data_set(store_uri):
+    frames = make_frames()
+    manifest = write_dataset(frames, store_uri, SETTINGS, shard_size=8, workers=1, progress=False)
+    store = open_store(store_uri)
+    lost = manifest.shards[4]
+    original = store.get_bytes(lost.key)
+    store.delete(lost.key)
+    with pytest.raises(ShardError, match=lost.key):
+        shards.verify_dataset(store_uri, progress=False)
+    repaired = write_dataset(frames, store_uri, SETTINGS, shard_size=8, workers=1, progress=False)
+    assert repaired.shards == manifest.shards
+    assert store.get_bytes(lost.key) == original
+    assert shards.verify_dataset(store_uri, progress=False).dataset_hash == manifest.dataset_hash
+
+
+def test_dataset_cli_reports_and_verifies(tmp_path, capsys):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    shards.add_parser(parser.add_subparsers(dest="command", required=True))
+    manifest = write_dataset(make_frames(), tmp_path, SETTINGS, shard_size=8, workers=1, progress=False)
+    args = parser.parse_args(["dataset", "info", str(tmp_path)])
+    assert args.func(args) == 0 and manifest.dataset_hash in capsys.readouterr().out
+    args = parser.parse_args(["dataset", "verify", str(tmp_path / MANIFEST_NAME)])
+    assert args.func(args) == 0 and "all 6 shards verified" in capsys.readouterr().out
+    victim = tmp_path / manifest.shards[0].key
+    victim.write_bytes(victim.read_bytes()[:-1] + b"?")
+    assert args.func(args) == 1 and manifest.shards[0].key in capsys.readouterr().err

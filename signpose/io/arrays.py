@@ -26,21 +26,22 @@ _LOAD_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, K
 
 def read_npz(path, frame_size=None) -> KeypointFrames:
     file = os.fspath(path)
-    try:
-        archive = np.load(file, allow_pickle=False)
-    except _LOAD_ERRORS as err:
-        raise KeypointFormatError(file, f"not a readable .npz archive (truncated or corrupt): {err}") from None
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise KeypointFormatError(file, "expected an .npz archive, found a single .npy array")
-    with archive:
-        names = list(archive.files)
-        data = {}
-        for name in names:
-            try:
-                data[name] = archive[name]
-            except _LOAD_ERRORS as err:
-                raise KeypointFormatError(file, f"cannot read array (corrupt, or an object array that would "
-                                          f"need unpickling): {err}", field=name) from None
+    data, names = {}, []
+    with open(file, "rb") as handle:  # our handle: closed even when numpy gives up half-way
+        try:
+            archive = np.load(handle, allow_pickle=False)
+        except _LOAD_ERRORS as err:
+            raise KeypointFormatError(file, f"not a readable .npz archive (truncated or corrupt): {err}") from None
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise KeypointFormatError(file, "expected an .npz archive, found a single .npy array")
+        with archive:
+            names = list(archive.files)
+            for name in names:
+                try:
+                    data[name] = archive[name]
+                except _LOAD_ERRORS as err:
+                    raise KeypointFormatError(file, f"cannot read array (corrupt, or an object array that would "
+                                              f"need unpickling): {err}", field=name) from None
     parts_given = [p for p in layout.PARTS if p in data]
     if "keypoints" not in data and not parts_given:
         raise KeypointFormatError(file, f"no 'keypoints' array and no part arrays {layout.PARTS}; "
@@ -72,7 +73,10 @@ def read_npz(path, frame_size=None) -> KeypointFrames:
 def read_npy(path, frame_size=None) -> KeypointFrames:
     file = os.fspath(path)
     try:
-        array = np.load(file, allow_pickle=False)
+        with open(file, "rb") as handle:
+            array = np.load(handle, allow_pickle=False)
+            if isinstance(array, np.lib.npyio.NpzFile):
+                array.close()
     except _LOAD_ERRORS as err:
         raise KeypointFormatError(file, f"not a readable .npy array (truncated, corrupt, or an object array "
                                   f"that would need unpickling): {err}") from None

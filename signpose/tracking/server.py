@@ -108,7 +108,7 @@ class MlflowServer:
         except ProcessLookupError:
             return
         try:
-            self.process.wait(timeout=15)
+            self.process.wait(timeout=5)
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, 9)
             self.process.wait()

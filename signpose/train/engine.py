@@ -532,7 +532,9 @@ def _fit(task: Task, model: nn.Module, train_ds: Dataset, val_ds: Dataset | None
                    "train/lr": float(scheduler.get_last_lr()[0]),
                    "train/samples_per_s": samples * ctx.world_size / max(1e-9, elapsed)}
         if val_loader is not None:
-            metrics.update(evaluate(task, train_model, val_loader, device, cfg.amp))
+            # The plain module: no DDP sync is needed without gradients (weights agree on every rank),
+            # and a compiled model would recompile for eval mode.
+            metrics.update(evaluate(task, model, val_loader, device, cfg.amp))
         history.append(metrics)
 
         value = metrics.get(MONITOR, metrics["train/loss"])
