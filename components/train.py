@@ -23,7 +23,7 @@ def train_skeleton(
     from signpose import stages
 
     result = stages.train_skeleton(
-        manifest_uri=dataset.metadata.get("manifest_uri") or dataset.path,
+        manifest_uri=dataset.metadata["manifest_uri"],
         mlflow_tracking_uri=mlflow_tracking_uri,
         pipeline_run_id=pipeline_run_id,
         config=dict(overrides, epochs=epochs, batch_size=batch_size, image_size=image_size,
@@ -51,7 +51,7 @@ def train_face(
     from signpose import stages
 
     result = stages.train_face(
-        manifest_uri=dataset.metadata.get("manifest_uri") or dataset.path,
+        manifest_uri=dataset.metadata["manifest_uri"],
         mlflow_tracking_uri=mlflow_tracking_uri,
         pipeline_run_id=pipeline_run_id,
         config=dict(overrides, epochs=epochs, batch_size=batch_size, d_global=d_global,

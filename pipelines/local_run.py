@@ -16,7 +16,8 @@ from pathlib import Path
 # themselves default to the seed's sizes.
 SMALL_RUN = dict(
     image_size=64,
-    shard_size=512,
+    shard_size=256,
+    render_tasks=2,
     synthetic_videos=24,
     synthetic_frames_per_video=48,
     skeleton_epochs=3,

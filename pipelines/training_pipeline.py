@@ -1,4 +1,4 @@
-"""The KFP DAG: preprocess -> (train_skeleton || train_face).
+"""The KFP DAG: preprocess (plan -> ParallelFor write shards -> commit) -> (train_skeleton || train_face).
 
 ``make compile`` writes it to ``pipelines/compiled/signpose_training.yaml``; ``make run`` executes the
 same function locally through ``kfp.local``; ``signpose submit`` sends the compiled YAML to a cluster.
@@ -9,7 +9,7 @@ from pathlib import Path
 
 from kfp import compiler, dsl
 
-from components import preprocess, train_face, train_skeleton
+from components import commit_dataset, plan_dataset, train_face, train_skeleton, write_shards
 from signpose import cluster
 
 PIPELINE_NAME = "signpose-training"
@@ -20,10 +20,11 @@ COMPILED_PATH = Path(__file__).parent / "compiled" / "signpose_training.yaml"
               description="Sign-language keypoints -> rendered shards -> skeleton generator + face auto-encoder, tracked and registered in MLflow.")
 def signpose_training(
     input_uri: str = "",
-    store_uri: str = "",
+    store_uri: str = "s3://signpose/datasets/default",
     mlflow_tracking_uri: str = "",
     image_size: int = 256,
     shard_size: int = 4096,
+    render_tasks: int = 4,
     synthetic_videos: int = 24,
     synthetic_frames_per_video: int = 64,
     skeleton_epochs: int = 100,
@@ -40,18 +41,22 @@ def signpose_training(
     gpu_type: str = "nvidia.com/gpu",
     gpu_count: int = 1,
 ):
-    prep = preprocess(
-        input_uri=input_uri,
-        store_uri=store_uri,
-        image_size=image_size,
-        shard_size=shard_size,
-        synthetic_videos=synthetic_videos,
-        synthetic_frames_per_video=synthetic_frames_per_video,
-    ).set_display_name("preprocess")
-    cluster.configure_preprocess_task(prep)
+    source = dict(input_uri=input_uri, store_uri=store_uri, image_size=image_size, shard_size=shard_size,
+                  synthetic_videos=synthetic_videos, synthetic_frames_per_video=synthetic_frames_per_video)
+    plan = plan_dataset(render_tasks=render_tasks, **source).set_display_name("plan-dataset")
+    cluster.configure_preprocess_task(plan)
+    plan.set_caching_options(enable_caching=False)  # it must look at the input every time
+    with dsl.ParallelFor(plan.outputs["shard_ranges"], parallelism=16) as shard_range:
+        writer = write_shards(dataset_hash=plan.outputs["dataset_hash"], shard_range=shard_range, **source)
+        writer.set_display_name("write-shards")
+        cluster.configure_preprocess_task(writer)
+    commit = commit_dataset(store_uri=store_uri, dataset_hash=plan.outputs["dataset_hash"])
+    commit.set_display_name("commit-dataset").after(writer)
+    cluster.configure_preprocess_task(commit)
+    dataset = commit.outputs["dataset"]
 
     skeleton = train_skeleton(
-        dataset=prep.outputs["dataset"],
+        dataset=dataset,
         mlflow_tracking_uri=mlflow_tracking_uri,
         epochs=skeleton_epochs,
         batch_size=skeleton_batch_size,
@@ -65,7 +70,7 @@ def signpose_training(
     cluster.configure_training_task(skeleton, accelerator_type=gpu_type, accelerator_limit=gpu_count)
 
     face = train_face(
-        dataset=prep.outputs["dataset"],
+        dataset=dataset,
         mlflow_tracking_uri=mlflow_tracking_uri,
         epochs=face_epochs,
         batch_size=face_batch_size,

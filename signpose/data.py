@@ -148,10 +148,18 @@ def _rows_for(arrays: dict[str, np.ndarray], split: str | None, task: str) -> np
     return np.flatnonzero(keep)
 
 
-def _sample(arrays: dict[str, np.ndarray], row: int, task: str):
+def _compact_sample(arrays: dict, row: int, task: str):
+    """One frame as small numpy arrays (a copy: it must not pin the whole decoded shard)."""
     if task == "skeleton":
-        return torch.from_numpy(arrays["keypoints"][row].copy()), _image_tensor(arrays["images"][row])
-    face = torch.from_numpy(normalize_face(arrays["face"][row]))
+        return arrays["keypoints"][row].copy(), arrays["images"][row]
+    return normalize_face(arrays["face"][row])
+
+
+def _to_tensors(sample, task: str):
+    if task == "skeleton":
+        keypoints, image = sample
+        return torch.from_numpy(keypoints), _image_tensor(image)
+    face = torch.from_numpy(sample)
     return face, face
 
 
@@ -181,14 +189,15 @@ class ShardStream(IterableDataset):
     Either way each frame of the split is yielded exactly once per epoch over all consumers. Ranks
     may receive different numbers of frames; DDP training should cap steps per epoch accordingly.
 
-    Memory: at most ``1 + prefetch`` shards (compressed) plus one decoded shard plus the shuffle
-    buffer per consumer, independent of the number of shards.
+    Memory per consumer, independent of the number of shards: ``1 + prefetch`` shards with their
+    images still packed (:class:`signpose.shards.PackedImages`, ~13 KB a 256x256 frame) plus the
+    shuffle buffer (``shuffle_buffer`` frames with uint8 images, ~66 KB each at 256x256).
 
     ``set_epoch(e)`` changes the shuffle (shard order, row order, buffer) like DistributedSampler.
     """
 
     def __init__(self, manifest_uri, split: str | None, task: str = "skeleton", shuffle: bool = True,
-                 shuffle_buffer: int = 2048, seed: int = 0, rank: int | None = None,
+                 shuffle_buffer: int = 1024, seed: int = 0, rank: int | None = None,
                  world_size: int | None = None, prefetch: int = 1, verify: bool = True):
         _check_task(task)
         manifest = _resolve_manifest(manifest_uri)
@@ -233,6 +242,7 @@ class ShardStream(IterableDataset):
         shards, stride, offset = self._assignment()
         consumer, _ = self._consumer()
         rng = np.random.default_rng([self.seed, self.epoch, consumer, 1])
+        # The buffer holds compact numpy rows (uint8 images); tensors are made only when yielded.
         buffer: list = []
         # A fresh client per iterator: a boto3 client forked into DataLoader workers would share sockets.
         store = open_store(self.store_uri)
@@ -244,20 +254,19 @@ class ShardStream(IterableDataset):
                 if self.shuffle:
                     rows = rng.permutation(rows)
                 for row in rows:
-                    sample = _sample(arrays, int(row), self.task)
+                    sample = _compact_sample(arrays, int(row), self.task)
                     if not self.shuffle:
-                        yield sample
+                        yield _to_tensors(sample, self.task)
                         continue
                     if len(buffer) < self.shuffle_buffer:
                         buffer.append(sample)
                         continue
                     slot = int(rng.integers(len(buffer)))
-                    yield buffer[slot]
+                    yield _to_tensors(buffer[slot], self.task)
                     buffer[slot] = sample
                 del arrays
-            if buffer:
-                for slot in rng.permutation(len(buffer)):
-                    yield buffer[slot]
+            for slot in rng.permutation(len(buffer)):
+                yield _to_tensors(buffer[slot], self.task)
 
     def _prefetched(self, store: ObjectStore, shards: list[ShardInfo], fetcher: ThreadPoolExecutor
                     ) -> Iterator[dict]:
@@ -266,7 +275,7 @@ class ShardStream(IterableDataset):
         position = 0
         while position < len(shards) or futures:
             while position < len(shards) and len(futures) <= self.prefetch:
-                futures.append(fetcher.submit(read_shard, store, shards[position], self.verify))
+                futures.append(fetcher.submit(read_shard, store, shards[position], self.verify, True))
                 position += 1
             yield futures.pop(0).result()
 

@@ -10,7 +10,8 @@ import pytest
 
 TINY_RUN = dict(
     image_size=64,
-    shard_size=128,
+    shard_size=32,
+    render_tasks=2,
     synthetic_videos=6,
     synthetic_frames_per_video=16,
     skeleton_epochs=1,

@@ -18,6 +18,7 @@ from signpose.images import PREPROCESS_IMAGE, TRAIN_IMAGE
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAINING_COMPONENTS = ("comp-train-skeleton", "comp-train-face")
+PREPROCESS_COMPONENTS = ("comp-plan-dataset", "comp-write-shards", "comp-commit-dataset")
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +36,16 @@ def tasks(ir) -> dict[str, dict]:
     return ir["spec"]["root"]["dag"]["tasks"]
 
 
+def all_tasks(ir) -> dict[str, dict]:
+    """Root tasks and the tasks inside sub-DAGs (the ParallelFor body)."""
+    found = dict(tasks(ir))
+    for component in ir["spec"]["components"].values():
+        found.update(component.get("dag", {}).get("tasks", {}))
+    return found
+
+
 def task_for(ir, component: str) -> tuple[str, dict]:
-    found = [(name, t) for name, t in tasks(ir).items() if t["componentRef"]["name"] == component]
+    found = [(name, t) for name, t in all_tasks(ir).items() if t["componentRef"]["name"] == component]
     assert len(found) == 1, f"expected one task of {component}, got {[n for n, _ in found]}"
     return found[0]
 
@@ -55,16 +64,24 @@ def platform(ir, component: str) -> dict:
 
 # ---- DAG ------------------------------------------------------------------------------------------
 
-def test_dag_is_preprocess_then_the_two_trainings_in_parallel(ir):
-    assert {t["componentRef"]["name"] for t in tasks(ir).values()} == \
-        {"comp-preprocess", *TRAINING_COMPONENTS}
-    prep_name, prep = task_for(ir, "comp-preprocess")
-    assert not prep.get("dependentTasks")
+def test_dag_is_plan_then_parallel_shard_writers_then_commit_then_the_two_trainings(ir):
+    assert {t["componentRef"]["name"] for t in all_tasks(ir).values()} == \
+        {"comp-for-loop-1", *PREPROCESS_COMPONENTS, *TRAINING_COMPONENTS}
+    plan_name, plan = task_for(ir, "comp-plan-dataset")
+    assert not plan.get("dependentTasks")
+    loop_name, loop = task_for(ir, "comp-for-loop-1")
+    assert loop["dependentTasks"] == [plan_name]
+    assert loop["parameterIterator"]["items"]["inputParameter"] == "pipelinechannel--plan-dataset-shard_ranges"
+    _, writer = task_for(ir, "comp-write-shards")
+    assert writer["inputs"]["parameters"]["dataset_hash"]["componentInputParameter"] == \
+        "pipelinechannel--plan-dataset-dataset_hash"
+    commit_name, commit = task_for(ir, "comp-commit-dataset")
+    assert set(commit["dependentTasks"]) == {plan_name, loop_name}
     for component in TRAINING_COMPONENTS:
         _, train = task_for(ir, component)
-        assert train["dependentTasks"] == [prep_name], component
+        assert train["dependentTasks"] == [commit_name], component
         dataset = train["inputs"]["artifacts"]["dataset"]["taskOutputArtifact"]
-        assert dataset == {"outputArtifactKey": "dataset", "producerTask": prep_name}
+        assert dataset == {"outputArtifactKey": "dataset", "producerTask": commit_name}
 
 
 def test_pipeline_parameters_cover_data_tracking_hyperparameters_image_size_and_gpu(ir):
@@ -87,14 +104,15 @@ def test_no_pipeline_parameter_carries_a_credential(ir):
 # ---- images ---------------------------------------------------------------------------------------
 
 def test_each_stage_runs_in_its_own_image_from_images_env(ir):
-    assert container(ir, "comp-preprocess")["image"] == PREPROCESS_IMAGE
+    for component in PREPROCESS_COMPONENTS:
+        assert container(ir, component)["image"] == PREPROCESS_IMAGE
     for component in TRAINING_COMPONENTS:
         assert container(ir, component)["image"] == TRAIN_IMAGE
 
 
 def test_images_do_not_pip_install_at_run_time(ir):
     # The images carry kfp and signpose (install_kfp_package=False): no network needed in the pod.
-    for component in ("comp-preprocess", *TRAINING_COMPONENTS):
+    for component in (*PREPROCESS_COMPONENTS, *TRAINING_COMPONENTS):
         command = " ".join(container(ir, component)["command"])
         assert "pip install" not in command, component
 
@@ -120,7 +138,7 @@ def _quantity(text: str) -> float:
     return float(text)
 
 
-@pytest.mark.parametrize("component", ["comp-preprocess", *TRAINING_COMPONENTS])
+@pytest.mark.parametrize("component", [*PREPROCESS_COMPONENTS, *TRAINING_COMPONENTS])
 def test_every_task_requests_and_limits_cpu_and_memory(ir, component):
     res = container(ir, component)["resources"]
     for kind in ("Cpu", "Memory"):
@@ -139,9 +157,10 @@ def test_training_requests_the_gpu_chosen_by_pipeline_parameters(ir, component):
     assert wired["pipelinechannel--gpu_count"]["componentInputParameter"] == "gpu_count"
 
 
-def test_preprocessing_asks_for_no_gpu_and_stays_off_the_gpu_pool(ir):
-    assert "accelerator" not in container(ir, "comp-preprocess")["resources"]
-    spec = platform(ir, "comp-preprocess")
+@pytest.mark.parametrize("component", PREPROCESS_COMPONENTS)
+def test_preprocessing_asks_for_no_gpu_and_stays_off_the_gpu_pool(ir, component):
+    assert "accelerator" not in container(ir, component)["resources"]
+    spec = platform(ir, component)
     assert not spec.get("nodeSelector") and not spec.get("tolerations")
 
 
@@ -167,9 +186,10 @@ def _secret_env(ir, component) -> dict[str, dict[str, str]]:
             for s in platform(ir, component).get("secretAsEnv", [])}
 
 
-def test_preprocessing_reads_s3_credentials_from_a_secret(ir):
+@pytest.mark.parametrize("component", PREPROCESS_COMPONENTS)
+def test_preprocessing_reads_s3_credentials_from_a_secret(ir, component):
     refs = cluster.SecretRefs()
-    env = _secret_env(ir, "comp-preprocess")
+    env = _secret_env(ir, component)
     assert env[refs.s3_secret] == dict(refs.s3_keys)
     assert refs.mlflow_secret not in env
 
@@ -182,7 +202,7 @@ def test_training_reads_s3_and_mlflow_credentials_from_secrets(ir, component):
     assert env[refs.mlflow_secret] == dict(refs.mlflow_keys)
 
 
-@pytest.mark.parametrize("component", ["comp-preprocess", *TRAINING_COMPONENTS])
+@pytest.mark.parametrize("component", [*PREPROCESS_COMPONENTS, *TRAINING_COMPONENTS])
 def test_endpoints_come_from_an_optional_configmap(ir, component):
     refs = cluster.SecretRefs()
     [cm] = platform(ir, component)["configMapAsEnv"]
@@ -202,23 +222,29 @@ def cluster_credential(name: str) -> bool:
 
 # ---- caching and retries --------------------------------------------------------------------------
 
-def test_preprocessing_is_cached_on_its_inputs_and_training_always_runs(ir):
-    _, prep = task_for(ir, "comp-preprocess")
-    assert prep["cachingOptions"].get("enableCache") is True
-    assert "cacheKey" not in prep["cachingOptions"]  # KFP's key: component + input values
+def test_shard_writing_is_cached_on_the_input_content_hash_and_training_always_runs(ir):
+    # The writers and the commit take the plan's dataset hash as an input, so KFP's cache key
+    # (component + input values) follows the input's content; the plan itself always runs.
+    for component in ("comp-write-shards", "comp-commit-dataset"):
+        _, prep = task_for(ir, component)
+        assert prep["cachingOptions"].get("enableCache") is True, component
+        assert "cacheKey" not in prep["cachingOptions"]
+        assert "dataset_hash" in prep["inputs"]["parameters"], component
+    _, plan = task_for(ir, "comp-plan-dataset")
+    assert not plan.get("cachingOptions", {}).get("enableCache")
     for component in TRAINING_COMPONENTS:
         _, train = task_for(ir, component)
         assert not train.get("cachingOptions", {}).get("enableCache"), component
 
 
-@pytest.mark.parametrize("component", ["comp-preprocess", *TRAINING_COMPONENTS])
+@pytest.mark.parametrize("component", [*PREPROCESS_COMPONENTS, *TRAINING_COMPONENTS])
 def test_every_task_retries_transient_failures_with_backoff(ir, component):
     _, task = task_for(ir, component)
     policy = task["retryPolicy"]
     assert policy["maxRetryCount"] >= 1 and policy["backoffDuration"] and policy["backoffFactor"] > 1
 
 
-@pytest.mark.parametrize("component", ["comp-preprocess", *TRAINING_COMPONENTS])
+@pytest.mark.parametrize("component", [*PREPROCESS_COMPONENTS, *TRAINING_COMPONENTS])
 def test_every_task_has_a_deadline(ir, component):
     assert int(platform(ir, component)["activeDeadlineSeconds"]) > 0
 

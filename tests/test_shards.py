@@ -428,3 +428,16 @@ def test_dataset_cli_reports_and_verifies(tmp_path, capsys):
     victim = tmp_path / manifest.shards[0].key
     victim.write_bytes(victim.read_bytes()[:-1] + b"?")
     assert args.func(args) == 1 and manifest.shards[0].key in capsys.readouterr().err
+
+
+def test_packed_images_decode_frame_by_frame_like_the_whole_stack(tmp_path):
+    manifest = write_dataset(make_frames(), tmp_path, SETTINGS, shard_size=8, workers=1, progress=False)
+    full = read_shard(tmp_path, manifest.shards[0])["images"]
+    packed = read_shard(tmp_path, manifest.shards[0], packed_images=True)["images"]
+    assert isinstance(packed, shards.PackedImages) and packed.shape == full.shape and len(packed) == 8
+    for i in range(len(full)):
+        np.testing.assert_array_equal(packed[i], full[i])
+    np.testing.assert_array_equal(packed[-1], full[-1])
+    np.testing.assert_array_equal(np.asarray(packed), full)
+    with pytest.raises(IndexError):
+        packed[8]

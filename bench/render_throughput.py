@@ -1,0 +1,184 @@
+"""Render throughput: this project's renderer vs pose-format's PoseVisualizer, same frames, 256x256.
+
+    .venv/bin/python bench/render_throughput.py [--frames 4096] [--repeats 5] [--quick]
+
+Inputs (each drawn by both renderers from the same source frames):
+
+- the real samples in ../shared/data/real/*.pose (skipped when absent): the Holistic files are drawn
+  by pose-format after ``reduce_holistic`` (pose, face contours, hands: 178 points), the OpenPose file
+  as it is (137 points); ours reads each file into the 143-point layout (signpose.io.read_keypoints);
+- generated signer frames (signpose.synth), written as an OpenPose-137 .pose for pose-format (the same
+  points as our layout).
+
+pose-format draws on a 256x256 canvas (the source coordinates are letterboxed into it exactly as our
+reader normalises them), black background, its default thickness (round(sqrt(H*W)/150) = 2, same as
+ours). ``PoseVisualizer`` always anti-aliases (colour, LINE_AA, a dot per joint); it has no
+non-anti-aliased mode (``FastAndUglyPoseVisualizer`` passes float coordinates to ``cv2.line``, which
+OpenCV 5 refuses, so it is not measured). Ours draws one grey channel with per-part intensities, with
+and without anti-aliasing.
+
+Per core = frames per second of this process's CPU time (time.process_time), which other load on
+a shared machine does not inflate; wall-clock frames/s are shown next to it. The batch renderer
+(render_frames(..., workers=N)) is timed by wall clock, and its CPU time includes the worker
+processes (RUSAGE_CHILDREN).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+from pathlib import Path
+
+import numpy as np
+
+import common  # noqa: F401  (puts the repository root on sys.path)
+from common import Report, add_recording_arguments, fmt, measure, usable_cores
+
+REAL_DIR = common.REPO_ROOT.parent / "shared" / "data" / "real"
+SIZE = 256
+
+
+def letterbox_pose(pose, size: int = SIZE):
+    """A copy of a pose-format Pose moved onto a size x size canvas (aspect kept, centred)."""
+    from pose_format import Pose
+    from pose_format.numpy import NumPyPoseBody
+    from pose_format.pose_header import PoseHeader, PoseHeaderDimensions
+
+    width, height = pose.header.dimensions.width, pose.header.dimensions.height
+    scale = size / max(width, height)
+    data = np.asarray(pose.body.data.filled(0), dtype=np.float32).copy()
+    data[..., 0] = data[..., 0] * scale + (size - width * scale) / 2
+    data[..., 1] = data[..., 1] * scale + (size - height * scale) / 2
+    if data.shape[-1] > 2:
+        data[..., 2] *= scale
+    confidence = np.asarray(pose.body.confidence, dtype=np.float32)
+    data[confidence <= 0] = 0
+    header = PoseHeader(pose.header.version, PoseHeaderDimensions(size, size, 0), pose.header.components,
+                        is_bbox=pose.header.is_bbox)
+    return Pose(header, NumPyPoseBody(pose.body.fps, data, confidence))
+
+
+def real_inputs():
+    """[(name, our (N,143,3) keypoints, pose-format Pose on the 256 canvas)] for the real samples."""
+    from pose_format import Pose
+    from pose_format.utils.generic import reduce_holistic
+
+    from signpose.io import read_keypoints
+
+    inputs = []
+    for path in sorted(REAL_DIR.glob("*.pose")):
+        ours = read_keypoints(str(path)).keypoints
+        pose = Pose.read(path.read_bytes())
+        names = {c.name for c in pose.header.components}
+        label = path.stem[:24]
+        if "FACE_LANDMARKS" in names:
+            pose = reduce_holistic(pose)
+            label += " (Holistic, reduced)"
+        else:
+            label += " (OpenPose 137)"
+        inputs.append((label, ours, letterbox_pose(pose)))
+    return inputs
+
+
+def generated_input(n_frames: int):
+    from pose_format import Pose
+
+    from signpose.io.pose_files import openpose_pose_bytes
+    from signpose.synth import generate_signer_frames
+
+    per_video = 64
+    frames = generate_signer_frames(n_videos=-(-n_frames // per_video), frames_per_video=per_video, seed=0)
+    kp = frames.keypoints[:n_frames]
+    pose = Pose.read(openpose_pose_bytes(kp, SIZE, SIZE))
+    return (f"generated, {len(kp)} frames (OpenPose 137 for pose-format)", kp, pose)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--frames", type=int, default=2048, help="generated frames (per-core table)")
+    parser.add_argument("--batch-frames", type=int, default=8192, help="frames for the multi-core table")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--min-seconds", type=float, default=0.3,
+                        help="each repeat renders the input enough times to take about this long")
+    add_recording_arguments(parser)
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.frames, args.batch_frames, args.repeats, args.min_seconds = 64, 256, 1, 0.0
+
+    import cv2
+    from pose_format.pose_visualizer import PoseVisualizer
+
+    from signpose.render import RenderSettings, render_frames
+
+    cv2.setNumThreads(1)  # per-core figures: OpenCV's own thread pool off
+    report = Report("Render throughput (256x256, frames/s)", args)
+    inputs = real_inputs() if REAL_DIR.is_dir() else []
+    if not inputs:
+        report.note(f"real samples not found in {REAL_DIR}: real rows skipped")
+    inputs.append(generated_input(args.frames))
+
+    ours_aa = RenderSettings(image_size=SIZE, antialias=True)
+    ours_noaa = RenderSettings(image_size=SIZE, antialias=False)
+
+    def loops_for(fn, n):
+        """How many passes over the input make one repeat last about --min-seconds."""
+        import time
+        t0 = time.process_time()
+        fn()
+        one = max(time.process_time() - t0, 1e-4)
+        return max(1, int(np.ceil(args.min_seconds / one)))
+
+    def timed(fn, n):
+        loops = loops_for(fn, n)
+        return measure(lambda: [fn() for _ in range(loops)], repeats=args.repeats, warmup=0, items=n * loops)
+
+    per_core = report.table(
+        "One process, frames/s per core (CPU time) and wall clock; ratio = ours / pose-format PoseVisualizer",
+        ["input", "frames", "renderer", "frames/s per core (CPU)", "frames/s wall", "wall spread",
+         "ratio vs PoseVisualizer (CPU)"])
+    for label, kp, pose in inputs:
+        n = len(kp)
+        visualizer = PoseVisualizer(pose)
+        candidates = [
+            ("pose-format PoseVisualizer (colour, AA)",
+             lambda v=visualizer: list(v.draw(background_color=(0, 0, 0)))),
+            ("signpose render_frames, antialias=True", lambda k=kp: render_frames(k, ours_aa)),
+            ("signpose render_frames, antialias=False", lambda k=kp: render_frames(k, ours_noaa)),
+        ]
+        baseline = None
+        for name, fn in candidates:
+            timing = timed(fn, n)
+            if baseline is None:
+                baseline = timing.per_s_cpu
+            per_core.add(label, n, name, fmt(timing.per_s_cpu), fmt(timing.per_s_wall), timing.spread,
+                         f"{timing.per_s_cpu / baseline:.1f}x")
+            print(f"{label}: {name}: {timing.per_s_cpu:,.0f} frames/s per core", flush=True)
+
+    # Multi-process batch renderer on generated frames.
+    from signpose.synth import generate_signer_frames
+
+    per_video = 64
+    kp = generate_signer_frames(n_videos=-(-args.batch_frames // per_video), frames_per_video=per_video,
+                                seed=1).keypoints[:args.batch_frames]
+    cores = usable_cores()
+    batch = report.table(
+        f"Batch renderer render_frames(workers=N), {len(kp)} generated frames, antialias=True "
+        f"({cores} usable cores)",
+        ["workers", "frames/s wall", "wall spread", "CPU s (incl. workers)", "frames/s per CPU-second",
+         "speed-up vs 1 worker (wall)"])
+    base_wall = None
+    for workers in sorted({1, 2, cores} | ({4} if cores >= 4 else set())):
+        timing = measure(lambda w=workers: render_frames(kp, ours_aa, workers=w), repeats=args.repeats,
+                         warmup=1 if not args.quick else 0, items=len(kp), children=True)
+        base_wall = base_wall or timing.per_s_wall
+        batch.add(workers, fmt(timing.per_s_wall), timing.spread, fmt(timing.cpu_s, 2), fmt(timing.per_s_cpu),
+                  f"{timing.per_s_wall / base_wall:.2f}x")
+        print(f"workers={workers}: {timing.per_s_wall:,.0f} frames/s wall", flush=True)
+    report.note("pose-format has no non-anti-aliased PoseVisualizer mode; its FastAndUglyPoseVisualizer "
+                "fails under OpenCV 5 (float coordinates to cv2.line) and is not measured")
+    report.note("targets (issue 8): >= 10x pose-format per core and >= 5,000 frames/s per core")
+    report.finish()
+
+
+if __name__ == "__main__":
+    main()
