@@ -2,12 +2,10 @@
 parallel tasks -> commit the manifest. Each task re-reads the input itself: nothing large crosses
 KFP's parameter passing.
 
-The writer and commit tasks take the data set's content hash as an input, so KFP's cache (keyed by
-component + inputs) is keyed by the input's content: the same data is never rendered twice, and new
+The writer and commit tasks take work items that carry the data set's content hash, so KFP's cache
+(keyed by component + inputs) is keyed by the input's content: the same data is never rendered twice, and new
 data under the same input URI is never served from a stale cache entry. The plan task itself is not
 cached, because it is what looks at the input."""
-
-from typing import NamedTuple
 
 from kfp import dsl
 from kfp.dsl import Dataset, Output
@@ -24,47 +22,43 @@ def plan_dataset(
     synthetic_videos: int,
     synthetic_frames_per_video: int,
     render_tasks: int,
-) -> NamedTuple("DatasetPlan", dataset_hash=str, shard_ranges=list):
-    """Read + validate the keypoints and store the shard plan; bad input fails here, before any compute."""
-    from collections import namedtuple
-
+) -> list:
+    """Read + validate the keypoints and store the shard plan; bad input fails here, before any
+    compute. Returns the writers' work items: {"dataset_hash", "start", "stop"}."""
     from signpose import stages
 
-    dataset_hash, shard_ranges = stages.plan_preprocess(
+    return stages.plan_preprocess(
         input_uri=input_uri, store_uri=store_uri, image_size=image_size, shard_size=shard_size,
         synthetic_videos=synthetic_videos, synthetic_frames_per_video=synthetic_frames_per_video,
         render_tasks=render_tasks,
     )
-    return namedtuple("DatasetPlan", ["dataset_hash", "shard_ranges"])(dataset_hash, shard_ranges)
 
 
 @dsl.component(base_image=PREPROCESS_IMAGE, install_kfp_package=False)
 def write_shards(
     input_uri: str,
     store_uri: str,
-    dataset_hash: str,
-    shard_range: list,
+    work_item: dict,
     image_size: int,
     shard_size: int,
     synthetic_videos: int,
     synthetic_frames_per_video: int,
 ) -> int:
-    """Render the frames of shards [start, stop) and write them; returns the number of frames."""
+    """Render the frames of one work item's shards and write them; returns the number of frames."""
     from signpose import stages
 
     return stages.write_shards(
-        input_uri=input_uri, store_uri=store_uri, dataset_hash=dataset_hash, shard_range=shard_range,
-        image_size=image_size,
+        input_uri=input_uri, store_uri=store_uri, work_item=work_item, image_size=image_size,
         shard_size=shard_size, synthetic_videos=synthetic_videos,
         synthetic_frames_per_video=synthetic_frames_per_video,
     )
 
 
 @dsl.component(base_image=PREPROCESS_IMAGE, install_kfp_package=False)
-def commit_dataset(store_uri: str, dataset_hash: str, dataset: Output[Dataset]) -> str:
+def commit_dataset(store_uri: str, work_items: list, dataset: Output[Dataset]) -> str:
     """Write manifest.json (the commit point) and describe the data set on the Dataset artifact."""
     from signpose import stages
 
-    manifest = stages.commit_dataset(store_uri=store_uri, dataset_hash=dataset_hash)
+    manifest = stages.commit_dataset(store_uri=store_uri, work_items=work_items)
     stages.describe_dataset_artifact(manifest, dataset)
     return manifest.uri

@@ -46,11 +46,10 @@ def signpose_training(
     plan = plan_dataset(render_tasks=render_tasks, **source).set_display_name("plan-dataset")
     cluster.configure_preprocess_task(plan)
     plan.set_caching_options(enable_caching=False)  # it must look at the input every time
-    with dsl.ParallelFor(plan.outputs["shard_ranges"], parallelism=16) as shard_range:
-        writer = write_shards(dataset_hash=plan.outputs["dataset_hash"], shard_range=shard_range, **source)
-        writer.set_display_name("write-shards")
+    with dsl.ParallelFor(plan.output, parallelism=16) as work_item:
+        writer = write_shards(work_item=work_item, **source).set_display_name("write-shards")
         cluster.configure_preprocess_task(writer)
-    commit = commit_dataset(store_uri=store_uri, dataset_hash=plan.outputs["dataset_hash"])
+    commit = commit_dataset(store_uri=store_uri, work_items=plan.output)
     commit.set_display_name("commit-dataset").after(writer)
     cluster.configure_preprocess_task(commit)
     dataset = commit.outputs["dataset"]

@@ -204,10 +204,6 @@ def encode_images(images: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-# Number of set bits of every byte value (per-frame lit-pixel counts straight from the packed mask).
-_POPCOUNT = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(axis=1).astype(np.int64)
-
-
 class PackedImages:
     """A shard's images kept in their stored form -- bit mask plus lit values, ~11 KB a 256x256
     frame instead of 64 KB -- and decoded one frame at a time: ``packed[i]`` is an (S, S) uint8 image.
@@ -218,7 +214,9 @@ class PackedImages:
 
     def __init__(self, mask: np.ndarray, values: np.ndarray, width: int, where: str = "shard"):
         self.mask, self.values, self.width = mask, values, int(width)
-        counts = _POPCOUNT[mask.reshape(len(mask), -1)].sum(axis=1)
+        # Lit pixels per frame, counted on the packed bytes (a uint8 temporary, 1/8 of the images).
+        counts = np.bitwise_count(mask).reshape(len(mask), -1).sum(axis=1, dtype=np.int64) if len(mask) \
+            else np.zeros(0, np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         if int(self.offsets[-1]) != len(values):
             raise ShardCorruptError(f"{where}: image mask has {int(self.offsets[-1])} lit pixels but "

@@ -74,9 +74,10 @@ def _require_store(store_uri: str) -> str:
 
 def plan_preprocess(input_uri: str, store_uri: str, image_size: int = 256, shard_size: int = 4096,
                     synthetic_videos: int = 24, synthetic_frames_per_video: int = 64,
-                    render_tasks: int = 1) -> tuple[str, list[list[int]]]:
-    """Validate the input, store the shard plan; returns the dataset hash and the ``[start, stop)``
-    shard-index ranges for the writer tasks (empty when this data set is already committed)."""
+                    render_tasks: int = 1) -> list[dict]:
+    """Validate the input and store the shard plan; returns one work item per writer task,
+    ``{"dataset_hash", "start", "stop"}`` (shard indices ``[start, stop)``). A data set that is already
+    committed gets a single empty item, so the commit step still learns its hash."""
     from signpose.render import RenderSettings
     from signpose.shards import prepare_fan_out
 
@@ -85,34 +86,41 @@ def plan_preprocess(input_uri: str, store_uri: str, image_size: int = 256, shard
                                    shard_size=shard_size, n_tasks=max(1, render_tasks))
     log.info("dataset %s: %d frames, %d shards, %d writer task(s)%s", plan.dataset_hash[:12], plan.n_frames,
              plan.n_shards, len(ranges), "" if ranges else " (already committed: nothing to write)")
-    return plan.dataset_hash, [[int(start), int(stop)] for start, stop in ranges]
+    return [{"dataset_hash": plan.dataset_hash, "start": int(start), "stop": int(stop)}
+            for start, stop in (ranges or [(0, 0)])]
 
 
-def write_shards(input_uri: str, store_uri: str, dataset_hash: str, shard_range: list, image_size: int = 256,
+def write_shards(input_uri: str, store_uri: str, work_item: dict, image_size: int = 256,
                  shard_size: int = 4096, synthetic_videos: int = 24, synthetic_frames_per_video: int = 64,
                  workers: int | None = None) -> int:
-    """Render and write the shards ``range(*shard_range)`` of the plan ``dataset_hash``; complete ones
-    are skipped. Refuses to write when the input no longer hashes to the planned data set."""
+    """Render and write the shards of one work item of :func:`plan_preprocess` (complete ones are
+    skipped); refuses to write when the input no longer hashes to the planned data set."""
     from signpose.render import RenderSettings
     from signpose.shards import plan_dataset, write_shard_range
 
-    start, stop = (int(v) for v in shard_range)  # KFP hands list items over as JSON numbers
+    start, stop = int(work_item["start"]), int(work_item["stop"])  # JSON numbers may arrive as floats
+    if start == stop:
+        return 0
     frames = load_input_frames(input_uri, synthetic_videos, synthetic_frames_per_video)
     settings = RenderSettings(image_size=image_size)
     plan = plan_dataset(frames, settings, shard_size)
-    if plan.dataset_hash != dataset_hash:
+    if plan.dataset_hash != work_item["dataset_hash"]:
         raise RuntimeError(f"{input_uri or 'generated data'}: the input changed after planning (data set "
-                           f"{plan.dataset_hash[:12]}, planned {dataset_hash[:12]}); re-run the pipeline")
+                           f"{plan.dataset_hash[:12]}, planned {work_item['dataset_hash'][:12]}); "
+                           "re-run the pipeline")
     infos = write_shard_range(frames, _require_store(store_uri), settings, range(start, stop),
                               shard_size=shard_size, workers=workers, plan=plan)
     return sum(info.count for info in infos)
 
 
-def commit_dataset(store_uri: str, dataset_hash: str):
-    """Write the manifest (the commit point) once every shard of the plan exists."""
+def commit_dataset(store_uri: str, work_items: list[dict]):
+    """Write the manifest (the commit point) once every shard of the planned data set exists."""
     from signpose.shards import merge_manifest
 
-    return merge_manifest(_require_store(store_uri), dataset_hash)
+    hashes = {item["dataset_hash"] for item in work_items}
+    if len(hashes) != 1:
+        raise ValueError(f"expected the work items of one data set, got hashes {sorted(hashes)}")
+    return merge_manifest(_require_store(store_uri), hashes.pop())
 
 
 def describe_dataset_artifact(manifest, artifact) -> None:

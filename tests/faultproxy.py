@@ -188,7 +188,9 @@ class FaultProxy:
             def _forward(self, body: bytes, relay: bool = True) -> None:
                 upstream = http.client.HTTPConnection(proxy._upstream_host, proxy._upstream_port, timeout=60)
                 try:
-                    headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
+                    # The proxy already answered any "Expect: 100-continue" itself.
+                    headers = {k: v for k, v in self.headers.items()
+                               if k.lower() not in _HOP_BY_HOP and k.lower() != "expect"}
                     if body or self.command in ("PUT", "POST"):
                         headers["Content-Length"] = str(len(body))
                     upstream.request(self.command, self.path, body=body, headers=headers)

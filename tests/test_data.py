@@ -239,7 +239,7 @@ def _peak_traced_bytes_while_streaming(uri: str) -> tuple[int, int]:
 
 def test_reader_memory_does_not_grow_with_the_number_of_shards(tmp_path):
     # numpy reports its buffers to tracemalloc, so the peak covers downloaded bytes, decoded shards
-    # and the shuffle buffer. A reader that kept shards around would scale ~8x from 5 to 40 shards.
+    # and the shuffle buffer. A reader that kept the shards it read grows ~5x from 5 to 40 shards.
     peaks = {}
     for n_shards in (5, 40):
         uri = str(tmp_path / f"ds{n_shards}")

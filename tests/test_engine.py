@@ -320,3 +320,15 @@ def test_validation_holds_out_whole_videos_when_there_is_no_dev_split():
     video = np.repeat(["a", "b", "c", "d", "e"], 4)
     held = held_out_videos(video, 0.2, seed=0)
     assert held.sum() == 4 and len(set(video[held])) == 1 and not set(video[held]) & set(video[~held])
+
+
+def test_checkpoints_go_to_an_s3_store_and_resume_from_it(s3_bucket):
+    ckpt = f"{s3_bucket}/runs/face-1/checkpoints"
+    cfg = face_cfg(epochs=2, batch_size=4, checkpoint_dir=ckpt, checkpoint_every=3)
+    with pytest.raises(Crash):
+        fit("face", new_model(cfg), face_data(16), None, cfg, callbacks=[CrashAtStep(5)])
+    assert load_checkpoint(ckpt)["global_step"] == 4
+    resumed = fit("face", new_model(cfg, seed=7), face_data(16), None, cfg)
+    reference = fit("face", new_model(cfg), face_data(16), None, face_cfg(epochs=2, batch_size=4))
+    assert resumed.checkpoint_uri.startswith(s3_bucket) and resumed.global_step == 8
+    assert all(torch.equal(reference.model.state_dict()[k], v) for k, v in resumed.model.state_dict().items())

@@ -196,12 +196,12 @@ def _retrain_and_check(task, frames, settings, client):
         "promotion_reason"]
 
 
-def test_face_retraining_better_takes_champion_worse_becomes_challenger(server_settings, first_trainings, frames,
-                                                                          mlflow_server):  # noqa: F811
-    _retrain_and_check("face", frames, server_settings, MlflowClient(mlflow_server.url))
-
-
-@pytest.mark.slow
 def test_skeleton_retraining_better_takes_champion_worse_becomes_challenger(server_settings, first_trainings,
                                                                               frames, mlflow_server):  # noqa: F811
     _retrain_and_check("skeleton", frames, server_settings, MlflowClient(mlflow_server.url))
+
+
+@pytest.mark.slow  # the face model's torch.export is the slowest part (~15 s CPU per logged version)
+def test_face_retraining_better_takes_champion_worse_becomes_challenger(server_settings, first_trainings, frames,
+                                                                          mlflow_server):  # noqa: F811
+    _retrain_and_check("face", frames, server_settings, MlflowClient(mlflow_server.url))

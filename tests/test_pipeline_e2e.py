@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
@@ -86,16 +85,3 @@ def test_registered_skeleton_model_loads_and_renders(finished_local_run):
         image = model(keypoints)
     assert tuple(image.shape) == (2, 1, 64, 64)
     assert float(image.min()) >= 0.0 and float(image.max()) <= 1.0
-
-
-def test_compiled_pipeline_requests_a_gpu_for_both_training_tasks(tmp_path):
-    import yaml
-
-    from pipelines.training_pipeline import compile_pipeline
-
-    path = compile_pipeline(tmp_path / "pipeline.yaml")
-    spec = yaml.safe_load(path.read_text())
-    executors = spec["deploymentSpec"]["executors"]
-    gpu_executors = [name for name, ex in executors.items()
-                     if "accelerator" in json.dumps(ex.get("container", {}).get("resources", {}))]
-    assert sorted(gpu_executors) == ["exec-train-face", "exec-train-skeleton"]

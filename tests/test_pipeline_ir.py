@@ -71,10 +71,10 @@ def test_dag_is_plan_then_parallel_shard_writers_then_commit_then_the_two_traini
     assert not plan.get("dependentTasks")
     loop_name, loop = task_for(ir, "comp-for-loop-1")
     assert loop["dependentTasks"] == [plan_name]
-    assert loop["parameterIterator"]["items"]["inputParameter"] == "pipelinechannel--plan-dataset-shard_ranges"
+    assert loop["parameterIterator"]["items"]["inputParameter"] == "pipelinechannel--plan-dataset-Output"
     _, writer = task_for(ir, "comp-write-shards")
-    assert writer["inputs"]["parameters"]["dataset_hash"]["componentInputParameter"] == \
-        "pipelinechannel--plan-dataset-dataset_hash"
+    assert writer["inputs"]["parameters"]["work_item"]["componentInputParameter"] == \
+        "pipelinechannel--plan-dataset-Output-loop-item"
     commit_name, commit = task_for(ir, "comp-commit-dataset")
     assert set(commit["dependentTasks"]) == {plan_name, loop_name}
     for component in TRAINING_COMPONENTS:
@@ -223,13 +223,13 @@ def cluster_credential(name: str) -> bool:
 # ---- caching and retries --------------------------------------------------------------------------
 
 def test_shard_writing_is_cached_on_the_input_content_hash_and_training_always_runs(ir):
-    # The writers and the commit take the plan's dataset hash as an input, so KFP's cache key
-    # (component + input values) follows the input's content; the plan itself always runs.
-    for component in ("comp-write-shards", "comp-commit-dataset"):
+    # The writers and the commit take the plan's work items (which carry the dataset hash) as input,
+    # so KFP's cache key (component + input values) follows the input's content; the plan always runs.
+    for component, param in (("comp-write-shards", "work_item"), ("comp-commit-dataset", "work_items")):
         _, prep = task_for(ir, component)
         assert prep["cachingOptions"].get("enableCache") is True, component
         assert "cacheKey" not in prep["cachingOptions"]
-        assert "dataset_hash" in prep["inputs"]["parameters"], component
+        assert param in prep["inputs"]["parameters"], component
     _, plan = task_for(ir, "comp-plan-dataset")
     assert not plan.get("cachingOptions", {}).get("enableCache")
     for component in TRAINING_COMPONENTS:

@@ -37,6 +37,8 @@ from signpose.train import engine
 from tracking_fixtures import build_model, face_config, face_data, skeleton_config, skeleton_data
 
 REPO = Path(__file__).resolve().parents[1]
+# The promotion metric of the skeleton model (mlflow.yaml), the model the registry tests train.
+METRIC = "val/weighted_loss"
 MLFLOW_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_NAME", "SIGNPOSE_MLFLOW_CONFIG",
               "KFP_RUN_ID")
 
@@ -186,19 +188,19 @@ def test_callback_refuses_to_work_without_a_run(clean_mlflow_env):
         MlflowCallback("face", torch.zeros(2, 68, 3), torch.zeros(2, 68, 3))
 
 
-def test_skeleton_callback_logs_metric_history_and_one_panel_per_epoch(clean_mlflow_env, tmp_path):
+def test_face_callback_logs_metric_history_and_one_panel_per_epoch(clean_mlflow_env, tmp_path):
     settings = load_mlflow_settings(REPO / "mlflow.yaml", workdir=tmp_path)
-    train_ds, val_ds = skeleton_data(n_train=8, n_val=2)
-    cfg = skeleton_config(epochs=2)
+    train_ds, val_ds = face_data(n_train=16, n_val=4)
+    cfg = face_config(epochs=2)
     model = build_model(cfg)
     inputs = torch.stack([val_ds[i][0] for i in range(2)])
     targets = torch.stack([val_ds[i][1] for i in range(2)])
-    with start_training_run("skeleton", cfg, dataset_hash="d" * 16, manifest_uri="file:///data/manifest.json",
+    with start_training_run("face", cfg, dataset_hash="d" * 16, manifest_uri="file:///data/manifest.json",
                             settings=settings) as run:
-        callback = MlflowCallback("skeleton", inputs, targets)
-        engine.fit("skeleton", model, train_ds, val_ds, cfg, callbacks=[callback])
+        callback = MlflowCallback("face", inputs, targets)
+        engine.fit("face", model, train_ds, val_ds, cfg, callbacks=[callback])
     client = MlflowClient(settings.tracking_uri)
-    for name in ("train/loss", "val/loss", "val/weighted_loss", "val/psnr", "val/ssim", "val/mse_hands"):
+    for name in ("train/loss", "val/loss", "val/mse", "val/nme", "val/nme_jaw", "val/nme_inner_lips"):
         history = client.get_metric_history(run.info.run_id, name)
         assert [m.step for m in history] == [0, 1], name
         assert all(np.isfinite(m.value) for m in history)
@@ -206,7 +208,7 @@ def test_skeleton_callback_logs_metric_history_and_one_panel_per_epoch(clean_mlf
     assert FINAL_PANEL_FILE in artifacts
     assert _panel_steps(artifacts) == [0, 1]
     experiment = client.get_experiment(run.info.experiment_id)
-    assert experiment.name == "signpose-skeleton"
+    assert experiment.name == "signpose-face"
     assert experiment.artifact_location == settings.artifact_location
 
 
@@ -225,26 +227,26 @@ def _all_artifacts(client: MlflowClient, run_id: str, path: str | None = None) -
 
 
 @pytest.fixture(scope="module")
-def face_store(tmp_path_factory):
-    """One real tracked face training (engine + callback + log + register + promote) on SQLite."""
-    workdir = tmp_path_factory.mktemp("face_store")
+def store(tmp_path_factory):
+    """One real tracked skeleton training (engine + callback + log + register + promote) on SQLite."""
+    workdir = tmp_path_factory.mktemp("store")
     with pytest.MonkeyPatch.context() as mp:
         for name in MLFLOW_ENV:
             mp.delenv(name, raising=False)
         mp.setenv("KFP_RUN_ID", "kfp-run-123")
         settings = load_mlflow_settings(REPO / "mlflow.yaml", workdir=workdir)
-        train_ds, val_ds = face_data()
-        cfg = face_config(epochs=3)
+        train_ds, val_ds = skeleton_data(n_train=16, n_val=6)
+        cfg = skeleton_config(epochs=3)
         model = build_model(cfg)
-        tracked = tracked_fit("face", model, train_ds, val_ds, cfg, dataset_hash="hash-A",
+        tracked = tracked_fit("skeleton", model, train_ds, val_ds, cfg, dataset_hash="hash-A",
                               manifest_uri="s3://bucket/data/manifest.json", settings=settings)
         yield settings, tracked, cfg, val_ds
         mlflow.set_tracking_uri(None)
         mlflow.set_registry_uri(None)
 
 
-def test_tracked_training_run_carries_config_lineage_and_pipeline_run_id(face_store):
-    settings, tracked, cfg, _ = face_store
+def test_tracked_training_run_carries_config_lineage_and_pipeline_run_id(store):
+    settings, tracked, cfg, _ = store
     run = MlflowClient(settings.tracking_uri).get_run(tracked.run_id)
     params = run.data.params
     for field in dataclasses.fields(cfg):
@@ -253,13 +255,13 @@ def test_tracked_training_run_carries_config_lineage_and_pipeline_run_id(face_st
     assert params["manifest_uri"] == "s3://bucket/data/manifest.json"
     assert params["pipeline_run_id"] == "kfp-run-123"
     assert params["code_version"]  # a git sha here; the package version where there is no git
-    assert run.data.tags["signpose.task"] == "face"
+    assert run.data.tags["signpose.task"] == "skeleton"
 
 
-def test_tracked_training_logs_epoch_metrics_system_metrics_panels_and_config(face_store):
-    settings, tracked, cfg, _ = face_store
+def test_tracked_training_logs_epoch_metrics_system_metrics_panels_and_config(store):
+    settings, tracked, cfg, _ = store
     client = MlflowClient(settings.tracking_uri)
-    for name in ("train/loss", "val/loss", "val/mse", "val/nme", "val/nme_left_eye", "val/nme_outer_lips"):
+    for name in ("train/loss", "val/loss", "val/weighted_loss", "val/psnr", "val/ssim", "val/mse_hands", "val/mse_face"):
         assert [m.step for m in client.get_metric_history(tracked.run_id, name)] == [0, 1, 2], name
     metrics = client.get_run(tracked.run_id).data.metrics
     assert any(key.startswith("system/") for key in metrics), sorted(metrics)
@@ -271,23 +273,23 @@ def test_tracked_training_logs_epoch_metrics_system_metrics_panels_and_config(fa
     assert config == json.loads(json.dumps(dataclasses.asdict(cfg)))
 
 
-def test_first_version_is_registered_tagged_and_becomes_champion(face_store):
-    settings, tracked, _, _ = face_store
+def test_first_version_is_registered_tagged_and_becomes_champion(store):
+    settings, tracked, _, _ = store
     client = MlflowClient(settings.tracking_uri)
-    name = settings.task("face").model_name
+    name = settings.task("skeleton").model_name
     version = client.get_model_version(name, tracked.model_version)
     assert tracked.alias == CHAMPION
     assert str(client.get_model_version_by_alias(name, CHAMPION).version) == tracked.model_version
     assert version.run_id == tracked.run_id
     assert version.tags["run_id"] == tracked.run_id
     assert version.tags["dataset_hash"] == "hash-A"
-    assert float(version.tags[metric_tag("val/nme")]) == pytest.approx(tracked.metrics["val/nme"])
+    assert float(version.tags[metric_tag(METRIC)]) == pytest.approx(tracked.metrics[METRIC])
     assert version.tags["promotion"] == CHAMPION and "first version" in version.tags["promotion_reason"]
 
 
-def test_champion_loads_back_as_a_ready_model_matching_the_trained_one(face_store):
-    settings, tracked, _, val_ds = face_store
-    name = settings.task("face").model_name
+def test_champion_loads_back_as_a_ready_model_matching_the_trained_one(store):
+    settings, tracked, _, val_ds = store
+    name = settings.task("skeleton").model_name
     loaded = load_registered_model(f"models:/{name}@{CHAMPION}")
     # What mlflow.pytorch.load_model gives: the exported graph, runnable as is.
     assert isinstance(loaded.graph_module, torch.fx.GraphModule)
@@ -300,26 +302,26 @@ def test_champion_loads_back_as_a_ready_model_matching_the_trained_one(face_stor
         assert torch.allclose(loaded.eval()(batch, batch), expected, atol=1e-5)
 
 
-def _register_copy(settings, tracked, dataset_hash: str, nme: float) -> str:
+def _register_copy(settings, tracked, dataset_hash: str, value: float) -> str:
     """A new registered version of the same logged model, with the metric it claims."""
     client = MlflowClient(settings.tracking_uri)
-    name = settings.task("face").model_name
+    name = settings.task("skeleton").model_name
     source = client.get_model_version(name, tracked.model_version)
     version = client.create_model_version(name, source.source, run_id=tracked.run_id,
-                                          tags={"dataset_hash": dataset_hash, metric_tag("val/nme"): repr(nme)})
+                                          tags={"dataset_hash": dataset_hash, metric_tag(METRIC): repr(value)})
     return str(version.version)
 
 
-def test_promotion_gate_on_the_same_data_better_wins_worse_and_equal_become_challenger(face_store):
-    settings, tracked, _, _ = face_store
+def test_promotion_gate_on_the_same_data_better_wins_worse_and_equal_become_challenger(store):
+    settings, tracked, _, _ = store
     client = MlflowClient(settings.tracking_uri)
-    policy = settings.task("face")
+    policy = settings.task("skeleton")
     name = policy.model_name
     incumbent = client.get_model_version_by_alias(name, CHAMPION)
-    best = float(incumbent.tags[metric_tag("val/nme")])
+    best = float(incumbent.tags[metric_tag(METRIC)])
 
     worse = _register_copy(settings, tracked, "hash-A", best * 1.5)
-    decision = promote(name, worse, {"val/nme": best * 1.5}, policy, dataset_hash="hash-A")
+    decision = promote(name, worse, {METRIC: best * 1.5}, policy, dataset_hash="hash-A")
     assert decision.alias == CHALLENGER and not decision.promoted
     assert str(client.get_model_version_by_alias(name, CHAMPION).version) == str(incumbent.version)
     assert str(client.get_model_version_by_alias(name, CHALLENGER).version) == worse
@@ -327,62 +329,62 @@ def test_promotion_gate_on_the_same_data_better_wins_worse_and_equal_become_chal
     assert "does not beat" in reason and f"champion v{incumbent.version}" in reason
 
     tie = _register_copy(settings, tracked, "hash-A", best)
-    assert promote(name, tie, {"val/nme": best}, policy, dataset_hash="hash-A").alias == CHALLENGER
+    assert promote(name, tie, {METRIC: best}, policy, dataset_hash="hash-A").alias == CHALLENGER
 
     better = _register_copy(settings, tracked, "hash-A", best * 0.5)
-    decision = promote(name, better, {"val/nme": best * 0.5}, policy, dataset_hash="hash-A")
+    decision = promote(name, better, {METRIC: best * 0.5}, policy, dataset_hash="hash-A")
     assert decision.promoted and decision.previous_champion == str(incumbent.version)
     assert decision.champion_value == pytest.approx(best)
     assert str(client.get_model_version_by_alias(name, CHAMPION).version) == better
     assert client.get_model_version(name, better).tags["promotion"] == CHAMPION
 
     nan = _register_copy(settings, tracked, "hash-A", float("nan"))
-    assert promote(name, nan, {"val/nme": float("nan")}, policy, dataset_hash="hash-A").alias == CHALLENGER
+    assert promote(name, nan, {METRIC: float("nan")}, policy, dataset_hash="hash-A").alias == CHALLENGER
     assert str(client.get_model_version_by_alias(name, CHAMPION).version) == better
 
 
-def test_champion_from_other_data_is_reevaluated_on_this_validation_set_and_cached(face_store):
-    settings, tracked, cfg, val_ds = face_store
+def test_champion_from_other_data_is_reevaluated_on_this_validation_set_and_cached(store):
+    settings, tracked, cfg, val_ds = store
     client = MlflowClient(settings.tracking_uri)
-    policy = settings.task("face")
+    policy = settings.task("skeleton")
     name = policy.model_name
     # The champion claims an excellent NME, but measured on another dataset: it must not count.
     champion = _register_copy(settings, tracked, "hash-OTHER", 1e-9)
     client.set_registered_model_alias(name, CHAMPION, champion)
     calls = []
-    real_evaluate = make_evaluator("face", val_ds, cfg)
+    real_evaluate = make_evaluator("skeleton", val_ds, cfg)
 
     def counting_evaluate(uri):
         calls.append(uri)
         return real_evaluate(uri)
 
-    true_nme = tracked.metrics["val/nme"]  # the same weights, evaluated by the engine on val_ds
-    candidate = _register_copy(settings, tracked, "hash-A", true_nme * 0.9)
-    decision = promote(name, candidate, {"val/nme": true_nme * 0.9}, policy, dataset_hash="hash-A",
+    true_value = tracked.metrics[METRIC]  # the same weights, evaluated by the engine on val_ds
+    candidate = _register_copy(settings, tracked, "hash-A", true_value * 0.9)
+    decision = promote(name, candidate, {METRIC: true_value * 0.9}, policy, dataset_hash="hash-A",
                        evaluate=counting_evaluate)
     assert calls == [f"models:/{name}/{champion}"]
-    assert decision.champion_value == pytest.approx(true_nme, rel=1e-4)
+    assert decision.champion_value == pytest.approx(true_value, rel=1e-4)
     assert decision.promoted, decision.reason
     assert "re-evaluated on this dataset" in decision.reason
-    assert float(client.get_model_version(name, champion).tags[eval_tag("hash-A", "val/nme")]) == pytest.approx(
-        true_nme, rel=1e-4)
+    assert float(client.get_model_version(name, champion).tags[eval_tag("hash-A", METRIC)]) == pytest.approx(
+        true_value, rel=1e-4)
 
     # Back to the old champion: its cached value on hash-A is used, no second evaluation.
     client.set_registered_model_alias(name, CHAMPION, champion)
-    later = _register_copy(settings, tracked, "hash-A", true_nme * 1.1)
-    decision = promote(name, later, {"val/nme": true_nme * 1.1}, policy, dataset_hash="hash-A",
+    later = _register_copy(settings, tracked, "hash-A", true_value * 1.1)
+    decision = promote(name, later, {METRIC: true_value * 1.1}, policy, dataset_hash="hash-A",
                        evaluate=counting_evaluate)
     assert len(calls) == 1 and decision.alias == CHALLENGER
 
 
-def test_champion_from_other_data_without_an_evaluator_is_not_replaced(face_store):
-    settings, tracked, _, _ = face_store
+def test_champion_from_other_data_without_an_evaluator_is_not_replaced(store):
+    settings, tracked, _, _ = store
     client = MlflowClient(settings.tracking_uri)
-    policy = settings.task("face")
+    policy = settings.task("skeleton")
     name = policy.model_name
     champion = _register_copy(settings, tracked, "hash-B", 0.5)
     client.set_registered_model_alias(name, CHAMPION, champion)
     candidate = _register_copy(settings, tracked, "hash-C", 0.1)
-    decision = promote(name, candidate, {"val/nme": 0.1}, policy, dataset_hash="hash-C")
+    decision = promote(name, candidate, {METRIC: 0.1}, policy, dataset_hash="hash-C")
     assert decision.alias == CHALLENGER and "not comparable" in decision.reason
     assert str(client.get_model_version_by_alias(name, CHAMPION).version) == champion

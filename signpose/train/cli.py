@@ -58,7 +58,8 @@ def run(cfg: TrainConfig, callbacks: Sequence = ()) -> TrainResult:
     model = build_model(cfg)
     result = fit(cfg.task, model, data.train, data.val, cfg, callbacks)
     result.extra["data"] = {"source": data.source, "dataset_hash": data.dataset_hash, **data.info}
-    if cfg.output_dir:
+    # Under torchrun every rank gets here with the same weights; one writes.
+    if cfg.output_dir and int(os.environ.get("RANK", "0")) == 0:
         write_outputs(result, cfg.output_dir)
         log.info("wrote %s/model.pt and metrics.json", cfg.output_dir)
     return result
@@ -81,6 +82,8 @@ def run_from_args(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = config_from_args(args, args._config_cls)
     result = run(cfg)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
     best = {k: round(v, 6) for k, v in result.best_metrics.items()}
     print(json.dumps({"task": cfg.task, "best_epoch": result.best_epoch, "best_metrics": best}, indent=2))
     return 0

@@ -441,6 +441,9 @@ def _fit(task: Task, model: nn.Module, train_ds: Dataset, val_ds: Dataset | None
 
     if cfg.checkpoint_dir and cfg.resume:
         ckpt = load_checkpoint(cfg.checkpoint_dir)
+        if ckpt is not None and ckpt["task"] != task.name:
+            raise ValueError(f"{cfg.checkpoint_dir}: holds a {ckpt['task']!r} checkpoint, not {task.name!r}; "
+                             "use another --checkpoint_dir or --no_resume")
         if ckpt is not None:
             model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])

@@ -1,0 +1,247 @@
+"""GPU: the skeleton and face training steps at the seed's sizes in bf16, for the `device` tool.
+
+    # on a machine with a CUDA GPU (e.g. through the device tool), from the repository root:
+    .venv/bin/python bench/gpu.py --results "$OUT/RESULTS-gpu.md" --json "$OUT/gpu.json"
+    # anywhere (CPU, tiny models, no torch.compile): proves the script runs
+    .venv/bin/python bench/gpu.py --dry-run --no-record
+
+For each task, batch size and torch.compile off/on: the engine's training step (forward with bf16
+autocast, the task's loss, backward, grad clipping, AdamW) on a fixed batch of generated frames
+already on the device, so the figures are the model's, not the loader's. Reported: frames/s (median
+of repeats, CUDA-synchronised), peak allocated memory, GPU utilisation sampled during the timed steps
+(NVML through torch.cuda.utilization, when available), FLOPs per step counted by
+torch.utils.flop_counter on one uncompiled step, the achieved TFLOP/s and its share of the card's
+dense bf16 peak (table below; unknown cards: pass --peak-tflops).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import threading
+import time
+
+import common  # noqa: F401
+from common import Report, add_recording_arguments, fmt
+
+# Dense (no sparsity) bf16 tensor-core peaks from the vendors' data sheets, TFLOP/s.
+BF16_PEAK_TFLOPS = {
+    "H200": 989.0,
+    "H100 SXM": 989.0,
+    "H100 80GB HBM3": 989.0,
+    "H100 NVL": 835.0,
+    "H100 PCIe": 756.0,
+    "H100": 756.0,  # conservative when the variant is not in the name
+    "A100": 312.0,
+    "L40S": 362.0,
+    "L4": 121.0,
+    "A10G": 70.0,
+}
+
+
+def peak_tflops(device_name: str, override: float | None) -> float | None:
+    if override:
+        return override
+    for key, value in BF16_PEAK_TFLOPS.items():  # most specific first (dict order)
+        if key in device_name:
+            return value
+    return None
+
+
+class UtilisationSampler:
+    """Polls torch.cuda.utilization() (NVML) in a thread while the timed steps run."""
+
+    def __init__(self, device, interval: float = 0.05):
+        self.device, self.interval, self.samples = device, interval, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        import torch
+
+        while not self._stop.is_set():
+            try:
+                self.samples.append(float(torch.cuda.utilization(self.device)))
+            except Exception:  # NVML missing: no utilisation figure
+                return
+            time.sleep(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=2)
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.mean(self.samples) if self.samples else None
+
+
+def make_batch(task: str, cfg, batch_size: int, device):
+    import numpy as np
+    import torch
+
+    from signpose import layout
+    from signpose.data import normalize_face
+    from signpose.render import RenderSettings, render_frames
+    from signpose.synth import generate_signer_frames
+
+    per_video = 64
+    kp = generate_signer_frames(n_videos=-(-batch_size // per_video), frames_per_video=per_video,
+                                seed=0).keypoints[:batch_size]
+    if task == "skeleton":
+        images = render_frames(kp, RenderSettings(image_size=cfg.image_size)).astype(np.float32) / 255.0
+        return torch.from_numpy(kp).to(device), torch.from_numpy(images[:, None]).to(device)
+    face = torch.from_numpy(normalize_face(kp[:, layout.FACE])).to(device)
+    return face, face
+
+
+def count_flops(step) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step()
+    return int(counter.get_total_flops())
+
+
+def run_case(task_name: str, cfg, batch_size: int, compiled: bool, device, args) -> dict:
+    import torch
+
+    from signpose.train.cli import build_model
+    from signpose.train.engine import make_optimizer, make_task
+
+    model = build_model(cfg).to(device)
+    model.train()
+    task = make_task(task_name, cfg)
+    optimizer = make_optimizer(model, cfg)
+    batch = make_batch(task_name, cfg, batch_size, device)
+    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    train_model = torch.compile(model) if compiled else model
+
+    def step(m=train_model):
+        with autocast:
+            loss, _ = task.loss(m, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+
+    flops = count_flops(lambda: step(model))  # eager step: FlopCounterMode does not see inside compiled graphs
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    t0 = time.perf_counter()
+    for _ in range(args.warmup):
+        step()
+    sync()
+    warmup_s = time.perf_counter() - t0
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = []
+    with UtilisationSampler(device) if device.type == "cuda" else _Null() as sampler:
+        for _ in range(args.repeats):
+            sync()
+            t0 = time.perf_counter()
+            for _ in range(args.iters):
+                step()
+            sync()
+            times.append((time.perf_counter() - t0) / args.iters)
+    step_s = statistics.median(times)
+    result = {"task": task_name, "batch_size": batch_size, "compile": compiled, "step_s": step_s,
+              "frames_per_s": batch_size / step_s, "flops_per_step": flops,
+              "tflops": flops / step_s / 1e12, "warmup_s": warmup_s,
+              "params": sum(p.numel() for p in model.parameters()),
+              "peak_mem_gib": (torch.cuda.max_memory_allocated(device) / 2**30) if device.type == "cuda" else None,
+              "utilisation": getattr(sampler, "mean", None)}
+    del model, train_model, optimizer, batch
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return result
+
+
+class _Null:
+    mean = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--skeleton-batch-sizes", default="16,32,64,128")
+    parser.add_argument("--face-batch-sizes", default="32,128,512,2048")
+    parser.add_argument("--compile", default="off,on", help="'off', 'on' or 'off,on'")
+    parser.add_argument("--iters", type=int, default=10, help="steps per timed repeat")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation happens here)")
+    parser.add_argument("--peak-tflops", type=float, default=None, help="the card's dense bf16 peak")
+    parser.add_argument("--json", default="", help="also write the raw results here")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="CPU, tiny models, 2 small batches, compile off: proves the script runs")
+    add_recording_arguments(parser)
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from signpose.train.config import FaceTrainConfig, SkeletonTrainConfig
+
+    dry = args.dry_run or args.quick
+    if dry:
+        device = torch.device("cpu")
+        args.skeleton_batch_sizes, args.face_batch_sizes, args.compile = "2", "4", "off"
+        args.iters, args.repeats, args.warmup = 1, 1, 1
+        configs = {"skeleton": SkeletonTrainConfig(image_size=64, d_model=32, n_layers=1, n_heads=2,
+                                                   decoder_channels=32, grid_size=4, use_weighted_loss=True),
+                   "face": FaceTrainConfig(d_global=32, d_region=16, n_heads=2)}
+    else:
+        if not torch.cuda.is_available():
+            raise SystemExit("no CUDA device: run on a GPU machine, or pass --dry-run for the CPU smoke run")
+        device = torch.device("cuda")
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        # The seed's sizes (the configs' defaults); the skeleton loss as the pipeline runs it.
+        configs = {"skeleton": SkeletonTrainConfig(use_weighted_loss=True), "face": FaceTrainConfig()}
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU (dry run)"
+    peak = peak_tflops(name, args.peak_tflops) if device.type == "cuda" else None
+    report = Report(f"GPU training step, bf16: {name}" if not dry else "GPU script dry run on CPU "
+                    "(tiny models; figures meaningless)", args)
+    table = report.table(
+        f"{name}; training step (fwd + loss + bwd + clip + AdamW) on a resident batch; peak bf16 "
+        f"{fmt(peak) if peak else 'unknown'} TFLOP/s",
+        ["task", "batch", "torch.compile", "frames/s", "step ms", "GFLOP/step", "TFLOP/s", "% of bf16 peak",
+         "peak mem GiB", "GPU util %", "warm-up s"])
+    results = []
+    sizes = {"skeleton": [int(s) for s in args.skeleton_batch_sizes.split(",")],
+             "face": [int(s) for s in args.face_batch_sizes.split(",")]}
+    for task_name, cfg in configs.items():
+        for compiled in [c.strip() == "on" for c in args.compile.split(",")]:
+            for batch_size in sizes[task_name]:
+                try:
+                    r = run_case(task_name, cfg, batch_size, compiled, device, args)
+                except torch.cuda.OutOfMemoryError:
+                    table.add(task_name, batch_size, "on" if compiled else "off", "out of memory", *[""] * 7)
+                    torch.cuda.empty_cache()
+                    continue
+                results.append(r)
+                table.add(task_name, batch_size, "on" if compiled else "off", fmt(r["frames_per_s"]),
+                          fmt(r["step_s"] * 1e3, 1), fmt(r["flops_per_step"] / 1e9, 1), fmt(r["tflops"], 2),
+                          f"{r['tflops'] / peak:.1%}" if peak else "n/a",
+                          fmt(r["peak_mem_gib"], 2) if r["peak_mem_gib"] is not None else "n/a",
+                          fmt(r["utilisation"]) if r["utilisation"] is not None else "n/a",
+                          fmt(r["warmup_s"], 1))
+                print(json.dumps(r), flush=True)
+    report.note("FLOPs are counted on an eager step (torch.utils.flop_counter: matmuls, convolutions, "
+                "attention); elementwise work is not counted, so TFLOP/s is a lower bound")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump({"device": name, "peak_bf16_tflops": peak, "results": results}, fh, indent=2)
+    report.finish()
+
+
+if __name__ == "__main__":
+    main()

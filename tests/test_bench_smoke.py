@@ -1,0 +1,82 @@
+"""The benchmark scripts in bench/ run end to end at tiny sizes (--quick). No figures are checked:
+timings on shared machines mean nothing in a test; the measured results live in bench/RESULTS.md."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH = REPO / "bench"
+
+
+def run_bench(script: str, tmp_path: Path, *extra: str, timeout: float = 600) -> str:
+    env = dict(os.environ, SIGNPOSE_BENCH_DIR=str(tmp_path / "work"))
+    out = subprocess.run([sys.executable, str(BENCH / script), "--quick", *extra], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=timeout)
+    assert out.returncode == 0, f"{script} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+    return out.stdout
+
+
+def table_rows(text: str, title_fragment: str) -> list[list[str]]:
+    """Cells of the markdown table whose bold title contains ``title_fragment``."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("**") and title_fragment in line)
+    rows = []
+    for line in lines[start + 4:]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return rows
+
+
+def test_render_benchmark_appends_its_tables_with_command_machine_and_load_to_the_results_file(tmp_path):
+    results = tmp_path / "RESULTS.md"
+    run_bench("render_throughput.py", tmp_path, "--results", str(results))
+    text = results.read_text()
+    assert "bench/render_throughput.py --quick" in text
+    assert "machine:" in text and "load average" in text
+    rows = table_rows(text, "One process")
+    renderers = {row[2] for row in rows}
+    assert any("signpose" in r for r in renderers) and any("pose-format" in r for r in renderers)
+    assert all(row[3].replace(",", "").isdigit() for row in rows), rows  # every cell measured a rate
+    assert table_rows(text, "Batch renderer")
+
+
+def test_storage_benchmark_finds_the_shard_image_encoding_lossless(tmp_path):
+    out = run_bench("storage.py", tmp_path, "--no-record")
+    rows = table_rows(out, "Images: bytes per frame")
+    chosen = [row for row in rows if row[2].startswith("shards (chosen)")]
+    assert chosen and all(row[-1] == "yes" for row in chosen), chosen
+    assert table_rows(out, "Keypoint columns") and table_rows(out, "Whole shard")
+
+
+def test_data_vs_model_benchmark_measures_both_tasks(tmp_path):
+    out = run_bench("data_vs_model.py", tmp_path, "--no-record")
+    rows = table_rows(out, "ratio = loader / step")
+    assert {row[1] for row in rows} == {"skeleton", "face"}
+
+
+@pytest.mark.slow
+def test_memory_benchmark_measures_streaming_and_in_memory_in_fresh_processes(tmp_path):
+    out = run_bench("memory.py", tmp_path, "--no-record")
+    rows = table_rows(out, "peak RSS")
+    assert len(rows) == 4 and all(row[2].replace(",", "").isdigit() for row in rows), rows
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_dry_run_completes_on_cpu(tmp_path):
+    out = run_bench("gpu.py", tmp_path, "--dry-run", "--no-record")
+    rows = table_rows(out, "training step")
+    assert {row[0] for row in rows} == {"skeleton", "face"}
+
+
+@pytest.mark.slow
+def test_pipeline_overhead_benchmark_runs_the_dag_both_ways(tmp_path):
+    out = run_bench("pipeline_overhead.py", tmp_path, "--no-record", timeout=1200)
+    rows = table_rows(out, "Tiny run")
+    assert len(rows) == 2 and all(row[2] != "failed" for row in rows), rows
