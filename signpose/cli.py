@@ -3,6 +3,7 @@
     signpose inspect FILE                 what a keypoint file holds
     signpose render FILE --out DIR        the skeleton images the model is trained on
     signpose preprocess [--data_path F] --store URI   shards + manifest
+    signpose dataset info|verify URI      a preprocessed data set: manifest, checksums
     signpose train skeleton|face --data_path ...      the seed's two training commands
     signpose models / predict / ui        the MLflow registry
     signpose submit / schedule --host URL Kubeflow Pipelines
@@ -16,6 +17,7 @@ import sys
 
 from signpose.io.cli import add_parser as add_io_commands
 from signpose.registry_cli import add_parser as add_registry_commands
+from signpose.shards import add_parser as add_dataset_commands
 from signpose.submit import add_parser as add_kfp_commands
 from signpose.train import face as train_face
 from signpose.train import skeleton as train_skeleton
@@ -53,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     add_io_commands(commands)
     _add_preprocess_parser(commands)
+    add_dataset_commands(commands)
     train = commands.add_parser("train", help="train a model (the seed's flags)")
     tasks = train.add_subparsers(dest="task", required=True)
     train_skeleton.add_parser(tasks)

@@ -18,13 +18,30 @@ log = logging.getLogger(__name__)
 SEED_SYNTHETIC = 0
 
 
+def resolve_input_uri(input_uri: str) -> str:
+    """An object-store prefix (``s3://bucket/incoming/``, ending in ``/``) names the newest object
+    under it, so a scheduled retraining picks up the latest delivery; anything else is returned as is
+    (a local folder stays a folder: OpenPose JSON and ``.pose`` folders are inputs of their own)."""
+    if "://" not in input_uri or input_uri.startswith("file://") or not input_uri.endswith("/"):
+        return input_uri
+    from signpose.store import open_store
+
+    store = open_store(input_uri)
+    keys = [key for key in store.list() if not key.endswith("/")]
+    if not keys:
+        raise FileNotFoundError(f"{input_uri}: no input objects under this prefix")
+    newest = max(keys, key=lambda key: (store.modified(key), key))
+    log.info("%s: newest input is %s", input_uri, newest)
+    return store.url(newest)
+
+
 def _local_copy(input_uri: str, workdir: str) -> str:
     """A local path for ``input_uri``: local paths as they are, ``s3://`` objects downloaded."""
     if "://" not in input_uri or input_uri.startswith("file://"):
         return input_uri.removeprefix("file://")
     from signpose.store import open_store
 
-    parent, _, name = input_uri.rstrip("/").rpartition("/")
+    parent, _, name = input_uri.rpartition("/")
     local = os.path.join(workdir, name)
     with open(local, "wb") as fh:
         fh.write(open_store(parent).get_bytes(name))
@@ -42,7 +59,7 @@ def load_input_frames(input_uri: str, synthetic_videos: int = 24, synthetic_fram
         return generate_signer_frames(n_videos=synthetic_videos, frames_per_video=synthetic_frames_per_video,
                                       seed=SEED_SYNTHETIC)
     with tempfile.TemporaryDirectory(prefix="signpose-input-") as workdir:
-        frames = read_keypoints(_local_copy(input_uri, workdir))
+        frames = read_keypoints(_local_copy(resolve_input_uri(input_uri), workdir))
     if set(frames.split) == {"train"}:
         # Sources without splits (.pose, JSON, .pts, face-only pickles): hold out whole videos for
         # validation and test, or contiguous time blocks when there are too few videos.

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 # Temporary files of in-flight local writes carry this suffix; listing ignores them.
 _TMP_SUFFIX = ".tmp-signpose"
 
@@ -82,6 +84,10 @@ class ObjectStore(ABC):
     @abstractmethod
     def size(self, key: str) -> int:
         """Size in bytes; ObjectNotFoundError if absent."""
+
+    @abstractmethod
+    def modified(self, key: str) -> float:
+        """Last modification time (seconds since the epoch); ObjectNotFoundError if absent."""
 
     @abstractmethod
     def list(self, prefix: str = "") -> list[str]:
@@ -158,6 +164,12 @@ class LocalStore(ObjectStore):
         if not path.is_file():
             raise ObjectNotFoundError(f"{self.url(key)}: no such object")
         return path.stat().st_size
+
+    def modified(self, key: str) -> float:
+        try:
+            return self._path(key).stat().st_mtime
+        except FileNotFoundError:
+            raise ObjectNotFoundError(f"{self.url(key)}: no such object") from None
 
     def list(self, prefix: str = "") -> list[str]:
         keys = []
@@ -247,8 +259,6 @@ class S3Store(ObjectStore):
         return code in ("404", "NoSuchKey", "NotFound")
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        from botocore.exceptions import BotoCoreError, ClientError
-
         s3_key = self._key(key)
         try:
             if len(data) >= self.options.multipart_threshold:
@@ -259,8 +269,6 @@ class S3Store(ObjectStore):
             raise StoreError(f"{self.url(key)}: upload failed: {e}") from e
 
     def get_bytes(self, key: str) -> bytes:
-        from botocore.exceptions import BotoCoreError, ClientError
-
         try:
             response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
             return response["Body"].read()
@@ -272,8 +280,6 @@ class S3Store(ObjectStore):
             raise StoreError(f"{self.url(key)}: download failed: {e}") from e
 
     def _head(self, key: str) -> dict | None:
-        from botocore.exceptions import ClientError
-
         try:
             return self.client.head_object(Bucket=self.bucket, Key=self._key(key))
         except ClientError as e:
@@ -290,17 +296,29 @@ class S3Store(ObjectStore):
             raise ObjectNotFoundError(f"{self.url(key)}: no such object")
         return int(head["ContentLength"])
 
+    def modified(self, key: str) -> float:
+        head = self._head(key)
+        if head is None:
+            raise ObjectNotFoundError(f"{self.url(key)}: no such object")
+        return head["LastModified"].timestamp()
+
     def list(self, prefix: str = "") -> list[str]:
         base = f"{self.prefix}/" if self.prefix else ""
         keys = []
         paginator = self.client.get_paginator("list_objects_v2")
-        for page in paginator.paginate(Bucket=self.bucket, Prefix=base + prefix):
-            for item in page.get("Contents", []):
-                keys.append(item["Key"][len(base):])
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=base + prefix):
+                for item in page.get("Contents", []):
+                    keys.append(item["Key"][len(base):])
+        except (ClientError, BotoCoreError) as e:
+            raise StoreError(f"{self.uri}: listing {prefix!r} failed: {e}") from e
         return sorted(keys)
 
     def delete(self, key: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        except (ClientError, BotoCoreError) as e:
+            raise StoreError(f"{self.url(key)}: delete failed: {e}") from e
 
 
 def open_store(uri: str | os.PathLike | ObjectStore, *, endpoint_url: str | None = None,

@@ -161,3 +161,5 @@ def test_s3_missing_bucket_is_a_clear_error(s3_endpoint):
     store = open_store("s3://no-such-bucket-xyz/p")
     with pytest.raises(store_mod.StoreError, match="no-such-bucket-xyz"):
         store.put_bytes("k", b"v")
+    with pytest.raises(store_mod.StoreError, match="no-such-bucket-xyz"):
+        store.list()

@@ -1,0 +1,97 @@
+"""The stage entry points the KFP components call: inputs from S3, the fan-out, idempotence."""
+
+from __future__ import annotations
+
+import time
+
+import boto3
+import numpy as np
+import pytest
+
+from signpose import stages
+from signpose.shards import read_manifest, read_shard
+from signpose.synth import generate_signer_data, write_seed_pickle
+
+SMALL = dict(image_size=64, shard_size=16, synthetic_videos=4, synthetic_frames_per_video=10)
+
+
+def _fan_out(store_uri: str, input_uri: str = "", render_tasks: int = 2, **settings):
+    items = stages.plan_preprocess(input_uri, store_uri, render_tasks=render_tasks, **settings)
+    for item in items:
+        stages.write_shards(input_uri, store_uri, item, image_size=settings["image_size"],
+                            shard_size=settings["shard_size"], synthetic_videos=settings["synthetic_videos"],
+                            synthetic_frames_per_video=settings["synthetic_frames_per_video"], workers=1)
+    return items, stages.commit_dataset(store_uri, items)
+
+
+def test_fan_out_writes_the_same_shards_as_the_single_process_stage(tmp_path):
+    items, fanned = _fan_out(str(tmp_path / "fan-out"), **SMALL)
+    single = stages.preprocess("", str(tmp_path / "single"), workers=1, **SMALL)
+    assert len(items) == 2 and items[0]["start"] == 0 and items[-1]["stop"] == len(single.shards)
+    assert fanned.dataset_hash == single.dataset_hash
+    assert [(s.key, s.sha256, s.count) for s in fanned.shards] == [(s.key, s.sha256, s.count) for s in single.shards]
+
+
+def test_planning_a_committed_data_set_yields_one_empty_work_item(tmp_path):
+    store = str(tmp_path / "store")
+    _, manifest = _fan_out(store, **SMALL)
+    again = stages.plan_preprocess("", store, render_tasks=2, **SMALL)
+    assert again == [{"dataset_hash": manifest.dataset_hash, "start": 0, "stop": 0}]
+    assert stages.write_shards("", store, again[0], **SMALL) == 0
+    assert stages.commit_dataset(store, again).dataset_hash == manifest.dataset_hash
+
+
+def test_a_writer_refuses_to_write_when_the_input_changed_after_planning(tmp_path):
+    store = str(tmp_path / "store")
+    items = stages.plan_preprocess("", store, render_tasks=1, **SMALL)
+    changed = dict(SMALL, synthetic_videos=5)
+    with pytest.raises(RuntimeError, match="input changed after planning"):
+        stages.write_shards("", store, items[0], **changed)
+    assert not (tmp_path / "store" / "manifest.json").exists()
+
+
+def test_commit_names_the_missing_shards_when_a_writer_did_not_run(tmp_path):
+    store = str(tmp_path / "store")
+    items = stages.plan_preprocess("", store, render_tasks=2, **SMALL)
+    stages.write_shards("", store, items[0], workers=1, **SMALL)
+    with pytest.raises(Exception, match="not written"):
+        stages.commit_dataset(store, items)
+    assert not (tmp_path / "store" / "manifest.json").exists()
+
+
+def test_preprocess_reads_a_seed_pickle_from_s3_and_writes_shards_to_s3(tmp_path, s3_bucket):
+    data = generate_signer_data(n_videos=3, frames_per_video=8, seed=3)
+    local = tmp_path / "phoenix_keypoints.pkl"
+    write_seed_pickle(local, data)
+    bucket = s3_bucket.removeprefix("s3://")
+    boto3.client("s3").upload_file(str(local), bucket, "incoming/phoenix_keypoints.pkl")
+
+    manifest = stages.preprocess(f"{s3_bucket}/incoming/phoenix_keypoints.pkl", f"{s3_bucket}/datasets/a",
+                                 image_size=64, shard_size=8, workers=1)
+    assert read_manifest(f"{s3_bucket}/datasets/a").dataset_hash == manifest.dataset_hash
+    assert sum(manifest.splits.values()) == 3 * 8
+    first = read_shard(f"{s3_bucket}/datasets/a", manifest.shards[0])
+    assert first["images"].shape[1:] == (64, 64) and first["images"].max() > 0
+
+
+def test_an_input_prefix_means_the_newest_object_under_it(tmp_path, s3_bucket):
+    bucket = s3_bucket.removeprefix("s3://")
+    client = boto3.client("s3")
+    for name, videos in (("2026-11-01.pkl", 2), ("2026-11-08.pkl", 3)):
+        path = tmp_path / name
+        write_seed_pickle(path, generate_signer_data(n_videos=videos, frames_per_video=6, seed=videos))
+        client.upload_file(str(path), bucket, f"incoming/{name}")
+        time.sleep(1.1)  # S3 LastModified has one-second resolution
+    assert stages.resolve_input_uri(f"{s3_bucket}/incoming/") == f"{s3_bucket}/incoming/2026-11-08.pkl"
+    frames = stages.load_input_frames(f"{s3_bucket}/incoming/")
+    assert len(np.unique(frames.video_id)) == 3
+
+
+def test_an_empty_input_prefix_is_a_clear_error(s3_bucket):
+    with pytest.raises(FileNotFoundError, match="no input objects under this prefix"):
+        stages.resolve_input_uri(f"{s3_bucket}/nothing-here/")
+
+
+def test_a_store_is_required_for_the_fan_out():
+    with pytest.raises(ValueError, match="store_uri is required"):
+        stages.plan_preprocess("", "", **SMALL)
