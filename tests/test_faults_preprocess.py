@@ -13,6 +13,7 @@ records its commit time in ``created_at``; that one field is left out of the com
 
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import subprocess
@@ -23,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from faultproxy import store_snapshot
-from signpose import stages
+from signpose import shards, stages
 from signpose.shards import ManifestNotFoundError, read_manifest
 from signpose.store import open_store
 
@@ -89,7 +90,7 @@ def clean_snapshot(tmp_path_factory):
     return store_snapshot(str(root))
 
 
-def assert_no_reader_accepts(store_uri: str) -> None:
+def assert_no_reader_accepts(store_uri: str, capsys_err) -> None:
     """Every way of reading a data set refuses one without a manifest, saying so."""
     from signpose.data import ShardStream
     from signpose.train.config import FaceTrainConfig
@@ -102,9 +103,12 @@ def assert_no_reader_accepts(store_uri: str) -> None:
     with pytest.raises((ManifestNotFoundError, FileNotFoundError, ValueError)) as refused:
         load_task_data("face", FaceTrainConfig(data_path=store_uri + "/manifest.json"))
     assert "manifest" in str(refused.value)
-    cli = subprocess.run([sys.executable, "-m", "signpose.cli", "dataset", "info", store_uri],
-                         capture_output=True, text=True, timeout=120)
-    assert cli.returncode != 0 and "no manifest" in cli.stderr, cli
+    # `dataset info` (signpose.shards' command line), in-process: a subprocess would cost a torch import.
+    parser = argparse.ArgumentParser()
+    shards.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["dataset", "info", store_uri])
+    assert args.func(args) != 0
+    assert "no manifest" in capsys_err()
 
 
 def inodes(root: Path) -> dict[str, int]:
@@ -119,11 +123,11 @@ def inodes(root: Path) -> dict[str, int]:
     ("manifest-rename", 0, 4),  # manifest written to its temporary file, not yet renamed
 ])
 def test_preprocess_killed_then_rerun_is_byte_identical_to_an_uninterrupted_run(
-        tmp_path, clean_snapshot, point, k, survivors):
+        tmp_path, clean_snapshot, capsys, point, k, survivors):
     store_uri = str(tmp_path / "dataset")
     killed = run_killed(store_uri, point, k)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
-    assert_no_reader_accepts(store_uri)
+    assert_no_reader_accepts(store_uri, lambda: capsys.readouterr().err)
     complete = [key for key in open_store(store_uri).list("shards/") if key.endswith(".json")]
     assert len(complete) == survivors
 
@@ -136,7 +140,8 @@ def test_preprocess_killed_then_rerun_is_byte_identical_to_an_uninterrupted_run(
     assert {key: ino for key, ino in inodes(tmp_path / "dataset").items() if key in kept} == kept
 
 
-def test_preprocess_with_render_workers_killed_as_a_process_group_resumes_byte_identical(tmp_path, clean_snapshot):
+def test_preprocess_with_render_workers_killed_as_a_process_group_resumes_byte_identical(tmp_path, clean_snapshot,
+                                                                                      capsys):
     """A preempted pod: the stage and its render worker processes die together, mid-run."""
     store_uri = str(tmp_path / "dataset")
     marker = tmp_path / "paused"
@@ -149,12 +154,12 @@ def test_preprocess_with_render_workers_killed_as_a_process_group_resumes_byte_i
                 pytest.fail(f"preprocess exited with {child.returncode} before its pause point:\n"
                             f"{child.stdout.read().decode()[-3000:]}")
             time.sleep(0.05)
-        assert_no_reader_accepts(store_uri)
+        assert_no_reader_accepts(store_uri, lambda: capsys.readouterr().err)
     finally:
         os.killpg(child.pid, signal.SIGKILL)
         child.wait()
     assert child.returncode == -signal.SIGKILL
-    assert_no_reader_accepts(store_uri)
+    assert_no_reader_accepts(store_uri, lambda: capsys.readouterr().err)
     stages.preprocess("", store_uri, workers=2, **ARGS)
     assert store_snapshot(store_uri) == clean_snapshot
 

@@ -388,3 +388,19 @@ def test_champion_from_other_data_without_an_evaluator_is_not_replaced(store):
     decision = promote(name, candidate, {METRIC: 0.1}, policy, dataset_hash="hash-C")
     assert decision.alias == CHALLENGER and "not comparable" in decision.reason
     assert str(client.get_model_version_by_alias(name, CHAMPION).version) == champion
+
+
+# --- ui -----------------------------------------------------------------------------------------------
+
+def test_ui_serves_the_configured_local_store_and_its_artifact_folder(clean_mlflow_env, tmp_path):
+    from signpose.tracking.server import ui_command
+
+    settings = load_mlflow_settings(REPO / "mlflow.yaml", workdir=tmp_path)
+    command = ui_command(settings, port=5123)
+    assert command[1:4] == ["-m", "mlflow", "server"]
+    assert command[command.index("--backend-store-uri") + 1] == f"sqlite:///{tmp_path.resolve()}/mlruns.db"
+    assert command[command.index("--artifacts-destination") + 1] == (tmp_path.resolve() / "mlartifacts").as_uri()
+    assert command[command.index("--port") + 1] == "5123" and (tmp_path / "mlartifacts").is_dir()
+    clean_mlflow_env.setenv("MLFLOW_TRACKING_URI", "http://mlflow.cluster:5000")
+    with pytest.raises(ValueError, match="already a server"):
+        ui_command(load_mlflow_settings(REPO / "mlflow.yaml", workdir=tmp_path))
