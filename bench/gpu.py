@@ -2,6 +2,7 @@
 
     # on a machine with a CUDA GPU (e.g. through the device tool), from the repository root:
     .venv/bin/python bench/gpu.py --results "$OUT/RESULTS-gpu.md" --json "$OUT/gpu.json"
+    # one command has 10 minutes on the device tool: split with --tasks skeleton / --tasks face if needed
     # anywhere (CPU, tiny models, no torch.compile): proves the script runs
     .venv/bin/python bench/gpu.py --dry-run --no-record
 
@@ -175,6 +176,7 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--skeleton-batch-sizes", default="16,32,64,128")
     parser.add_argument("--face-batch-sizes", default="32,128,512,2048")
+    parser.add_argument("--tasks", default="skeleton,face", help="which tasks (split long GPU runs)")
     parser.add_argument("--compile", default="off,on", help="'off', 'on' or 'off,on'")
     parser.add_argument("--iters", type=int, default=10, help="steps per timed repeat")
     parser.add_argument("--repeats", type=int, default=5)
@@ -219,6 +221,8 @@ def main(argv=None) -> None:
     sizes = {"skeleton": [int(s) for s in args.skeleton_batch_sizes.split(",")],
              "face": [int(s) for s in args.face_batch_sizes.split(",")]}
     for task_name, cfg in configs.items():
+        if task_name not in args.tasks.split(","):
+            continue
         for compiled in [c.strip() == "on" for c in args.compile.split(",")]:
             for batch_size in sizes[task_name]:
                 try:

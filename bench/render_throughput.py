@@ -1,6 +1,6 @@
 """Render throughput: this project's renderer vs pose-format's PoseVisualizer, same frames, 256x256.
 
-    .venv/bin/python bench/render_throughput.py [--frames 4096] [--repeats 5] [--quick]
+    .venv/bin/python bench/render_throughput.py [--frames 2048] [--batch-frames 8192] [--repeats 5] [--quick]
 
 Inputs (each drawn by both renderers from the same source frames):
 
@@ -26,8 +26,6 @@ processes (RUSAGE_CHILDREN).
 from __future__ import annotations
 
 import argparse
-import io
-from pathlib import Path
 
 import numpy as np
 

@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import re
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -49,6 +48,7 @@ def list_versions(settings=None, model_names: list[str] | None = None, client=No
     """Every version of the configured models (or ``model_names``), newest first, with aliases and
     the promotion metric recorded at registration."""
     from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
 
     from signpose.tracking.registry import METRIC_TAG_PREFIX, TAG_PROMOTION_REASON
     from signpose.tracking.runs import configure_mlflow
@@ -63,8 +63,10 @@ def list_versions(settings=None, model_names: list[str] | None = None, client=No
         aliases_by_version: dict[str, list[str]] = {}
         try:
             registered = client.get_registered_model(name)
-        except Exception:  # not registered yet: nothing to list
-            continue
+        except MlflowException as err:
+            if err.error_code == "RESOURCE_DOES_NOT_EXIST":  # not trained yet: nothing to list
+                continue
+            raise
         for alias, version in (registered.aliases or {}).items():
             aliases_by_version.setdefault(str(version), []).append(alias)
         versions = client.search_model_versions(f"name = '{name}'")
@@ -255,12 +257,8 @@ def _cmd_ui(args) -> int:
     print(f"MLflow UI: http://{args.host}:{args.port}  (store {settings.tracking_uri}; Ctrl-C stops it)",
           flush=True)
     env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    process = subprocess.Popen(command, env=env)
-    try:
-        return process.wait()
-    except KeyboardInterrupt:
-        process.terminate()
-        return process.wait()
+    # Become the server: Ctrl-C and SIGTERM (make, a supervisor) reach mlflow directly, no orphan is left.
+    os.execvpe(command[0], command, env)
 
 
 def add_ui_parser(subparsers) -> argparse.ArgumentParser:

@@ -39,6 +39,10 @@ class ObjectNotFoundError(StoreError, FileNotFoundError):
     """The key does not exist in the store."""
 
 
+class StoreWriteError(StoreError, OSError):
+    """A local write failed (disk full, file too large, quota, permissions); names the object."""
+
+
 class InvalidKeyError(StoreError, ValueError):
     """The key is malformed or escapes the store root."""
 
@@ -128,19 +132,25 @@ class LocalStore(ObjectStore):
 
     def put_bytes(self, key: str, data: bytes) -> None:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=_TMP_SUFFIX)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=_TMP_SUFFIX)
+        except OSError as e:
+            raise StoreWriteError(f"{self.url(key)}: write failed: {e}") from e
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as e:
             try:
                 os.unlink(tmp)
             except FileNotFoundError:
                 pass
+            # Disk full (ENOSPC), file size limit (EFBIG), quota (EDQUOT): name the object, as S3 does.
+            if isinstance(e, OSError):
+                raise StoreWriteError(f"{self.url(key)}: write failed: {e}") from e
             raise
         # Persist the rename itself (the directory entry), so a crash cannot lose a committed object.
         dir_fd = os.open(path.parent, os.O_RDONLY)

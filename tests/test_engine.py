@@ -332,3 +332,10 @@ def test_checkpoints_go_to_an_s3_store_and_resume_from_it(s3_bucket):
     reference = fit("face", new_model(cfg), face_data(16), None, face_cfg(epochs=2, batch_size=4))
     assert resumed.checkpoint_uri.startswith(s3_bucket) and resumed.global_step == 8
     assert all(torch.equal(reference.model.state_dict()[k], v) for k, v in resumed.model.state_dict().items())
+
+
+def test_streamed_manifest_trains_with_the_same_metrics(manifest_uri):
+    from signpose.train.cli import run
+
+    result = run(face_cfg(data_path=manifest_uri, epochs=1, stream=True))
+    assert result.extra["data"]["stream"] and FACE_VAL_METRICS <= set(result.history[-1])

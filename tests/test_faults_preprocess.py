@@ -74,7 +74,12 @@ def put_bytes(self, key, data):
         signal.pause()  # the test kills the whole process group (render workers included) here
 store.LocalStore.put_bytes = put_bytes
 
-stages.preprocess("", store_uri, workers=workers, **%r)
+args = %r
+if len(sys.argv) > 6:  # one writer task of the KFP fan-out: its work item as JSON
+    import json
+    stages.write_shards("", store_uri, json.loads(sys.argv[6]), workers=workers, **args)
+else:
+    stages.preprocess("", store_uri, workers=workers, **args)
 """ % (ARGS,)
 
 
@@ -161,6 +166,31 @@ def test_preprocess_with_render_workers_killed_as_a_process_group_resumes_byte_i
     assert child.returncode == -signal.SIGKILL
     assert_no_reader_accepts(store_uri, lambda: capsys.readouterr().err)
     stages.preprocess("", store_uri, workers=2, **ARGS)
+    assert store_snapshot(store_uri) == clean_snapshot
+
+
+def test_fan_out_writer_killed_mid_range_blocks_the_commit_until_its_retry_finishes(tmp_path, clean_snapshot,
+                                                                                    capsys):
+    """The KFP path: plan -> parallel writer tasks -> commit. A writer dies; the commit refuses,
+    naming the missing shards; the retried writer completes its range and the commit is byte-identical."""
+    import json
+
+    from signpose.shards import ShardError
+
+    store_uri = str(tmp_path / "dataset")
+    work_items = stages.plan_preprocess("", store_uri, render_tasks=2, **{k: v for k, v in ARGS.items()})
+    assert [(w["start"], w["stop"]) for w in work_items] == [(0, 2), (2, 4)]
+    assert stages.write_shards("", store_uri, work_items[0], workers=1, **ARGS) == 16
+    killed = subprocess.run([sys.executable, "-c", KILLED_PREPROCESS, store_uri, "between-shards", "1", "1", "",
+                             json.dumps(work_items[1])], capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+
+    with pytest.raises(ShardError, match=r"1 of 4 shards not written: shards/\w+-00003\.npz"):
+        stages.commit_dataset(store_uri, work_items)
+    assert_no_reader_accepts(store_uri, lambda: capsys.readouterr().err)
+
+    stages.write_shards("", store_uri, work_items[1], workers=1, **ARGS)  # the task's retry
+    stages.commit_dataset(store_uri, work_items)
     assert store_snapshot(store_uri) == clean_snapshot
 
 

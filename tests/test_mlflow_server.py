@@ -24,7 +24,7 @@ from signpose.synth import generate_signer_frames
 from signpose.tracking import CHALLENGER, CHAMPION, FINAL_PANEL_FILE, PANEL_KEY, load_mlflow_settings
 from signpose.tracking.registry import metric_tag
 from signpose.tracking.training import tracked_fit
-from tracking_fixtures import IMAGE_SIZE, build_model, face_config, skeleton_config
+from tracking_fixtures import IMAGE_SIZE, build_model, face_config, reset_mlflow_globals, skeleton_config
 
 REPO = Path(__file__).resolve().parents[1]
 DATASET_HASH = "synthetic-seed3-v1"
@@ -46,8 +46,7 @@ def server_settings(mlflow_server):  # noqa: F811
         mp.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
         mp.chdir(REPO)  # the shipped mlflow.yaml, as the CLI reads it
         yield load_mlflow_settings()
-        mlflow.set_tracking_uri(None)
-        mlflow.set_registry_uri(None)
+        reset_mlflow_globals()
 
 
 def _datasets(task, frames):

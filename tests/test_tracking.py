@@ -22,6 +22,7 @@ from signpose.tracking import (
     PANEL_KEY,
     MlflowCallback,
     TaskTracking,
+    configure_mlflow,
     face_panel,
     flatten_params,
     load_mlflow_settings,
@@ -34,7 +35,8 @@ from signpose.tracking.registry import eval_tag, metric_tag
 from signpose.tracking.settings import resolve_store_uri
 from signpose.tracking.training import load_registered_model, make_evaluator, tracked_fit
 from signpose.train import engine
-from tracking_fixtures import build_model, face_config, face_data, skeleton_config, skeleton_data
+from tracking_fixtures import (build_model, face_config, face_data, reset_mlflow_globals, skeleton_config,
+                               skeleton_data)
 
 REPO = Path(__file__).resolve().parents[1]
 # The promotion metric of the skeleton model (mlflow.yaml), the model the registry tests train.
@@ -49,8 +51,7 @@ def clean_mlflow_env(monkeypatch):
     for name in MLFLOW_ENV:
         monkeypatch.delenv(name, raising=False)
     yield monkeypatch
-    mlflow.set_tracking_uri(None)
-    mlflow.set_registry_uri(None)
+    reset_mlflow_globals()
 
 
 # --- settings ---------------------------------------------------------------------------------------
@@ -188,8 +189,8 @@ def test_callback_refuses_to_work_without_a_run(clean_mlflow_env):
         MlflowCallback("face", torch.zeros(2, 68, 3), torch.zeros(2, 68, 3))
 
 
-def test_face_callback_logs_metric_history_and_one_panel_per_epoch(clean_mlflow_env, tmp_path):
-    settings = load_mlflow_settings(REPO / "mlflow.yaml", workdir=tmp_path)
+def test_face_callback_logs_metric_history_and_one_panel_per_epoch(store):
+    settings = store[0]  # the module's SQLite store (creating one costs seconds of schema migrations)
     train_ds, val_ds = face_data(n_train=16, n_val=4)
     cfg = face_config(epochs=2)
     model = build_model(cfg)
@@ -226,8 +227,15 @@ def _all_artifacts(client: MlflowClient, run_id: str, path: str | None = None) -
     return found
 
 
+@pytest.fixture
+def store(trained_store):
+    """The module's store, with this process's MLflow client pointed at it (other tests reset that)."""
+    configure_mlflow(trained_store[0])
+    return trained_store
+
+
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def trained_store(tmp_path_factory):
     """One real tracked skeleton training (engine + callback + log + register + promote) on SQLite."""
     workdir = tmp_path_factory.mktemp("store")
     with pytest.MonkeyPatch.context() as mp:
@@ -241,8 +249,7 @@ def store(tmp_path_factory):
         tracked = tracked_fit("skeleton", model, train_ds, val_ds, cfg, dataset_hash="hash-A",
                               manifest_uri="s3://bucket/data/manifest.json", settings=settings)
         yield settings, tracked, cfg, val_ds
-        mlflow.set_tracking_uri(None)
-        mlflow.set_registry_uri(None)
+        reset_mlflow_globals()
 
 
 def test_tracked_training_run_carries_config_lineage_and_pipeline_run_id(store):

@@ -82,3 +82,16 @@ def build_model(cfg):
     if isinstance(model_config, FaceModelConfig):
         return HierarchicalKeypointTransformer(model_config)
     return HierarchicalSkeletonTransformer(model_config)
+
+
+def reset_mlflow_globals() -> None:
+    """Undo signpose.tracking.configure_mlflow in this process: MLflow keeps the URIs in globals and
+    also exports them as MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI, which later tests would inherit."""
+    import os
+
+    import mlflow
+
+    mlflow.set_tracking_uri(None)
+    mlflow.set_registry_uri(None)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    os.environ.pop("MLFLOW_REGISTRY_URI", None)

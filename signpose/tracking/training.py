@@ -114,8 +114,9 @@ def tracked_fit(
                             run_name=run_name, pipeline_run_id=pipeline_run_id) as run:
         callback = MlflowCallback(task, panel_inputs, panel_targets, run_id=run.info.run_id)
         result = engine.fit(task, model, train_ds, val_ds, cfg, callbacks=[callback, *extra_callbacks])
-        metrics = dict(result.best_metrics if getattr(cfg, "restore_best", False) else result.history[-1])
-        metrics.pop("epoch", None)
+        final = result.best_metrics if getattr(cfg, "restore_best", False) else result.history[-1]
+        # Quality metrics only: throughput and learning rate say nothing about the model.
+        metrics = {k: float(v) for k, v in final.items() if k.startswith("val/") or k == "train/loss"}
         mlflow.log_metric("best_epoch", result.best_epoch)
         run_id, version = log_and_register(result.model, cfg, panel_inputs[:2], policy.model_name, task=task,
                                            metrics=metrics, dataset_hash=dataset_hash)

@@ -38,6 +38,7 @@ class TrainConfig:
     restore_best: bool = True        # end with the weights of the best val/loss epoch
     progress: bool = True            # tqdm bars
     output_dir: str = ""             # the CLI writes model.pt and metrics.json here ('' = nowhere)
+    stream: bool = False             # manifests: stream shards (bounded memory) instead of loading splits
 
     task = "base"
 

@@ -18,6 +18,7 @@ import io
 import logging
 import math
 import os
+import pickle
 import random
 import time
 from dataclasses import dataclass, field
@@ -215,7 +216,8 @@ class ResumableSampler(Sampler[int]):
         else:
             order = list(range(self.n))
         if self.pad and self.n % self.world_size:
-            order += order[: self.world_size - self.n % self.world_size]
+            pad = self.world_size - self.n % self.world_size
+            order += (order * (pad // self.n + 1))[:pad]  # cycles when there are fewer samples than ranks
         return order[self.rank :: self.world_size]
 
     def samples_per_epoch(self) -> int:
@@ -354,7 +356,13 @@ def load_checkpoint(checkpoint_dir: str) -> dict | None:
     store = open_store(checkpoint_dir)
     if not store.exists(CHECKPOINT_KEY):
         return None
-    state = torch.load(io.BytesIO(store.get_bytes(CHECKPOINT_KEY)), map_location="cpu", weights_only=True)
+    where = f"{store.uri.rstrip('/')}/{CHECKPOINT_KEY}"
+    try:
+        state = torch.load(io.BytesIO(store.get_bytes(CHECKPOINT_KEY)), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # weights_only refused a global: a tampered or foreign file
+        raise pickle.UnpicklingError(f"{where}: refused to load the checkpoint: {e}") from e
+    except (RuntimeError, EOFError) as e:  # truncated or corrupt archive: say which file
+        raise RuntimeError(f"{where}: checkpoint is unreadable (truncated or corrupt): {e}") from e
     if state.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{checkpoint_dir}/{CHECKPOINT_KEY}: checkpoint format {state.get('format')!r}, "
                          f"expected {CHECKPOINT_FORMAT}")

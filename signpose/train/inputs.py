@@ -81,6 +81,16 @@ def _from_manifest(task: str, cfg: TrainConfig) -> TaskData:
     if task == "skeleton" and isinstance(cfg, SkeletonTrainConfig) and manifest.image_size != cfg.image_size:
         raise ValueError(f"{manifest.uri}: images were rendered at {manifest.image_size}px but "
                          f"--image_size {cfg.image_size}; pass --image_size {manifest.image_size} or preprocess again")
+    if cfg.stream:
+        from signpose.data import ShardStream
+
+        train = ShardStream(manifest, "train", task=task, shuffle=True, seed=cfg.seed)
+        val = ShardStream(manifest, "dev", task=task, shuffle=False) if manifest.splits.get("dev", 0) else None
+        log.info("data: streaming manifest %s (hash %s): %d train / %d dev frames", manifest.uri,
+                 manifest.dataset_hash[:12], manifest.splits.get("train", 0), manifest.splits.get("dev", 0))
+        return TaskData(train, val, "manifest", manifest.dataset_hash,
+                        {"manifest_uri": manifest.uri, "splits": dict(manifest.splits),
+                         "image_size": manifest.image_size, "stream": True})
     train = load_split(manifest, "train", task)
     if manifest.splits.get("dev", 0) > 0:
         val = load_split(manifest, "dev", task)
