@@ -303,4 +303,5 @@ def generate_skeleton_dataset(keypoints_data, image_size: int = 256) -> np.ndarr
         frames = keypoints_data.astype(np.float32)
     else:
         frames = np.stack([layout.flatten_frame(f) for f in keypoints_data])
-    return render_frames(frames, RenderSettings(image_size=image_size)).astype(np.float32) / 255.0
+    images = render_frames(frames, RenderSettings(image_size=image_size)).astype(np.float32)
+    return np.divide(images, 255.0, out=images)  # in place: the seed's float32 copy is already 4x the uint8
