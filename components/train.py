@@ -24,6 +24,7 @@ def train_skeleton(
 
     result = stages.train_skeleton(
         manifest_uri=dataset.metadata["manifest_uri"],
+        expected_dataset_hash=dataset.metadata["dataset_hash"],
         mlflow_tracking_uri=mlflow_tracking_uri,
         pipeline_run_id=pipeline_run_id,
         config=dict(overrides, epochs=epochs, batch_size=batch_size, image_size=image_size,
@@ -52,6 +53,7 @@ def train_face(
 
     result = stages.train_face(
         manifest_uri=dataset.metadata["manifest_uri"],
+        expected_dataset_hash=dataset.metadata["dataset_hash"],
         mlflow_tracking_uri=mlflow_tracking_uri,
         pipeline_run_id=pipeline_run_id,
         config=dict(overrides, epochs=epochs, batch_size=batch_size, d_global=d_global,

@@ -155,8 +155,12 @@ def describe_dataset_artifact(manifest, artifact) -> None:
 
 
 def train_task(task: str, manifest_uri: str, mlflow_tracking_uri: str = "", config: dict | None = None,
-               pipeline_run_id: str = ""):
-    """Train one task on a preprocessed data set inside an MLflow run; register and gate the model."""
+               pipeline_run_id: str = "", expected_dataset_hash: str = ""):
+    """Train one task inside an MLflow run; register the model and gate its promotion.
+
+    ``manifest_uri`` is a preprocessed data set (or a raw keypoint file, for the CLI).
+    ``expected_dataset_hash`` is the hash the upstream task committed: if another run has committed
+    different data to the same store since, training stops instead of silently using that data."""
     from signpose.tracking import load_mlflow_settings
     from signpose.tracking.training import tracked_fit
     from signpose.train.cli import build_model
@@ -168,20 +172,22 @@ def train_task(task: str, manifest_uri: str, mlflow_tracking_uri: str = "", conf
         os.environ["MLFLOW_TRACKING_URI"] = mlflow_tracking_uri
     settings = load_mlflow_settings()
     data = load_task_data(task, cfg)
+    if expected_dataset_hash and data.dataset_hash != expected_dataset_hash:
+        raise RuntimeError(f"{manifest_uri}: holds data set {data.dataset_hash[:12]}, but this pipeline "
+                           f"committed {expected_dataset_hash[:12]}; another run replaced it. Re-run "
+                           "the pipeline (or give each input its own store_uri).")
     model = build_model(cfg)
     return tracked_fit(task, model, data.train, data.val, cfg, dataset_hash=data.dataset_hash,
                        manifest_uri=manifest_uri, settings=settings,
                        pipeline_run_id=pipeline_run_id or None)
 
 
-def train_skeleton(manifest_uri: str, mlflow_tracking_uri: str = "", config: dict | None = None,
-                   pipeline_run_id: str = ""):
-    return train_task("skeleton", manifest_uri, mlflow_tracking_uri, config, pipeline_run_id)
+def train_skeleton(manifest_uri: str, mlflow_tracking_uri: str = "", config: dict | None = None, **kwargs):
+    return train_task("skeleton", manifest_uri, mlflow_tracking_uri, config, **kwargs)
 
 
-def train_face(manifest_uri: str, mlflow_tracking_uri: str = "", config: dict | None = None,
-               pipeline_run_id: str = ""):
-    return train_task("face", manifest_uri, mlflow_tracking_uri, config, pipeline_run_id)
+def train_face(manifest_uri: str, mlflow_tracking_uri: str = "", config: dict | None = None, **kwargs):
+    return train_task("face", manifest_uri, mlflow_tracking_uri, config, **kwargs)
 
 
 def describe_training_artifacts(outcome, model_artifact, metrics_artifact) -> None:

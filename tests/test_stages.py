@@ -95,3 +95,13 @@ def test_an_empty_input_prefix_is_a_clear_error(s3_bucket):
 def test_a_store_is_required_for_the_fan_out():
     with pytest.raises(ValueError, match="store_uri is required"):
         stages.plan_preprocess("", "", **SMALL)
+
+
+def test_training_refuses_a_store_whose_data_set_was_replaced_by_another_run(tmp_path):
+    store = str(tmp_path / "store")
+    first = stages.preprocess("", store, workers=1, **SMALL)
+    replaced = stages.preprocess("", store, workers=1, **dict(SMALL, synthetic_videos=5))
+    assert replaced.dataset_hash != first.dataset_hash
+    with pytest.raises(RuntimeError, match="another run replaced it"):
+        stages.train_face(store, f"sqlite:///{tmp_path}/mlruns.db", {"epochs": 1},
+                          expected_dataset_hash=first.dataset_hash)
