@@ -236,7 +236,7 @@ def test_skeleton_cli_trains_from_a_raw_seed_pickle_and_writes_outputs(seed_pick
     assert skeleton.main(["--data_path", str(seed_pickles / "phoenix_keypoints.pkl"), "--batch_size", "8",
                           "--epochs", "1", "--image_size", "64", "--use_weighted_loss", "--d_model", "16",
                           "--n_layers", "1", "--n_heads", "2", "--decoder_channels", "16", "--no_progress",
-                          "--output_dir", str(out)]) == 0
+                          "--no_track", "--output_dir", str(out)]) == 0
     summary = json.loads((out / "metrics.json").read_text())
     assert SKELETON_VAL_METRICS <= set(summary["best_metrics"])
     saved = torch.load(out / "model.pt", weights_only=True)
@@ -249,7 +249,24 @@ def test_face_cli_trains_from_a_raw_face_only_pickle(seed_pickles, tmp_path):
 
     assert face.main(["--data_path", str(seed_pickles / "keypoints_data.pkl"), "--batch_size", "8", "--epochs", "1",
                       "--d_global", "8", "--d_region", "16", "--n_heads", "2", "--region_layers", "1",
-                      "--interaction_layers", "1", "--decoder_layers", "1", "--no_progress"]) == 0
+                      "--interaction_layers", "1", "--decoder_layers", "1", "--no_progress", "--no_track"]) == 0
+
+
+def test_skeleton_cli_registers_a_model_version_in_mlflow_by_default(seed_pickles, tmp_path, monkeypatch):
+    from mlflow import MlflowClient
+
+    from signpose.train import skeleton
+
+    tracking_uri = f"sqlite:///{tmp_path}/mlruns.db"
+    monkeypatch.chdir(tmp_path)  # mlflow.yaml's relative artifact location lands here
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+    assert skeleton.main(["--data_path", str(seed_pickles / "phoenix_keypoints.pkl"), "--batch_size", "8",
+                          "--epochs", "1", "--image_size", "64", "--d_model", "16", "--n_layers", "1",
+                          "--n_heads", "2", "--decoder_channels", "16", "--no_progress"]) == 0
+    client = MlflowClient(tracking_uri, tracking_uri)
+    versions = client.search_model_versions("name='skeleton-generator'")
+    assert [str(v.version) for v in versions] == ["1"]
+    assert str(client.get_model_version_by_alias("skeleton-generator", "champion").version) == "1"
 
 
 def test_cli_reports_a_missing_data_path_clearly(tmp_path):

@@ -81,7 +81,18 @@ def main_for(config_cls: type[TrainConfig], description: str, argv: Sequence[str
 def run_from_args(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     cfg = config_from_args(args, args._config_cls)
-    result = run(cfg)
+    if cfg.track:
+        from signpose.stages import train_task
+
+        outcome = train_task(cfg.task, cfg.data_path, config={k: v for k, v in cfg.to_dict().items()
+                                                              if k != "data_path"})
+        result = outcome.result
+        if cfg.output_dir:
+            write_outputs(result, cfg.output_dir)
+        print(f"registered {outcome.model_name} version {outcome.model_version} ({outcome.alias}: "
+              f"{outcome.reason}); MLflow run {outcome.run_id}")
+    else:
+        result = run(cfg)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     best = {k: round(v, 6) for k, v in result.best_metrics.items()}

@@ -20,6 +20,7 @@ import math
 import os
 import pickle
 import random
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Protocol, Sequence
@@ -505,7 +506,9 @@ def _fit(task: Task, model: nn.Module, train_ds: Dataset, val_ds: Dataset | None
             batches = iter(train_loader)
         started, samples = time.perf_counter(), 0
         bar = tqdm(batches, total=steps_per_epoch, initial=batches_done, desc=f"{task.name} epoch {epoch + 1}/{cfg.epochs}",
-                   disable=not (cfg.progress and ctx.is_main), dynamic_ncols=True, leave=False)
+                   disable=not (cfg.progress and ctx.is_main), dynamic_ncols=True, leave=False,
+                   # In a pod's log (no terminal) every refresh is a new line: refresh rarely there.
+                   mininterval=0.5 if sys.stderr.isatty() else 30.0)
         for batch in bar:
             batch = _to_device(batch, device)
             with _autocast(device, cfg.amp):
