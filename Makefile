@@ -23,7 +23,7 @@ compile: $(STAMP)
 	$(PY) -m pipelines.training_pipeline
 
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" --durations=20
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q

@@ -168,9 +168,7 @@ def train_task(task: str, manifest_uri: str, mlflow_tracking_uri: str = "", conf
     from signpose.train.inputs import load_task_data
 
     cfg = TASK_CONFIGS[task].from_dict({**(config or {}), "data_path": manifest_uri})
-    if mlflow_tracking_uri:
-        os.environ["MLFLOW_TRACKING_URI"] = mlflow_tracking_uri
-    settings = load_mlflow_settings()
+    settings = load_mlflow_settings(tracking_uri=mlflow_tracking_uri or None)
     data = load_task_data(task, cfg)
     if expected_dataset_hash and data.dataset_hash != expected_dataset_hash:
         raise RuntimeError(f"{manifest_uri}: holds data set {data.dataset_hash[:12]}, but this pipeline "

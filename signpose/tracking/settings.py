@@ -184,16 +184,18 @@ def _parse_file(source: Path) -> MlflowSettings:
 
 
 def load_mlflow_settings(
-    path: str | os.PathLike | None = None, workdir: str | os.PathLike | None = None
+    path: str | os.PathLike | None = None, workdir: str | os.PathLike | None = None,
+    tracking_uri: str | None = None,
 ) -> MlflowSettings:
     """Read ``mlflow.yaml`` (``path``, else ``$SIGNPOSE_MLFLOW_CONFIG``, else ``<workdir>/mlflow.yaml``,
     else built-in defaults), apply the MLflow environment overrides and resolve relative locations
-    against ``workdir`` (default: the current directory)."""
+    against ``workdir`` (default: the current directory). An explicit ``tracking_uri`` (a pipeline
+    parameter) wins over the environment and the file."""
     base = Path(workdir) if workdir is not None else Path.cwd()
     source = _find_config(path, base)
     settings = _parse_file(source) if source else MlflowSettings()
 
-    tracking_uri = os.environ.get("MLFLOW_TRACKING_URI") or settings.tracking_uri
+    tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or settings.tracking_uri
     registry_uri = os.environ.get("MLFLOW_REGISTRY_URI") or settings.registry_uri
     experiment_override = os.environ.get("MLFLOW_EXPERIMENT_NAME")
     tasks = settings.tasks
