@@ -74,3 +74,26 @@ def s3_bucket(s3_endpoint) -> str:
     name = f"test-{uuid.uuid4().hex[:12]}"
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
     return f"s3://{name}"
+
+
+_MLFLOW_URI_VARS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
+@pytest.fixture(autouse=True)
+def _isolate_mlflow_uris():
+    """``mlflow.set_tracking_uri`` also exports MLFLOW_TRACKING_URI into ``os.environ``: without this,
+    one test's (since stopped) server would become every later test's default tracking URI."""
+    saved = {name: os.environ.get(name) for name in _MLFLOW_URI_VARS}
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is not None:
+        mlflow.set_tracking_uri(saved["MLFLOW_TRACKING_URI"])
+        mlflow.set_registry_uri(saved["MLFLOW_REGISTRY_URI"])
+        for name, value in saved.items():  # set_*_uri(None) may have exported again
+            if value is None:
+                os.environ.pop(name, None)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pytest
@@ -30,12 +29,11 @@ def finished_local_run(tmp_path_factory):
 
     workdir = tmp_path_factory.mktemp("make-run")
     # MLflow's store follows the working folder (mlflow.yaml's relative sqlite:///mlruns.db), as in make run.
-    previous = os.getcwd()
-    os.chdir(workdir)
-    try:
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(workdir)
+        for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_NAME"):
+            mp.delenv(name, raising=False)
         outcome = run_local(workdir, **TINY_RUN)
-    finally:
-        os.chdir(previous)
     return workdir, outcome
 
 
