@@ -314,16 +314,3 @@ def run_schedule_command(args: argparse.Namespace) -> int:
     print(f"recurring run id: {done.id}")
     print(f"recurring run link: {done.link}")
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="signpose", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -8,7 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from signpose.io.cli import add_parser, main
+from signpose.cli import main
+from signpose.io.cli import add_parser
 from signpose.render import RenderSettings, render_frame
 from signpose.synth import generate_signer_frames, write_all_formats
 

@@ -19,7 +19,7 @@ from mlflow_server import mlflow_server  # noqa: F401  (fixture)
 
 from signpose.data import KeypointDataset, SkeletonDataset
 from signpose.io import KeypointFrames, writers
-from signpose.registry_cli import main as registry_main
+from signpose.cli import main as registry_main
 from signpose.synth import generate_signer_frames
 from signpose.tracking import CHALLENGER, CHAMPION, FINAL_PANEL_FILE, PANEL_KEY, load_mlflow_settings
 from signpose.tracking.registry import metric_tag

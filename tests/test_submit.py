@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from signpose import submit
+from signpose.cli import main as cli_main
 
 API = "/apis/v2beta1"
 
@@ -138,7 +139,7 @@ def compiled(package) -> dict:
 
 
 def run_cli(*argv) -> int:
-    return submit.main([str(a) for a in argv])
+    return cli_main([str(a) for a in argv])
 
 
 # ---- submit ---------------------------------------------------------------------------------------

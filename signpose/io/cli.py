@@ -209,16 +209,3 @@ def run_render(args) -> int:
 
 def _safe_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "video"
-
-
-def main(argv=None) -> int:
-    """Stand-alone entry point (``python -m signpose.io.cli``) until the main CLI wires these in."""
-    parser = argparse.ArgumentParser(prog="signpose")
-    add_parser(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
