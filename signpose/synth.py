@@ -117,7 +117,7 @@ def hand_points(params: np.ndarray, finger_dir: np.ndarray, palm_normal: np.ndar
     """(T, 16) handshape params + (T, 3) finger direction / palm normal / wrist -> (T, 21, 3) world."""
     t = len(params)
     local = np.zeros((t, 21, 3))
-    up, out = np.array([0.0, -1.0, 0.0]), np.array([0.0, 0.0, 1.0])
+    out = np.array([0.0, 0.0, 1.0])
     spread = params[:, 15:16]
     for f in range(4):
         angle = _SPREAD_DIR[f] * (0.3 + spread[:, 0])
