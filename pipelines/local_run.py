@@ -8,6 +8,7 @@ MLflow follows ``mlflow.yaml`` (default: ``mlruns.db`` + ``mlartifacts/`` in the
 from __future__ import annotations
 
 import argparse
+import builtins
 import logging
 import time
 from pathlib import Path
@@ -44,12 +45,19 @@ def run_local(workdir: str | Path = "work", input_uri: str = "", **overrides) ->
                    pipeline_root=str(workdir / "kfp"))
     params = dict(SMALL_RUN, **overrides)
     started = time.monotonic()
-    signpose_training(
-        input_uri=input_uri,
-        store_uri=str(workdir / "store"),
-        mlflow_tracking_uri=settings.tracking_uri,
-        **params,
-    )
+    # kfp.local patches builtins.print and the root logger per task; with two tasks running in
+    # parallel threads the restores interleave and the patches outlive the run. Undo them here.
+    print_before, root_handlers = builtins.print, logging.getLogger().handlers[:]
+    try:
+        signpose_training(
+            input_uri=input_uri,
+            store_uri=str(workdir / "store"),
+            mlflow_tracking_uri=settings.tracking_uri,
+            **params,
+        )
+    finally:
+        builtins.print = print_before
+        logging.getLogger().handlers[:] = root_handlers
     return {"seconds": time.monotonic() - started, "tracking_uri": settings.tracking_uri, "settings": settings}
 
 

@@ -83,3 +83,12 @@ def test_registered_skeleton_model_loads_and_renders(finished_local_run):
         image = model(keypoints)
     assert tuple(image.shape) == (2, 1, 64, 64)
     assert float(image.min()) >= 0.0 and float(image.max()) <= 1.0
+
+
+def test_local_run_leaves_print_and_logging_as_it_found_them(finished_local_run):
+    import builtins
+    import logging
+
+    # kfp.local's per-task print/logging patches race when tasks run in parallel threads.
+    assert builtins.print.__module__ == "builtins"
+    assert not any("Millisecond" in type(h.formatter).__name__ for h in logging.getLogger().handlers)

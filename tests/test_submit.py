@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -164,9 +165,9 @@ def test_submit_sends_the_compiled_pipeline_with_typed_parameters_and_prints_id_
     params = body["runtime_config"]["parameters"]
     assert params == {"input_uri": "s3://signpose/incoming/", "skeleton_epochs": 5, "hand_weight": 3.0,
                       "face_overrides": {"n_heads": 4}}
-    lines = dict(line.split(": ", 1) for line in out.splitlines() if line.startswith(("run id", "run link")))
-    assert lines["run id"].startswith("run-")
-    assert lines["run link"] == f"{kfp_server.url}/#/runs/details/{lines['run id']}"
+    run_id = re.search(r"run id: (\S+)", out)
+    assert run_id and run_id.group(1).startswith("run-"), out
+    assert f"run link: {kfp_server.url}/#/runs/details/{run_id.group(1)}" in out, out
 
 
 def test_submit_creates_the_experiment_once_and_reuses_it(kfp_server, package, capsys):

@@ -242,6 +242,8 @@ def trained_store(tmp_path_factory):
         for name in MLFLOW_ENV:
             mp.delenv(name, raising=False)
         mp.setenv("KFP_RUN_ID", "kfp-run-123")
+        # MLflow samples system metrics every 10 s by default; this run can be over sooner.
+        mp.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")
         settings = load_mlflow_settings(REPO / "mlflow.yaml", workdir=workdir)
         train_ds, val_ds = skeleton_data(n_train=16, n_val=6)
         cfg = skeleton_config(epochs=3)
