@@ -47,25 +47,25 @@ def _header(labels: list[str], tile_width: int) -> np.ndarray:
     return header
 
 
-def _hstack(tiles: list[np.ndarray]) -> np.ndarray:
-    height = tiles[0].shape[0]
-    sep = np.full((height, SEPARATOR_PX, 3), 96, np.uint8)
+def _join(images: list[np.ndarray], axis: int) -> np.ndarray:
+    """Concatenate colour images along ``axis`` (1: side by side, 0: stacked) with grey separators."""
+    shape = list(images[0].shape)
+    shape[axis] = SEPARATOR_PX
+    sep = np.full(shape, 96, np.uint8)
     parts = []
-    for i, tile in enumerate(tiles):
+    for i, image in enumerate(images):
         if i:
             parts.append(sep)
-        parts.append(tile)
-    return np.concatenate(parts, axis=1)
+        parts.append(image)
+    return np.concatenate(parts, axis=axis)
+
+
+def _hstack(tiles: list[np.ndarray]) -> np.ndarray:
+    return _join(tiles, axis=1)
 
 
 def _vstack(rows: list[np.ndarray]) -> np.ndarray:
-    sep = np.full((SEPARATOR_PX, rows[0].shape[1], 3), 96, np.uint8)
-    parts = []
-    for i, row in enumerate(rows):
-        if i:
-            parts.append(sep)
-        parts.append(row)
-    return np.concatenate(parts, axis=0)
+    return _join(rows, axis=0)
 
 
 def draw_keypoints(keypoints: np.ndarray, size: int) -> np.ndarray:

@@ -6,11 +6,11 @@ import argparse
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 
 import torch
 
+from signpose.io.writers import atomic_write_bytes
 from signpose.models import create_model
 from signpose.train.config import TrainConfig, add_config_arguments, config_from_args
 from signpose.train.engine import TrainResult, fit, seed_everything
@@ -25,18 +25,6 @@ def build_model(cfg) -> torch.nn.Module:
     return create_model(cfg.task, **cfg.model_config().to_dict())
 
 
-def _atomic_write(path: str, data: bytes) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def write_outputs(result: TrainResult, output_dir: str) -> None:
     """``model.pt`` (state dict + model config; load with ``torch.load(weights_only=True)``) and
     ``metrics.json`` (best epoch's metrics and the whole history)."""
@@ -45,11 +33,11 @@ def write_outputs(result: TrainResult, output_dir: str) -> None:
     buffer = io.BytesIO()
     torch.save({"task": result.config.task, "model_config": result.config.model_config().to_dict(),
                 "state_dict": {k: v.detach().cpu() for k, v in result.model.state_dict().items()}}, buffer)
-    _atomic_write(os.path.join(output_dir, "model.pt"), buffer.getvalue())
+    atomic_write_bytes(os.path.join(output_dir, "model.pt"), buffer.getvalue())
     summary = {"task": result.config.task, "best_epoch": result.best_epoch, "best_metrics": result.best_metrics,
                "global_step": result.global_step, "stopped_early": result.stopped_early,
                "history": result.history, "config": result.config.to_dict()}
-    _atomic_write(os.path.join(output_dir, "metrics.json"), (json.dumps(summary, indent=2) + "\n").encode())
+    atomic_write_bytes(os.path.join(output_dir, "metrics.json"), (json.dumps(summary, indent=2) + "\n").encode())
 
 
 def run(cfg: TrainConfig, callbacks: Sequence = ()) -> TrainResult:
