@@ -172,6 +172,15 @@ def main(argv=None) -> None:
         batch.add(workers, fmt(timing.per_s_wall), timing.spread, fmt(timing.cpu_s, 2), fmt(timing.per_s_cpu),
                   f"{timing.per_s_wall / base_wall:.2f}x")
         print(f"workers={workers}: {timing.per_s_wall:,.0f} frames/s wall", flush=True)
+    # The floor under any batch render: page-faulting the (N, S, S) output, which every worker count pays.
+    def touch_output():
+        out = np.zeros((len(kp), SIZE, SIZE), np.uint8)
+        out[:, ::16, ::64] = 1  # one write per 4 KiB page
+        return out
+
+    timing = measure(touch_output, repeats=args.repeats, warmup=0, items=len(kp))
+    batch.add("output memory only (allocate and touch the N x 256 x 256 array, nothing drawn)",
+              fmt(timing.per_s_wall), timing.spread, fmt(timing.cpu_s, 2), fmt(timing.per_s_cpu), "-")
     report.note("pose-format has no non-anti-aliased PoseVisualizer mode; its FastAndUglyPoseVisualizer "
                 "fails under OpenCV 5 (float coordinates to cv2.line) and is not measured")
     report.note("targets (issue 8): >= 10x pose-format per core and >= 5,000 frames/s per core")

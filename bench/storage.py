@@ -18,6 +18,9 @@ Candidates (all lossless for the images unless marked):
   compression on top: PNG is deflate already);
 - keypoints only, render on read: float32 (143, 3) keypoints deflated; decoding = rendering.
 
+The keypoint columns (keypoints + face) are compared separately: ``signpose.shards.encode_points``
+(what the shards store) against deflated .npy (the first shard format) and lossy alternatives.
+
 Also the whole shard (``signpose.shards.encode_shard``: images + keypoints + face + ids) per frame.
 Encode/decode cost is CPU time of this process per frame (frames/s per core), median of repeats.
 """
@@ -179,8 +182,12 @@ def keypoint_variants(kp: np.ndarray) -> list[tuple[str, bytes, bool]]:
         return np.ascontiguousarray(a.view(np.uint8).reshape(-1, a.dtype.itemsize).T)
 
     q16 = np.round(kp.clip(0, 1) * 65535).astype(np.uint16)  # 1/65535 of the frame: 0.004 px at 256
+    from signpose.shards import encode_points
+
     return [
-        ("keypoints + face float32, deflate (the shards today)", npz(keypoints=kp, face=face), True),
+        ("keypoints + face: signpose.shards.encode_points (the shards today: time-major byte planes, xz)",
+         encode_points(kp, face).tobytes(), True),
+        ("keypoints + face float32, deflate (the first shard format, npz-v1)", npz(keypoints=kp, face=face), True),
         ("keypoints float32 only (face = keypoints[:, FACE] derived on read)", npz(keypoints=kp), True),
         ("keypoints float32, byte-shuffled, deflate", npz(keypoints=shuffled(kp)), True),
         ("keypoints uint16 quantised, deflate (max error 0.5/65535)", npz(keypoints=q16), False),

@@ -10,7 +10,10 @@ Layout under the store root (a local folder or ``s3://bucket/prefix``)::
 A shard holds ``keypoints`` (n, 143, 3) float32, ``images`` (n, S, S) uint8 (rendered by
 :func:`signpose.render.render_frames`), ``face`` (n, 68, 3) float32 (= keypoints[:, layout.FACE]),
 ``split`` / ``video_id`` (n,) fixed-width unicode and ``frame_index`` (n,) int64. Strings are stored as
-fixed-width unicode arrays so shards load with ``allow_pickle=False``.
+fixed-width unicode arrays so shards load with ``allow_pickle=False``. Keypoints and face are stored
+losslessly as one byte-shuffled xz stream (:func:`encode_points`), the images as a bit mask plus the lit
+pixels' values (:func:`encode_images`); shards of the first format (``SHARD_FORMAT_V1``: keypoints and
+face as deflated .npy entries) are still read.
 
 Frames are grouped by split (train, dev, test, then any other split, input order kept within a split)
 and no shard crosses a split boundary, so reading one split touches only that split's shards.
@@ -46,8 +49,11 @@ from signpose.store import ObjectNotFoundError, ObjectStore, open_store
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-# Identifies how a shard's bytes are laid out; part of the dataset hash.
-SHARD_FORMAT = "npz-v1+images-mask-values-xz"
+# Identifies how a shard's bytes are laid out; part of the dataset hash. New shards are written in
+# SHARD_FORMAT; both are read.
+SHARD_FORMAT = "npz-v2+points-shuffled-xz+images-mask-values-xz"
+SHARD_FORMAT_V1 = "npz-v1+images-mask-values-xz"
+READABLE_SHARD_FORMATS = (SHARD_FORMAT, SHARD_FORMAT_V1)
 MANIFEST_NAME = "manifest.json"
 SHARD_DIR = "shards"
 PLAN_DIR = "plans"
@@ -60,10 +66,12 @@ _ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)
 _ZIP_COMPRESSLEVEL = 6
 # What read_shard returns, in this order.
 SHARD_FIELDS = ("keypoints", "images", "face", "split", "video_id", "frame_index")
-# The .npz entries, in this order (fixed: part of the byte-identical guarantee). Images are stored in
-# the compact form of encode_images.
-STORED_FIELDS = ("keypoints", "face", "split", "video_id", "frame_index",
+# The .npz entries, in this order (fixed: part of the byte-identical guarantee). Keypoints and face
+# are stored in the compact form of encode_points, images in that of encode_images.
+STORED_FIELDS = ("points_xz", "split", "video_id", "frame_index",
                  "images_shape", "images_mask_xz", "images_values_xz")
+STORED_FIELDS_V1 = ("keypoints", "face", "split", "video_id", "frame_index",
+                    "images_shape", "images_mask_xz", "images_values_xz")
 
 
 class ShardError(RuntimeError):
@@ -142,7 +150,7 @@ class Manifest:
             raise ShardError(f"{uri}/{MANIFEST_NAME}: schema_version {version!r} is not supported "
                              f"(this code reads {SCHEMA_VERSION})")
         try:
-            return cls(
+            manifest = cls(
                 schema_version=int(version), dataset_hash=str(data["dataset_hash"]),
                 image_size=int(data["image_size"]), render=dict(data["render"]),
                 splits={str(k): int(v) for k, v in data["splits"].items()},
@@ -150,10 +158,14 @@ class Manifest:
                 created_at=str(data["created_at"]), n_frames=int(data.get("n_frames", 0)),
                 shard_size=int(data.get("shard_size", DEFAULT_SHARD_SIZE)),
                 renderer_version=str(data.get("renderer_version", "")),
-                shard_format=str(data.get("shard_format", SHARD_FORMAT)), uri=uri,
+                shard_format=str(data.get("shard_format", SHARD_FORMAT_V1)), uri=uri,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ShardError(f"{uri}/{MANIFEST_NAME}: malformed manifest ({type(e).__name__}: {e})") from e
+        if manifest.shard_format not in READABLE_SHARD_FORMATS:
+            raise ShardError(f"{uri}/{MANIFEST_NAME}: shard_format {manifest.shard_format!r} is not supported "
+                             f"(this code reads {', '.join(READABLE_SHARD_FORMATS)})")
+        return manifest
 
 
 def read_manifest(store_uri: str | ObjectStore) -> Manifest:
@@ -276,14 +288,56 @@ def decode_images(stored: dict[str, np.ndarray], where: str = "shard", packed: b
     return images if packed else images.decode()
 
 
-def _xz(data: bytes) -> np.ndarray:
+# Points stored per frame: the 143 keypoints, then the 68 face points (the face column of the shard).
+_STORED_POINTS = layout.N_POINTS + layout.N_FACE
+
+
+def encode_points(keypoints: np.ndarray, face: np.ndarray) -> np.ndarray:
+    """Keypoints (n, 143, 3) and face (n, 68, 3) float32 -> one lossless xz stream (uint8 array).
+
+    The float32 bytes are split into four byte planes and each plane is laid out time-major (every
+    frame's value of one coordinate in a row): sign/exponent bytes and successive frames of one point
+    are then near-identical neighbours, which xz turns into ~650-700 B a frame against ~1,450-1,560 B
+    for the two arrays deflated (docs/storage.md). The face columns repeat the first 68 keypoints;
+    with a dictionary that spans the stream they cost ~2 B a frame.
+    """
+    points = np.concatenate([np.asarray(keypoints, dtype="<f4"), np.asarray(face, dtype="<f4")], axis=1)
+    n = len(points)
+    values = _STORED_POINTS * 3
+    planes = points.reshape(n, values).view(np.uint8).reshape(n, values, 4).transpose(2, 1, 0)
+    return _xz(np.ascontiguousarray(planes).tobytes(), span=True)
+
+
+def decode_points(stream: np.ndarray, n: int, where: str = "shard") -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of :func:`encode_points`: (keypoints (n, 143, 3), face (n, 68, 3)) float32."""
+    try:
+        raw = lzma.decompress(stream.tobytes(), format=lzma.FORMAT_XZ)
+    except lzma.LZMAError as e:
+        raise ShardCorruptError(f"{where}: field 'points_xz' does not decompress ({e})") from e
+    values = _STORED_POINTS * 3
+    if len(raw) != n * values * 4:
+        raise ShardCorruptError(f"{where}: field 'points_xz' holds {len(raw)} bytes, expected {n * values * 4} "
+                                f"for {n} frames of {_STORED_POINTS} points")
+    planes = np.frombuffer(raw, dtype=np.uint8).reshape(4, values, n)
+    points = np.ascontiguousarray(planes.transpose(2, 1, 0)).view("<f4").reshape(n, _STORED_POINTS, 3)
+    keypoints = np.ascontiguousarray(points[:, :layout.N_POINTS], dtype=np.float32)
+    face = np.ascontiguousarray(points[:, layout.N_POINTS:], dtype=np.float32)
+    return keypoints, face
+
+
+def _xz(data: bytes, span: bool = False) -> np.ndarray:
     # Preset 0: nearly the ratio of preset 6 on these streams at ~9x the speed (docs/storage.md).
-    return np.frombuffer(lzma.compress(data, format=lzma.FORMAT_XZ, preset=0), dtype=np.uint8)
+    # ``span``: a dictionary as long as the stream (up to 32 MiB) so matches reach back to its start.
+    filters = [{"id": lzma.FILTER_LZMA2, "preset": 0}]
+    if span:
+        filters[0]["dict_size"] = min(max(len(data), 1 << 16), 1 << 25)
+    return np.frombuffer(lzma.compress(data, format=lzma.FORMAT_XZ, filters=filters), dtype=np.uint8)
 
 
 def encode_shard(arrays: dict[str, np.ndarray]) -> bytes:
     """Arrays (the SHARD_FIELDS) -> deterministic .npz bytes (fixed entry order and timestamps)."""
-    stored = {name: arrays[name] for name in SHARD_FIELDS if name != "images"}
+    stored = {name: arrays[name] for name in ("split", "video_id", "frame_index")}
+    stored["points_xz"] = encode_points(arrays["keypoints"], arrays["face"])
     stored.update(encode_images(arrays["images"]))
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
@@ -292,29 +346,34 @@ def encode_shard(arrays: dict[str, np.ndarray]) -> bytes:
             np.lib.format.write_array(entry, np.ascontiguousarray(stored[name]), allow_pickle=False)
             info = zipfile.ZipInfo(name + ".npy", date_time=_ZIP_DATE_TIME)
             info.external_attr = 0o644 << 16
-            # The image streams are xz already; deflating them again would only cost time.
+            # The xz streams are compressed already; deflating them again would only cost time.
             method = zipfile.ZIP_STORED if name.endswith("_xz") else zipfile.ZIP_DEFLATED
             archive.writestr(info, entry.getvalue(), compress_type=method, compresslevel=_ZIP_COMPRESSLEVEL)
     return buffer.getvalue()
 
 
 def decode_shard(data: bytes, where: str = "shard", packed_images: bool = False) -> dict[str, np.ndarray]:
-    """Bytes -> dict of the SHARD_FIELDS arrays, validated; errors name ``where`` and the field.
-    With ``packed_images`` the images come as a :class:`PackedImages` (decoded per frame on access)."""
+    """Bytes (either readable shard format) -> dict of the SHARD_FIELDS arrays, validated; errors name
+    ``where`` and the field. With ``packed_images`` the images come as a :class:`PackedImages` (decoded
+    per frame on access)."""
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            stored = {name: npz[name] for name in STORED_FIELDS}
+            names = STORED_FIELDS if "points_xz" in npz.files else STORED_FIELDS_V1
+            stored = {name: npz[name] for name in names}
     except KeyError as e:
         raise ShardCorruptError(f"{where}: missing field {e}") from None
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as e:
         raise ShardCorruptError(f"{where}: cannot decode ({type(e).__name__}: {e})") from e
-    n = len(stored["keypoints"])
+    n = len(stored["frame_index"])
     expected = {
-        "keypoints": ((n, layout.N_POINTS, 3), np.float32),
-        "face": ((n, layout.N_FACE, 3), np.float32),
         "frame_index": ((n,), np.int64),
         "images_shape": ((3,), np.int64),
     }
+    if "points_xz" in stored:
+        expected["points_xz"] = ((len(stored["points_xz"]),), np.uint8)
+    else:
+        expected.update({"keypoints": ((n, layout.N_POINTS, 3), np.float32),
+                         "face": ((n, layout.N_FACE, 3), np.float32)})
     for name, (shape, dtype) in expected.items():
         arr = stored[name]
         if arr.shape != shape or arr.dtype != dtype:
@@ -327,7 +386,11 @@ def decode_shard(data: bytes, where: str = "shard", packed_images: bool = False)
     images_shape = tuple(int(v) for v in stored["images_shape"])
     if images_shape[0] != n or images_shape[1] != images_shape[2]:
         raise ShardCorruptError(f"{where}: field 'images_shape': expected ({n}, S, S), got {images_shape}")
-    arrays = {name: stored[name] for name in SHARD_FIELDS if name != "images"}
+    arrays = {name: stored[name] for name in ("split", "video_id", "frame_index")}
+    if "points_xz" in stored:
+        arrays["keypoints"], arrays["face"] = decode_points(stored["points_xz"], n, where)
+    else:
+        arrays["keypoints"], arrays["face"] = stored["keypoints"], stored["face"]
     arrays["images"] = decode_images(stored, where, packed=packed_images)
     return {name: arrays[name] for name in SHARD_FIELDS}
 

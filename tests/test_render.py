@@ -164,3 +164,35 @@ def test_bad_render_settings_are_refused():
         RenderSettings(part_intensity=(1, 2, 3))
     with pytest.raises(ValueError):
         RenderSettings(image_size=4)
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered in cast")
+@pytest.mark.parametrize("thickness", [2, 3, 6])
+def test_dilating_only_the_box_around_the_points_equals_dilating_the_whole_image(thickness, monkeypatch):
+    from signpose import render
+    from signpose.synth import generate_signer_frames
+
+    frames = generate_signer_frames(n_videos=2, frames_per_video=16, seed=4).keypoints.astype(np.float32)
+    edge = frames[:6].copy()
+    edge[0, :, :2] = np.clip(edge[0, :, :2] * 3 - 1, -0.1, 1.1)   # points beyond every border
+    edge[1, :, 2] = 0
+    edge[1, [L_SHOULDER, R_SHOULDER], 2] = 1                       # a single bone
+    edge[2, :, 2] = 0                                              # nothing to draw
+    edge[3, :, :2] = [0.0, 1.0]                                    # everything in a corner
+    edge[4, L_SHOULDER] = (np.nan, 0.5, 1.0)                       # a NaN coordinate: whole image
+    kps = np.concatenate([frames, edge])
+    for settings in (RenderSettings(image_size=96, thickness=thickness),
+                     RenderSettings(image_size=96, thickness=thickness, confidence_scaled=True, joints=True)):
+        boxed = render_frames(kps, settings)
+        monkeypatch.setattr(render._Painter, "_boxes",
+                            lambda self, kp, present: np.tile([0, self.size, 0, self.size], (len(kp), 1)))
+        whole = render_frames(kps, settings)
+        monkeypatch.undo()
+        assert whole[:-2].max() > 0
+        np.testing.assert_array_equal(boxed, whole)
+
+
+def test_render_frame_into_a_used_buffer_clears_it_first():
+    out = np.full((64, 64), 7, np.uint8)
+    expected = render_frame(_shoulders(), RenderSettings(image_size=64))
+    np.testing.assert_array_equal(render_frame(_shoulders(), RenderSettings(image_size=64), out=out), expected)

@@ -298,6 +298,63 @@ def test_image_encoding_is_lossless(shape):
     np.testing.assert_array_equal(shards.decode_images(shards.encode_images(full)), full)
 
 
+@pytest.mark.parametrize("n", [0, 1, 37])
+def test_points_encoding_is_bit_exact(n):
+    rng = np.random.default_rng(n)
+    keypoints = rng.normal(size=(n, layout.N_POINTS, 3)).astype(np.float32)
+    if n:
+        keypoints[0, :5] = [np.nan, np.inf, -0.0]  # odd bit patterns survive too
+    face = rng.random((n, layout.N_FACE, 3), dtype=np.float32)  # need not repeat the keypoints
+    got_keypoints, got_face = shards.decode_points(shards.encode_points(keypoints, face), n)
+    assert got_keypoints.dtype == np.float32 and got_keypoints.flags.c_contiguous
+    assert got_keypoints.tobytes() == keypoints.tobytes() and got_face.tobytes() == face.tobytes()
+
+
+def test_points_stream_is_less_than_half_the_deflated_columns():
+    import zlib
+
+    from signpose.synth import generate_signer_frames
+
+    keypoints = generate_signer_frames(n_videos=4, frames_per_video=64, seed=0).keypoints.astype(np.float32)
+    face = np.ascontiguousarray(keypoints[:, layout.FACE])
+    deflated = len(zlib.compress(keypoints.tobytes(), 6)) + len(zlib.compress(face.tobytes(), 6))
+    assert len(shards.encode_points(keypoints, face)) < deflated / 2
+
+
+def test_points_stream_of_the_wrong_length_is_a_corrupt_shard():
+    stream = shards.encode_points(np.zeros((3, layout.N_POINTS, 3), np.float32),
+                                  np.zeros((3, layout.N_FACE, 3), np.float32))
+    with pytest.raises(ShardCorruptError, match="shard z: field 'points_xz' holds .* expected .* for 4 frames"):
+        shards.decode_points(stream, 4, "shard z")
+    with pytest.raises(ShardCorruptError, match="shard z: field 'points_xz' does not decompress"):
+        shards.decode_points(stream[:-8], 3, "shard z")
+
+
+def test_shards_of_the_first_format_are_still_read():
+    frames = make_frames()
+    keypoints = frames.keypoints[:6].astype(np.float32)
+    arrays = {"keypoints": keypoints, "face": np.ascontiguousarray(keypoints[:, layout.FACE]),
+              "split": np.asarray(["train"] * 6), "video_id": np.asarray([f"v{i}" for i in range(6)]),
+              "frame_index": np.arange(6, dtype=np.int64)}
+    images = render_frames(keypoints, SETTINGS)
+    v1 = dict(arrays, **shards.encode_images(images))  # the v1 layout: plain .npy keypoints and face
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **{name: v1[name] for name in shards.STORED_FIELDS_V1})
+    decoded = shards.decode_shard(buffer.getvalue(), "old shard")
+    for name, value in dict(arrays, images=images).items():
+        np.testing.assert_array_equal(decoded[name], value, err_msg=name)
+
+
+def test_manifest_of_an_unknown_shard_format_is_refused(tmp_path):
+    write_dataset(make_frames(), tmp_path, SETTINGS, shard_size=8, workers=1, progress=False)
+    data = json.loads((tmp_path / MANIFEST_NAME).read_text())
+    assert data["shard_format"] == shards.SHARD_FORMAT
+    data["shard_format"] = "parquet-v9"
+    (tmp_path / MANIFEST_NAME).write_text(json.dumps(data))
+    with pytest.raises(ShardError, match="shard_format 'parquet-v9' is not supported"):
+        read_manifest(tmp_path)
+
+
 def test_image_streams_that_disagree_are_a_corrupt_shard():
     images = np.zeros((2, 16, 16), np.uint8)
     images[:, 3, 4] = 200
