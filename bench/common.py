@@ -158,6 +158,27 @@ def measure(fn: Callable[[], object], repeats: int = 5, warmup: int = 1, items: 
     return Timing(wall, cpu, items)
 
 
+def measure_side_by_side(fns: dict[str, Callable[[], object]], repeats: int = 5, items: int = 1,
+                         children: bool = False) -> dict[str, Timing]:
+    """:func:`measure` for several candidates, one repeat of each in turn (A B C, B C A, C A B, ...),
+    so a slow spell of a shared machine, or the after-effects of one candidate on the next (freed
+    memory, evicted caches), hit every candidate alike and their ratios stay fair."""
+    for fn in fns.values():  # warm-up
+        fn()
+    names = list(fns)
+    wall: dict[str, list[float]] = {name: [] for name in fns}
+    cpu: dict[str, list[float]] = {name: [] for name in fns}
+    for repeat in range(repeats):
+        for name in names[repeat % len(names):] + names[:repeat % len(names)]:
+            fn = fns[name]
+            c0 = _cpu(children)
+            t0 = time.perf_counter()
+            fn()
+            wall[name].append(time.perf_counter() - t0)
+            cpu[name].append(_cpu(children) - c0)
+    return {name: Timing(wall[name], cpu[name], items) for name in fns}
+
+
 def _cpu(children: bool) -> float:
     own = time.process_time()
     if not children:

@@ -1,6 +1,7 @@
 """Render throughput: this project's renderer vs pose-format's PoseVisualizer, same frames, 256x256.
 
-    .venv/bin/python bench/render_throughput.py [--frames 2048] [--batch-frames 8192] [--repeats 5] [--quick]
+    .venv/bin/python bench/render_throughput.py [--frames 512] [--batch-frames 8192] [--repeats 15] [--quick]
+        [--baseline-rev GIT_REV]   # also time signpose/render.py as it was at GIT_REV (before/after)
 
 Inputs (each drawn by both renderers from the same source frames):
 
@@ -20,17 +21,19 @@ and without anti-aliasing.
 Per core = frames per second of this process's CPU time (time.process_time), which other load on
 a shared machine does not inflate; wall-clock frames/s are shown next to it. The batch renderer
 (render_frames(..., workers=N)) is timed by wall clock, and its CPU time includes the worker
-processes (RUSAGE_CHILDREN).
+processes (RUSAGE_CHILDREN). The renderers compared on one input take turns repeat by repeat
+(A B C A B C ...), so a slow spell of the machine hits all of them alike.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 
 import numpy as np
 
 import common  # noqa: F401  (puts the repository root on sys.path)
-from common import Report, add_recording_arguments, fmt, measure, usable_cores
+from common import Report, add_recording_arguments, fmt, measure, measure_side_by_side, usable_cores
 
 REAL_DIR = common.REPO_ROOT.parent / "shared" / "data" / "real"
 SIZE = 256
@@ -91,12 +94,53 @@ def generated_input(n_frames: int):
     return (f"generated, {len(kp)} frames (OpenPose 137 for pose-format)", kp, pose)
 
 
+def _render_share(job) -> None:
+    keypoints, settings = job
+    from signpose.render import render_frames
+
+    render_frames(keypoints, settings)
+
+
+def _render_independently(keypoints, settings, workers: int) -> None:
+    """The frames split over ``workers`` forked processes that render into their own memory."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    shares = np.array_split(keypoints, workers)
+    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("fork")) as pool:
+        list(pool.map(_render_share, [(share, settings) for share in shares]))
+
+
+def renderer_at(rev: str):
+    """signpose/render.py as it was at git revision ``rev``, imported as a separate module."""
+    import importlib.util
+    import subprocess
+    import sys
+    import tempfile
+
+    source = subprocess.run(["git", "show", f"{rev}:signpose/render.py"], cwd=common.REPO_ROOT, check=True,
+                            capture_output=True, text=True).stdout
+    path = tempfile.NamedTemporaryFile("w", suffix=".py", prefix="render_at_", delete=False)
+    with path:
+        path.write(source)
+    name = f"signpose_render_at_{rev}"
+    spec = importlib.util.spec_from_file_location(name, path.name)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the class is created
+    spec.loader.exec_module(module)
+    return module
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--frames", type=int, default=2048, help="generated frames (per-core table)")
+    parser.add_argument("--frames", type=int, default=512,
+                        help="generated frames (per-core table; short calls keep the turn-taking fine-grained)")
     parser.add_argument("--batch-frames", type=int, default=8192, help="frames for the multi-core table")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--min-seconds", type=float, default=0.3,
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--baseline-rev", default=None,
+                        help="git revision whose signpose/render.py is timed too (anti-aliased), e.g. a commit "
+                             "before an optimisation; its pixels are checked to equal today's")
+    parser.add_argument("--min-seconds", type=float, default=0.05,
                         help="each repeat renders the input enough times to take about this long")
     add_recording_arguments(parser)
     args = parser.parse_args(argv)
@@ -115,20 +159,17 @@ def main(argv=None) -> None:
         report.note(f"real samples not found in {REAL_DIR}: real rows skipped")
     inputs.append(generated_input(args.frames))
 
+    baseline_module = renderer_at(args.baseline_rev) if args.baseline_rev else None
     ours_aa = RenderSettings(image_size=SIZE, antialias=True)
     ours_noaa = RenderSettings(image_size=SIZE, antialias=False)
 
-    def loops_for(fn, n):
-        """How many passes over the input make one repeat last about --min-seconds."""
+    def repeated(fn, n):
+        """fn repeated enough times that one call lasts about --min-seconds."""
         import time
         t0 = time.process_time()
         fn()
-        one = max(time.process_time() - t0, 1e-4)
-        return max(1, int(np.ceil(args.min_seconds / one)))
-
-    def timed(fn, n):
-        loops = loops_for(fn, n)
-        return measure(lambda: [fn() for _ in range(loops)], repeats=args.repeats, warmup=0, items=n * loops)
+        loops = max(1, int(np.ceil(args.min_seconds / max(time.process_time() - t0, 1e-4))))
+        return (lambda: [fn() for _ in range(loops)]), n * loops
 
     per_core = report.table(
         "One process, frames/s per core (CPU time) and wall clock; ratio = ours / pose-format PoseVisualizer",
@@ -138,14 +179,26 @@ def main(argv=None) -> None:
         n = len(kp)
         visualizer = PoseVisualizer(pose)
         candidates = [
+            # Frames are consumed one by one (not kept): the drawing is measured, not holding N frames.
             ("pose-format PoseVisualizer (colour, AA)",
-             lambda v=visualizer: list(v.draw(background_color=(0, 0, 0)))),
+             lambda v=visualizer: collections.deque(v.draw(background_color=(0, 0, 0)), maxlen=0)),
             ("signpose render_frames, antialias=True", lambda k=kp: render_frames(k, ours_aa)),
             ("signpose render_frames, antialias=False", lambda k=kp: render_frames(k, ours_noaa)),
         ]
+        if baseline_module is not None:
+            old_settings = baseline_module.RenderSettings(image_size=SIZE, antialias=True)
+            if not np.array_equal(baseline_module.render_frames(kp, old_settings), render_frames(kp, ours_aa)):
+                report.note(f"{label}: the renderer at {args.baseline_rev} draws different pixels")
+            candidates.append((f"signpose render_frames at {args.baseline_rev}, antialias=True",
+                               lambda k=kp: baseline_module.render_frames(k, old_settings)))
+        # Candidates take turns repeat by repeat, so the ratios compare like with like on a busy machine.
+        loops = [repeated(fn, n) for _, fn in candidates]
+        timings = measure_side_by_side({name: fn for (name, _), (fn, _) in zip(candidates, loops)},
+                                       repeats=args.repeats, items=loops[0][1])
         baseline = None
-        for name, fn in candidates:
-            timing = timed(fn, n)
+        for (name, _), (_, items) in zip(candidates, loops):
+            timing = timings[name]
+            timing.items = items
             if baseline is None:
                 baseline = timing.per_s_cpu
             per_core.add(label, n, name, fmt(timing.per_s_cpu), fmt(timing.per_s_wall), timing.spread,
@@ -162,25 +215,30 @@ def main(argv=None) -> None:
     batch = report.table(
         f"Batch renderer render_frames(workers=N), {len(kp)} generated frames, antialias=True "
         f"({cores} usable cores)",
-        ["workers", "frames/s wall", "wall spread", "CPU s (incl. workers)", "frames/s per CPU-second",
+        ["run", "frames/s wall", "wall spread", "CPU s (incl. workers)", "frames/s per CPU-second",
          "speed-up vs 1 worker (wall)"])
-    base_wall = None
-    for workers in sorted({1, 2, cores} | ({4} if cores >= 4 else set())):
-        timing = measure(lambda w=workers: render_frames(kp, ours_aa, workers=w), repeats=args.repeats,
-                         warmup=1 if not args.quick else 0, items=len(kp), children=True)
-        base_wall = base_wall or timing.per_s_wall
-        batch.add(workers, fmt(timing.per_s_wall), timing.spread, fmt(timing.cpu_s, 2), fmt(timing.per_s_cpu),
-                  f"{timing.per_s_wall / base_wall:.2f}x")
-        print(f"workers={workers}: {timing.per_s_wall:,.0f} frames/s wall", flush=True)
+    counts = sorted({1, 2, cores} | ({4} if cores >= 4 else set()))
+    candidates = {f"render_frames(workers={w})": (lambda w=w: render_frames(kp, ours_aa, workers=w))
+                  for w in counts}
+    # This machine's ceiling: the same processes, each drawing its share into private memory and returning
+    # nothing; what render_frames loses against it is its own overhead (shared output, pool start-up).
+    for w in counts[1:]:
+        candidates[f"ceiling: {w} forked processes drawing privately, nothing returned"] = \
+            lambda w=w: _render_independently(kp, ours_aa, w)
+
     # The floor under any batch render: page-faulting the (N, S, S) output, which every worker count pays.
     def touch_output():
         out = np.zeros((len(kp), SIZE, SIZE), np.uint8)
         out[:, ::16, ::64] = 1  # one write per 4 KiB page
         return out
 
-    timing = measure(touch_output, repeats=args.repeats, warmup=0, items=len(kp))
-    batch.add("output memory only (allocate and touch the N x 256 x 256 array, nothing drawn)",
-              fmt(timing.per_s_wall), timing.spread, fmt(timing.cpu_s, 2), fmt(timing.per_s_cpu), "-")
+    candidates["output memory only (allocate and touch the N x 256 x 256 array, nothing drawn)"] = touch_output
+    timings = measure_side_by_side(candidates, repeats=args.repeats, items=len(kp), children=True)
+    base_wall = timings["render_frames(workers=1)"].per_s_wall
+    for name, timing in timings.items():
+        batch.add(name, fmt(timing.per_s_wall), timing.spread, fmt(timing.cpu_s, 2), fmt(timing.per_s_cpu),
+                  f"{timing.per_s_wall / base_wall:.2f}x")
+        print(f"{name}: {timing.per_s_wall:,.0f} frames/s wall", flush=True)
     report.note("pose-format has no non-anti-aliased PoseVisualizer mode; its FastAndUglyPoseVisualizer "
                 "fails under OpenCV 5 (float coordinates to cv2.line) and is not measured")
     report.note("targets (issue 8): >= 10x pose-format per core and >= 5,000 frames/s per core")
