@@ -152,7 +152,7 @@ def _compact_sample(arrays: dict, row: int, task: str):
     """One frame as small numpy arrays (a copy: it must not pin the whole decoded shard)."""
     if task == "skeleton":
         return arrays["keypoints"][row].copy(), arrays["images"][row]
-    return normalize_face(arrays["face"][row])
+    return arrays["face"][row].copy()  # already normalised by the caller
 
 
 def _to_tensors(sample, task: str):
@@ -253,6 +253,9 @@ class ShardStream(IterableDataset):
                     rows = rows[offset::stride]
                 if self.shuffle:
                     rows = rng.permutation(rows)
+                if self.task == "face":  # one vectorised normalisation per shard, not one call per frame
+                    arrays = {"face": normalize_face(arrays["face"][rows])}
+                    rows = range(len(rows))
                 for row in rows:
                     sample = _compact_sample(arrays, int(row), self.task)
                     if not self.shuffle:
@@ -275,7 +278,8 @@ class ShardStream(IterableDataset):
         position = 0
         while position < len(shards) or futures:
             while position < len(shards) and len(futures) <= self.prefetch:
-                futures.append(fetcher.submit(read_shard, store, shards[position], self.verify, True))
+                futures.append(fetcher.submit(read_shard, store, shards[position], self.verify, True,
+                                              self.task == "skeleton"))
                 position += 1
             yield futures.pop(0).result()
 
@@ -307,7 +311,7 @@ def load_split(manifest_uri, split: str, task: str = "skeleton") -> ArrayDataset
     store = open_store(manifest.uri)
     keypoints, images, faces = [], [], []
     for shard in manifest.shards_for(split):
-        arrays = read_shard(store, shard)
+        arrays = read_shard(store, shard, images=task == "skeleton")
         rows = _rows_for(arrays, split, task)
         if task == "skeleton":
             keypoints.append(arrays["keypoints"][rows])

@@ -352,10 +352,12 @@ def encode_shard(arrays: dict[str, np.ndarray]) -> bytes:
     return buffer.getvalue()
 
 
-def decode_shard(data: bytes, where: str = "shard", packed_images: bool = False) -> dict[str, np.ndarray]:
+def decode_shard(data: bytes, where: str = "shard", packed_images: bool = False, images: bool = True
+                 ) -> dict[str, np.ndarray]:
     """Bytes (either readable shard format) -> dict of the SHARD_FIELDS arrays, validated; errors name
     ``where`` and the field. With ``packed_images`` the images come as a :class:`PackedImages` (decoded
-    per frame on access)."""
+    per frame on access); with ``images=False`` the ``images`` field is left out and its streams, most of
+    a shard's decoding cost, are not decompressed."""
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             names = STORED_FIELDS if "points_xz" in npz.files else STORED_FIELDS_V1
@@ -391,8 +393,9 @@ def decode_shard(data: bytes, where: str = "shard", packed_images: bool = False)
         arrays["keypoints"], arrays["face"] = decode_points(stored["points_xz"], n, where)
     else:
         arrays["keypoints"], arrays["face"] = stored["keypoints"], stored["face"]
-    arrays["images"] = decode_images(stored, where, packed=packed_images)
-    return {name: arrays[name] for name in SHARD_FIELDS}
+    if images:
+        arrays["images"] = decode_images(stored, where, packed=packed_images)
+    return {name: arrays[name] for name in SHARD_FIELDS if name in arrays}
 
 
 def build_shard(keypoints: np.ndarray, split: np.ndarray, video_id: np.ndarray, frame_index: np.ndarray,
@@ -412,9 +415,10 @@ def build_shard(keypoints: np.ndarray, split: np.ndarray, video_id: np.ndarray, 
 
 
 def read_shard(store_uri_or_store: str | ObjectStore, shard: ShardInfo, verify: bool = True,
-               packed_images: bool = False) -> dict[str, np.ndarray]:
+               packed_images: bool = False, images: bool = True) -> dict[str, np.ndarray]:
     """Fetch, verify (sha256 and size against the manifest) and decode one shard.
-    ``packed_images``: return the images as a :class:`PackedImages` (per-frame decoding, less memory)."""
+    ``packed_images``: return the images as a :class:`PackedImages` (per-frame decoding, less memory).
+    ``images=False``: leave the ``images`` field out without decompressing it (the face task's reads)."""
     store = open_store(store_uri_or_store)
     where = f"shard {store.url(shard.key)}"
     try:
@@ -426,7 +430,7 @@ def read_shard(store_uri_or_store: str | ObjectStore, shard: ShardInfo, verify: 
         if len(data) != shard.bytes or digest != shard.sha256:
             raise ShardCorruptError(f"{where}: checksum mismatch (expected {shard.bytes} bytes sha256 "
                                     f"{shard.sha256}, got {len(data)} bytes sha256 {digest})")
-    arrays = decode_shard(data, where, packed_images=packed_images)
+    arrays = decode_shard(data, where, packed_images=packed_images, images=images)
     del data
     if len(arrays["keypoints"]) != shard.count:
         raise ShardCorruptError(f"{where}: holds {len(arrays['keypoints'])} frames, manifest says "

@@ -330,6 +330,23 @@ def test_points_stream_of_the_wrong_length_is_a_corrupt_shard():
         shards.decode_points(stream[:-8], 3, "shard z")
 
 
+def test_reading_without_images_skips_their_streams(tmp_path):
+    manifest = write_dataset(make_frames(), tmp_path, SETTINGS, shard_size=8, workers=1, progress=False)
+    full = read_shard(tmp_path, manifest.shards[0])
+    light = read_shard(tmp_path, manifest.shards[0], images=False)
+    assert "images" not in light and set(light) == set(full) - {"images"}
+    np.testing.assert_array_equal(light["face"], full["face"])
+    # Proof the image streams are not even decompressed: garbage there goes unnoticed without images.
+    stored = dict(np.load(io.BytesIO(open_store(tmp_path).get_bytes(manifest.shards[0].key)), allow_pickle=False))
+    stored["images_values_xz"] = np.frombuffer(b"not xz at all", np.uint8)
+    buffer = io.BytesIO()
+    np.savez(buffer, **stored)
+    np.testing.assert_array_equal(shards.decode_shard(buffer.getvalue(), images=False)["keypoints"],
+                                  full["keypoints"])
+    with pytest.raises(ShardCorruptError, match="image streams do not decompress"):
+        shards.decode_shard(buffer.getvalue())
+
+
 def test_shards_of_the_first_format_are_still_read():
     frames = make_frames()
     keypoints = frames.keypoints[:6].astype(np.float32)
