@@ -274,12 +274,9 @@ def decode_images(stored: dict[str, np.ndarray], where: str = "shard", packed: b
         raise ShardCorruptError(f"{where}: field 'images_shape': expected (n, S, S), got {shape}")
     n, height, width = shape
     row_bytes = (width + 7) // 8
-    try:
-        mask_bytes = lzma.decompress(stored["images_mask_xz"].tobytes(), format=lzma.FORMAT_XZ)
-        values = np.frombuffer(lzma.decompress(stored["images_values_xz"].tobytes(), format=lzma.FORMAT_XZ),
-                               dtype=np.uint8)
-    except lzma.LZMAError as e:
-        raise ShardCorruptError(f"{where}: image streams do not decompress ({e})") from e
+    mask_bytes = _unxz(stored["images_mask_xz"], n * height * row_bytes, where, "image streams")
+    values = np.frombuffer(_unxz(stored["images_values_xz"], n * height * width, where, "image streams"),
+                           dtype=np.uint8)
     if len(mask_bytes) != n * height * row_bytes:
         raise ShardCorruptError(f"{where}: image mask holds {len(mask_bytes)} bytes, "
                                 f"expected {n * height * row_bytes} for images {shape}")
@@ -310,11 +307,8 @@ def encode_points(keypoints: np.ndarray, face: np.ndarray) -> np.ndarray:
 
 def decode_points(stream: np.ndarray, n: int, where: str = "shard") -> tuple[np.ndarray, np.ndarray]:
     """Inverse of :func:`encode_points`: (keypoints (n, 143, 3), face (n, 68, 3)) float32."""
-    try:
-        raw = lzma.decompress(stream.tobytes(), format=lzma.FORMAT_XZ)
-    except lzma.LZMAError as e:
-        raise ShardCorruptError(f"{where}: field 'points_xz' does not decompress ({e})") from e
     values = _STORED_POINTS * 3
+    raw = _unxz(stream, n * values * 4, where, "field 'points_xz'")
     if len(raw) != n * values * 4:
         raise ShardCorruptError(f"{where}: field 'points_xz' holds {len(raw)} bytes, expected {n * values * 4} "
                                 f"for {n} frames of {_STORED_POINTS} points")
@@ -323,6 +317,22 @@ def decode_points(stream: np.ndarray, n: int, where: str = "shard") -> tuple[np.
     keypoints = np.ascontiguousarray(points[:, :layout.N_POINTS], dtype=np.float32)
     face = np.ascontiguousarray(points[:, layout.N_POINTS:], dtype=np.float32)
     return keypoints, face
+
+
+def _unxz(stream: np.ndarray, limit: int, where: str, what: str) -> bytes:
+    """Decompress one xz stream of a shard, never to more than ``limit`` + 1 bytes: a stream that
+    would inflate beyond what the shard's shape allows is caught without holding its output."""
+    decompressor = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+    try:
+        data = decompressor.decompress(stream.tobytes(), max_length=limit + 1)
+    except lzma.LZMAError as e:
+        raise ShardCorruptError(f"{where}: {what} cannot be decompressed ({e})") from e
+    if len(data) > limit:
+        raise ShardCorruptError(f"{where}: {what} would decompress to more than the {limit} bytes the "
+                                "shard's shape allows")
+    if not decompressor.eof:
+        raise ShardCorruptError(f"{where}: {what} cannot be decompressed (truncated xz stream)")
+    return data
 
 
 def _xz(data: bytes, span: bool = False) -> np.ndarray:

@@ -326,8 +326,21 @@ def test_points_stream_of_the_wrong_length_is_a_corrupt_shard():
                                   np.zeros((3, layout.N_FACE, 3), np.float32))
     with pytest.raises(ShardCorruptError, match="shard z: field 'points_xz' holds .* expected .* for 4 frames"):
         shards.decode_points(stream, 4, "shard z")
-    with pytest.raises(ShardCorruptError, match="shard z: field 'points_xz' does not decompress"):
+    with pytest.raises(ShardCorruptError, match="shard z: field 'points_xz' cannot be decompressed"):
         shards.decode_points(stream[:-8], 3, "shard z")
+    with pytest.raises(ShardCorruptError, match="shard z: field 'points_xz' cannot be decompressed"):
+        shards.decode_points(np.frombuffer(b"not xz", np.uint8), 3, "shard z")
+
+
+def test_a_stream_that_inflates_beyond_the_shard_shape_is_refused_without_inflating_it():
+    big = np.zeros((20_000, layout.N_POINTS, 3), np.float32)  # 34 MB of zeros, a few KB of xz
+    stream = shards.encode_points(big, big[:, layout.FACE])
+    with pytest.raises(ShardCorruptError, match="would decompress to more than the 7596 bytes"):
+        shards.decode_points(stream, 3, "shard z")
+    images = shards.encode_images(np.zeros((2000, 64, 64), np.uint8) + 1)
+    images["images_shape"] = np.array([1, 64, 64])
+    with pytest.raises(ShardCorruptError, match="image streams would decompress to more than"):
+        shards.decode_images(images, "shard z")
 
 
 def test_reading_without_images_skips_their_streams(tmp_path):
@@ -343,7 +356,7 @@ def test_reading_without_images_skips_their_streams(tmp_path):
     np.savez(buffer, **stored)
     np.testing.assert_array_equal(shards.decode_shard(buffer.getvalue(), images=False)["keypoints"],
                                   full["keypoints"])
-    with pytest.raises(ShardCorruptError, match="image streams do not decompress"):
+    with pytest.raises(ShardCorruptError, match="image streams cannot be decompressed"):
         shards.decode_shard(buffer.getvalue())
 
 
