@@ -1,8 +1,12 @@
 """GPU: the skeleton and face training steps at the seed's sizes in bf16, for the `device` tool.
 
-    # on a machine with a CUDA GPU (e.g. through the device tool), from the repository root:
+    # on a machine with a CUDA GPU, from the repository root, in the project's venv:
     .venv/bin/python bench/gpu.py --results "$OUT/RESULTS-gpu.md" --json "$OUT/gpu.json"
-    # one command has 10 minutes on the device tool: split with --tasks skeleton / --tasks face if needed
+    # on the device tool's GPU machines: their image's python3 (torch, numpy, OpenCV, torchmetrics,
+    # tqdm; no MLflow, boto3 or KFP, which this script does not need: tests/test_bench_smoke.py checks
+    # that) and no .venv; one command has 10 minutes, so one task per command:
+    python3 bench/gpu.py --tasks skeleton --results "$OUT/RESULTS-gpu.md" --json "$OUT/gpu-skeleton.json"
+    python3 bench/gpu.py --tasks face --results "$OUT/RESULTS-gpu.md" --json "$OUT/gpu-face.json"
     # anywhere (CPU, tiny models, no torch.compile): proves the script runs
     .venv/bin/python bench/gpu.py --dry-run --no-record
 

@@ -25,7 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from botocore.exceptions import BotoCoreError, ClientError
+try:
+    from botocore.exceptions import BotoCoreError, ClientError
+except ImportError:  # local stores work without the S3 libraries (e.g. a GPU image with torch alone);
+    # S3Store's own import of boto3 then fails with a plain ImportError when an s3:// URI is opened.
+    class BotoCoreError(Exception):
+        pass
+
+    class ClientError(Exception):
+        pass
 
 # Temporary files of in-flight local writes carry this suffix; listing ignores them.
 _TMP_SUFFIX = ".tmp-signpose"
