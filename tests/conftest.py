@@ -1,4 +1,5 @@
-"""Shared fixtures: a real S3 endpoint over HTTP (moto's server) for the whole test session."""
+"""Shared fixtures: a real S3 endpoint over HTTP (moto's server) for the whole test session, a tiny
+preprocessed data set, and MLflow URIs isolated between tests."""
 
 from __future__ import annotations
 
@@ -66,6 +67,18 @@ def s3_endpoint(tmp_path_factory):
             server.wait()
 
 
+@pytest.fixture(scope="session")
+def tiny_dataset_uri(tmp_path_factory) -> str:
+    """A preprocessed data set of 4 generated videos x 8 frames at 32 px (shard size 8), written once
+    per session by the real preprocess stage. Read-only: tests that write must make their own."""
+    from signpose import stages
+
+    root = tmp_path_factory.mktemp("tiny-data") / "dataset"
+    stages.preprocess("", str(root), image_size=32, shard_size=8, synthetic_videos=4, synthetic_frames_per_video=8,
+                      workers=1)
+    return str(root)
+
+
 @pytest.fixture
 def s3_bucket(s3_endpoint) -> str:
     """A fresh, empty bucket on the session's S3 endpoint; returns ``s3://<bucket>``."""
@@ -83,17 +96,11 @@ _MLFLOW_URI_VARS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 def _isolate_mlflow_uris():
     """``mlflow.set_tracking_uri`` also exports MLFLOW_TRACKING_URI into ``os.environ``: without this,
     one test's (since stopped) server would become every later test's default tracking URI."""
+    from tracking_fixtures import set_environ, set_mlflow_uris
+
     saved = {name: os.environ.get(name) for name in _MLFLOW_URI_VARS}
     yield
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
-    mlflow = sys.modules.get("mlflow")
-    if mlflow is not None:
-        mlflow.set_tracking_uri(saved["MLFLOW_TRACKING_URI"])
-        mlflow.set_registry_uri(saved["MLFLOW_REGISTRY_URI"])
-        for name, value in saved.items():  # set_*_uri(None) may have exported again
-            if value is None:
-                os.environ.pop(name, None)
+    if "mlflow" in sys.modules:  # MLflow's globals too (importing it here just to reset would be slow)
+        set_mlflow_uris(saved["MLFLOW_TRACKING_URI"], saved["MLFLOW_REGISTRY_URI"])
+    else:
+        set_environ(saved)

@@ -19,7 +19,6 @@ import pytest
 import torch
 from mlflow import MlflowClient
 
-from signpose import stages
 from signpose.tracking.server import MlflowServer, free_loopback_port
 from signpose.tracking.settings import MlflowSettings
 from signpose.train.cli import build_model
@@ -30,14 +29,6 @@ from signpose.train.inputs import load_task_data
 TINY = dict(batch_size=8, epochs=2, d_region=16, d_global=8, n_heads=2, region_layers=1, interaction_layers=1,
             decoder_layers=1, dropout=0.1, lr=3e-3, progress=False, device="cpu", amp="off")
 MODEL_NAME = "face-keypoint-autoencoder"
-
-
-@pytest.fixture(scope="module")
-def manifest_uri(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mlflow-data") / "dataset"
-    stages.preprocess("", str(root), image_size=32, shard_size=8, synthetic_videos=4, synthetic_frames_per_video=8,
-                      workers=1)
-    return str(root)
 
 
 class Server:
@@ -101,11 +92,11 @@ def tracked(server: Server, manifest_uri: str, checkpoint_dir: str, callbacks=()
                        manifest_uri=manifest_uri, settings=settings, extra_callbacks=tuple(callbacks))
 
 
-def test_server_lost_mid_run_fails_loudly_keeps_checkpoints_and_registers_nothing(server, manifest_uri, tmp_path,
+def test_server_lost_mid_run_fails_loudly_keeps_checkpoints_and_registers_nothing(server, tiny_dataset_uri, tmp_path,
                                                                                   few_retries):
     checkpoints = str(tmp_path / "ckpt")
     with pytest.raises(Exception) as failure:
-        tracked(server, manifest_uri, checkpoints, [AtEpochEnd(0, server.stop)])
+        tracked(server, tiny_dataset_uri, checkpoints, [AtEpochEnd(0, server.stop)])
     assert f"127.0.0.1:{server.port}" in str(failure.value), failure.value
 
     # Each epoch is checkpointed before it is reported to MLflow: the failed report lost nothing.
@@ -115,22 +106,22 @@ def test_server_lost_mid_run_fails_loudly_keeps_checkpoints_and_registers_nothin
 
 
 @pytest.mark.slow
-def test_rerun_after_the_outage_resumes_from_the_checkpoint_and_registers_once(server, manifest_uri, tmp_path,
+def test_rerun_after_the_outage_resumes_from_the_checkpoint_and_registers_once(server, tiny_dataset_uri, tmp_path,
                                                                                monkeypatch):
     checkpoints = str(tmp_path / "ckpt")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
     with pytest.raises(Exception):
-        tracked(server, manifest_uri, checkpoints, [AtEpochEnd(0, server.stop)])
+        tracked(server, tiny_dataset_uri, checkpoints, [AtEpochEnd(0, server.stop)])
     monkeypatch.undo()
     server.start()
-    outcome = tracked(server, manifest_uri, checkpoints)
+    outcome = tracked(server, tiny_dataset_uri, checkpoints)
     assert outcome.result.global_step == load_checkpoint(checkpoints)["global_step"]
     assert [str(v.version) for v in server.versions()] == [outcome.model_version] == ["1"]
 
 
 @pytest.mark.slow
-def test_server_restarted_mid_run_is_ridden_out_by_retries_and_the_model_registers_whole(server, manifest_uri,
+def test_server_restarted_mid_run_is_ridden_out_by_retries_and_the_model_registers_whole(server, tiny_dataset_uri,
                                                                                          tmp_path):
     from signpose.tracking.training import load_registered_model
 
@@ -144,7 +135,7 @@ def test_server_restarted_mid_run_is_ridden_out_by_retries_and_the_model_registe
             restarted.set()
         threading.Thread(target=start_again, daemon=True).start()
 
-    outcome = tracked(server, manifest_uri, str(tmp_path / "ckpt"), [AtEpochEnd(0, restart)])
+    outcome = tracked(server, tiny_dataset_uri, str(tmp_path / "ckpt"), [AtEpochEnd(0, restart)])
     assert restarted.is_set()
     [version] = server.versions()
     assert str(version.version) == outcome.model_version
@@ -163,7 +154,7 @@ def test_server_restarted_mid_run_is_ridden_out_by_retries_and_the_model_registe
 
 
 @pytest.mark.slow
-def test_server_lost_while_the_model_uploads_never_registers_a_half_logged_model(server, manifest_uri, tmp_path,
+def test_server_lost_while_the_model_uploads_never_registers_a_half_logged_model(server, tiny_dataset_uri, tmp_path,
                                                                                  monkeypatch, few_retries):
     import mlflow.pytorch
     from mlflow.store.artifact.http_artifact_repo import HttpArtifactRepository
@@ -187,7 +178,7 @@ def test_server_lost_while_the_model_uploads_never_registers_a_half_logged_model
     monkeypatch.setattr(mlflow.pytorch, "log_model", log_model)
     monkeypatch.setattr(HttpArtifactRepository, "log_artifact", log_artifact)
     with pytest.raises(Exception):
-        tracked(server, manifest_uri, str(tmp_path / "ckpt"))
+        tracked(server, tiny_dataset_uri, str(tmp_path / "ckpt"))
     assert len(uploads) >= 2, "the outage did not hit the model upload"
     assert server.versions() == []
     assert load_checkpoint(str(tmp_path / "ckpt"))["epoch"] == TINY["epochs"]

@@ -17,7 +17,6 @@ import sys
 import pytest
 import torch
 
-from signpose import stages
 from signpose.train import cli as train_cli
 from signpose.train.config import FaceTrainConfig
 from signpose.train.engine import CHECKPOINT_KEY, load_checkpoint
@@ -57,16 +56,8 @@ cli.run(FaceTrainConfig(**values), callbacks=[KillAtStep()])
 
 
 @pytest.fixture(scope="module")
-def manifest_uri(tmp_path_factory):
-    root = tmp_path_factory.mktemp("train-data") / "dataset"
-    stages.preprocess("", str(root), image_size=32, shard_size=8, synthetic_videos=4, synthetic_frames_per_video=8,
-                      workers=1)
-    return str(root)
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(manifest_uri):
-    return train_cli.run(FaceTrainConfig(data_path=manifest_uri, **TINY))
+def uninterrupted(tiny_dataset_uri):
+    return train_cli.run(FaceTrainConfig(data_path=tiny_dataset_uri, **TINY))
 
 
 def run_killed(values: dict, point: str, k: int) -> subprocess.CompletedProcess:
@@ -88,9 +79,9 @@ def assert_same_weights(expected: torch.nn.Module, got: torch.nn.Module) -> None
     pytest.param("checkpoint-write", 2, (1, 1, 5), marks=pytest.mark.slow),  # killed while writing the
     # 3rd checkpoint (step 8): the 2nd (step 5, mid-epoch) is intact and the run resumes from it
 ])
-def test_training_killed_mid_epoch_resumes_to_the_uninterrupted_weights(tmp_path, manifest_uri, uninterrupted,
+def test_training_killed_mid_epoch_resumes_to_the_uninterrupted_weights(tmp_path, tiny_dataset_uri, uninterrupted,
                                                                        point, k, resumes_at):
-    values = dict(data_path=manifest_uri, checkpoint_dir=str(tmp_path / "ckpt"), checkpoint_every=3, **TINY)
+    values = dict(data_path=tiny_dataset_uri, checkpoint_dir=str(tmp_path / "ckpt"), checkpoint_every=3, **TINY)
     if point == "checkpoint-write":
         values["checkpoint_every"] = 5  # checkpoints at steps 4 (epoch end), 5 and 8 (epoch end)
     killed = run_killed(values, point, k)
@@ -117,8 +108,8 @@ class Gadget:
         return (os.system, (f"touch {self.marker}",))
 
 
-def test_checkpoint_with_a_code_execution_gadget_is_refused_and_nothing_runs(tmp_path, manifest_uri):
-    values = dict(data_path=manifest_uri, checkpoint_dir=str(tmp_path / "ckpt"), **TINY)
+def test_checkpoint_with_a_code_execution_gadget_is_refused_and_nothing_runs(tmp_path, tiny_dataset_uri):
+    values = dict(data_path=tiny_dataset_uri, checkpoint_dir=str(tmp_path / "ckpt"), **TINY)
     values["epochs"] = 1
     train_cli.run(FaceTrainConfig(**values))
     state = load_checkpoint(values["checkpoint_dir"])
@@ -136,8 +127,8 @@ def test_checkpoint_with_a_code_execution_gadget_is_refused_and_nothing_runs(tmp
     assert not marker.exists(), "the checkpoint's payload was executed"
 
 
-def test_truncated_checkpoint_is_an_error_not_a_silent_fresh_start(tmp_path, manifest_uri):
-    values = dict(data_path=manifest_uri, checkpoint_dir=str(tmp_path / "ckpt"), **TINY)
+def test_truncated_checkpoint_is_an_error_not_a_silent_fresh_start(tmp_path, tiny_dataset_uri):
+    values = dict(data_path=tiny_dataset_uri, checkpoint_dir=str(tmp_path / "ckpt"), **TINY)
     values["epochs"] = 1
     train_cli.run(FaceTrainConfig(**values))
     path = tmp_path / "ckpt" / CHECKPOINT_KEY

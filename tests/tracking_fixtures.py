@@ -84,14 +84,28 @@ def build_model(cfg):
     return HierarchicalSkeletonTransformer(model_config)
 
 
-def reset_mlflow_globals() -> None:
-    """Undo signpose.tracking.configure_mlflow in this process: MLflow keeps the URIs in globals and
-    also exports them as MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI, which later tests would inherit."""
-    import os
-
+def set_mlflow_uris(tracking_uri: str | None, registry_uri: str | None) -> None:
+    """Point MLflow's process-global URIs at these (None: unset) and keep ``os.environ`` in step:
+    ``mlflow.set_*_uri`` also exports MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI, which later tests would
+    inherit."""
     import mlflow
 
-    mlflow.set_tracking_uri(None)
-    mlflow.set_registry_uri(None)
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
-    os.environ.pop("MLFLOW_REGISTRY_URI", None)
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(registry_uri)
+    set_environ({"MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_REGISTRY_URI": registry_uri})
+
+
+def set_environ(values: dict[str, str | None]) -> None:
+    """Set these environment variables; a None value removes the variable."""
+    import os
+
+    for name, value in values.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+def reset_mlflow_globals() -> None:
+    """Undo signpose.tracking.configure_mlflow in this process."""
+    set_mlflow_uris(None, None)
