@@ -201,15 +201,9 @@ class _Painter:
         for i, image in enumerate(images):
             if not zeroed:
                 image.fill(0)
-            if settings.confidence_scaled:
-                self._draw_by_confidence(image, soft[i], keypoints[i, :, 2], present[i], self.draw_thickness,
-                                         self.line_type)
-            else:
-                plan = _cached_plan(present[i])
-                points = soft[i]
-                for part, runs in plan:
-                    cv2.polylines(image, [points[r] for r in runs], False, self.intensity[part],
-                                  self.draw_thickness, self.line_type, _SUBPIXEL_BITS)
+            conf, frame_present = keypoints[i, :, 2], present[i]
+            plan = None if settings.confidence_scaled else _cached_plan(frame_present)
+            self._draw_bones(image, soft[i], conf, frame_present, plan, self.draw_thickness, self.line_type)
             if self.dilated:
                 y0, y1, x0, x1 = boxes[i]
                 if y1 > y0 and x1 > x0:
@@ -217,16 +211,29 @@ class _Painter:
                     cv2.dilate(roi, self.kernel, dst=roi)  # in place
                 # The dilated 1-px line is the soft edge; its peak depends on the sub-pixel position. A
                 # solid core of thickness t - 1 drawn on top gives the full grey level along the bone.
-                if settings.confidence_scaled:
-                    self._draw_by_confidence(image, core[i], keypoints[i, :, 2], present[i], self.thickness - 1,
-                                             cv2.LINE_8)
-                else:
-                    points = core[i]
-                    for part, runs in plan:
-                        cv2.polylines(image, [points[r] for r in runs], False, self.intensity[part],
-                                      self.thickness - 1, cv2.LINE_8, _SUBPIXEL_BITS)
+                self._draw_bones(image, core[i], conf, frame_present, plan, self.thickness - 1, cv2.LINE_8)
             if settings.joints:
-                _draw_joints(image, keypoints[i], present[i], settings)
+                _draw_joints(image, keypoints[i], frame_present, settings)
+
+    def _draw_bones(self, image, points, conf, present, plan, thickness, line_type):
+        """One pass over a frame's drawable bones: per part along the chain ``plan`` (``points`` are
+        the chain positions), or with ``confidence_scaled`` per bone at intensity x min endpoint
+        confidence, quantised to a few levels (``points`` are the 143 points)."""
+        if plan is not None:
+            for part, runs in plan:
+                cv2.polylines(image, [points[r] for r in runs], False, self.intensity[part], thickness, line_type,
+                              _SUBPIXEL_BITS)
+            return
+        for part_id in _DRAW_ORDER:
+            bones = layout.BONES[layout.BONE_PART_IDS == part_id]
+            bones = bones[present[bones[:, 0]] & present[bones[:, 1]]]
+            if len(bones) == 0:
+                continue
+            level = np.ceil(np.minimum(conf[bones[:, 0]], conf[bones[:, 1]]).clip(0, 1) * _CONFIDENCE_LEVELS)
+            for value in np.unique(level):
+                selected = bones[level == value]
+                intensity = int(round(self.intensity[part_id] * value / _CONFIDENCE_LEVELS))
+                cv2.polylines(image, list(points[selected]), False, intensity, thickness, line_type, _SUBPIXEL_BITS)
 
     def _boxes(self, keypoints, present) -> np.ndarray:
         """(N, 4) pixel boxes y0, y1, x0, x1 around each frame's present points plus the margin."""
@@ -239,19 +246,6 @@ class _Painter:
             boxes.append(np.nan_to_num(low, nan=0.0, posinf=self.size, neginf=0.0).clip(0, self.size))
             boxes.append(np.nan_to_num(high, nan=self.size, posinf=self.size, neginf=0.0).clip(0, self.size))
         return np.stack(boxes, axis=1).astype(np.int64)
-
-    def _draw_by_confidence(self, image, points, conf, present, thickness, line_type):
-        """Per-bone intensity = part intensity x min endpoint confidence, quantised to a few levels."""
-        for part_id in _DRAW_ORDER:
-            bones = layout.BONES[layout.BONE_PART_IDS == part_id]
-            bones = bones[present[bones[:, 0]] & present[bones[:, 1]]]
-            if len(bones) == 0:
-                continue
-            level = np.ceil(np.minimum(conf[bones[:, 0]], conf[bones[:, 1]]).clip(0, 1) * _CONFIDENCE_LEVELS)
-            for value in np.unique(level):
-                selected = bones[level == value]
-                intensity = int(round(self.intensity[part_id] * value / _CONFIDENCE_LEVELS))
-                cv2.polylines(image, list(points[selected]), False, intensity, thickness, line_type, _SUBPIXEL_BITS)
 
 
 def render_frame(keypoints: np.ndarray, settings: RenderSettings = RenderSettings(),

@@ -66,12 +66,13 @@ _ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)
 _ZIP_COMPRESSLEVEL = 6
 # What read_shard returns, in this order.
 SHARD_FIELDS = ("keypoints", "images", "face", "split", "video_id", "frame_index")
+# The per-frame sample ids, stored as plain .npy entries in every format.
+_ID_FIELDS = ("split", "video_id", "frame_index")
+_IMAGE_FIELDS = ("images_shape", "images_mask_xz", "images_values_xz")
 # The .npz entries, in this order (fixed: part of the byte-identical guarantee). Keypoints and face
 # are stored in the compact form of encode_points, images in that of encode_images.
-STORED_FIELDS = ("points_xz", "split", "video_id", "frame_index",
-                 "images_shape", "images_mask_xz", "images_values_xz")
-STORED_FIELDS_V1 = ("keypoints", "face", "split", "video_id", "frame_index",
-                    "images_shape", "images_mask_xz", "images_values_xz")
+STORED_FIELDS = ("points_xz", *_ID_FIELDS, *_IMAGE_FIELDS)
+STORED_FIELDS_V1 = ("keypoints", "face", *_ID_FIELDS, *_IMAGE_FIELDS)
 
 
 class ShardError(RuntimeError):
@@ -346,7 +347,7 @@ def _xz(data: bytes, span: bool = False) -> np.ndarray:
 
 def encode_shard(arrays: dict[str, np.ndarray]) -> bytes:
     """Arrays (the SHARD_FIELDS) -> deterministic .npz bytes (fixed entry order and timestamps)."""
-    stored = {name: arrays[name] for name in ("split", "video_id", "frame_index")}
+    stored = {name: arrays[name] for name in _ID_FIELDS}
     stored["points_xz"] = encode_points(arrays["keypoints"], arrays["face"])
     stored.update(encode_images(arrays["images"]))
     buffer = io.BytesIO()
@@ -398,7 +399,7 @@ def decode_shard(data: bytes, where: str = "shard", packed_images: bool = False,
     images_shape = tuple(int(v) for v in stored["images_shape"])
     if images_shape[0] != n or images_shape[1] != images_shape[2]:
         raise ShardCorruptError(f"{where}: field 'images_shape': expected ({n}, S, S), got {images_shape}")
-    arrays = {name: stored[name] for name in ("split", "video_id", "frame_index")}
+    arrays = {name: stored[name] for name in _ID_FIELDS}
     if "points_xz" in stored:
         arrays["keypoints"], arrays["face"] = decode_points(stored["points_xz"], n, where)
     else:
@@ -510,7 +511,7 @@ def _frame_arrays(frames) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarra
                          f"got {keypoints.shape}")
     n = len(keypoints)
     columns = []
-    for name in ("split", "video_id", "frame_index"):
+    for name in _ID_FIELDS:
         arr = np.asarray(getattr(frames, name))
         if arr.shape != (n,):
             raise ValueError(f"{source}: field {name!r}: expected shape ({n},), got {arr.shape}")

@@ -308,17 +308,17 @@ class S3Store(ObjectStore):
     def exists(self, key: str) -> bool:
         return self._head(key) is not None
 
-    def size(self, key: str) -> int:
+    def _existing_head(self, key: str) -> dict:
         head = self._head(key)
         if head is None:
             raise ObjectNotFoundError(f"{self.url(key)}: no such object")
-        return int(head["ContentLength"])
+        return head
+
+    def size(self, key: str) -> int:
+        return int(self._existing_head(key)["ContentLength"])
 
     def modified(self, key: str) -> float:
-        head = self._head(key)
-        if head is None:
-            raise ObjectNotFoundError(f"{self.url(key)}: no such object")
-        return head["LastModified"].timestamp()
+        return self._existing_head(key)["LastModified"].timestamp()
 
     def list(self, prefix: str = "") -> list[str]:
         base = f"{self.prefix}/" if self.prefix else ""
