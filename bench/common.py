@@ -22,7 +22,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_PATH = REPO_ROOT / "bench" / "RESULTS.md"
@@ -146,45 +146,40 @@ class Timing:
 def measure(fn: Callable[[], object], repeats: int = 5, warmup: int = 1, items: int = 1,
             children: bool = False) -> Timing:
     """Median-of-repeats timing: wall (perf_counter) and CPU (process_time; + reaped children if asked)."""
-    for _ in range(warmup):
-        fn()
-    wall, cpu = [], []
-    for _ in range(repeats):
-        c0 = _cpu(children)
-        t0 = time.perf_counter()
-        fn()
-        wall.append(time.perf_counter() - t0)
-        cpu.append(_cpu(children) - c0)
-    return Timing(wall, cpu, items)
+    return measure_side_by_side({"": fn}, repeats, warmup, items, children)[""]
 
 
-def measure_side_by_side(fns: dict[str, Callable[[], object]], repeats: int = 5, items: int = 1,
-                         children: bool = False) -> dict[str, Timing]:
+def measure_side_by_side(fns: dict[str, Callable[[], object]], repeats: int = 5, warmup: int = 1,
+                         items: int | Mapping[str, int] = 1, children: bool = False) -> dict[str, Timing]:
     """:func:`measure` for several candidates, one repeat of each in turn (A B C, B C A, C A B, ...),
     so a slow spell of a shared machine, or the after-effects of one candidate on the next (freed
-    memory, evicted caches), hit every candidate alike and their ratios stay fair."""
-    for fn in fns.values():  # warm-up
-        fn()
+    memory, evicted caches), hit every candidate alike and their ratios stay fair. ``items``: units of
+    work per repeat, one number for all or one per candidate."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
     names = list(fns)
     wall: dict[str, list[float]] = {name: [] for name in fns}
     cpu: dict[str, list[float]] = {name: [] for name in fns}
     for repeat in range(repeats):
         for name in names[repeat % len(names):] + names[:repeat % len(names)]:
-            fn = fns[name]
             c0 = _cpu(children)
             t0 = time.perf_counter()
-            fn()
+            fns[name]()
             wall[name].append(time.perf_counter() - t0)
             cpu[name].append(_cpu(children) - c0)
-    return {name: Timing(wall[name], cpu[name], items) for name in fns}
+    return {name: Timing(wall[name], cpu[name], items if isinstance(items, int) else items[name]) for name in fns}
 
 
 def _cpu(children: bool) -> float:
     own = time.process_time()
-    if not children:
-        return own
+    return own + children_cpu_seconds() if children else own
+
+
+def children_cpu_seconds() -> float:
+    """CPU seconds (user + system) of this process's reaped descendants."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own + usage.ru_utime + usage.ru_stime
+    return usage.ru_utime + usage.ru_stime
 
 
 def fmt(value: float, digits: int = 0) -> str:

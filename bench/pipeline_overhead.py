@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -31,7 +30,7 @@ import time
 from pathlib import Path
 
 import common  # noqa: F401
-from common import Report, add_recording_arguments, fmt
+from common import Report, add_recording_arguments, children_cpu_seconds, fmt
 
 WORK = Path(os.environ.get("SIGNPOSE_BENCH_DIR", "/tmp/signpose-bench"))
 
@@ -98,7 +97,7 @@ def run_child(mode: str, quick: bool, timeout: float) -> dict:
     if quick:
         cmd.append("--quick")
     t0 = time.perf_counter()
-    cpu0 = _children_cpu()
+    cpu0 = children_cpu_seconds()
     try:
         out = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -108,14 +107,8 @@ def run_child(mode: str, quick: bool, timeout: float) -> dict:
         tail = (out.stderr or out.stdout).strip().splitlines()[-3:]
         return {"error": f"exit {out.returncode}: {' / '.join(tail)}", "workdir": str(workdir)}
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    result.update(wall_s=wall, cpu_s=_children_cpu() - cpu0, workdir=str(workdir))
+    result.update(wall_s=wall, cpu_s=children_cpu_seconds() - cpu0, workdir=str(workdir))
     return result
-
-
-def _children_cpu() -> float:
-    """CPU seconds of reaped descendants (the run's process and the KFP task processes it waited for)."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def main(argv=None) -> None:
@@ -144,7 +137,7 @@ def main(argv=None) -> None:
             r = run_child(mode, args.quick, args.timeout)
             print(f"{mode}: {r}", flush=True)
             results[mode].append(r)
-    medians = {}
+    medians, cpu = {}, {}
     for mode, label in (("direct", "direct: signpose.stages calls, one process"),
                         ("kfp", "kfp.local SubprocessRunner (make run's path)")):
         ok = [r for r in results[mode] if "error" not in r]
@@ -154,17 +147,15 @@ def main(argv=None) -> None:
             continue
         walls = sorted(r["wall_s"] for r in ok)
         medians[mode] = walls[len(walls) // 2]
+        cpu[mode] = sorted(r["cpu_s"] for r in ok)[len(ok) // 2]
         stages = ok[0].get("stages") or {}
-        table.add(label, len(ok), fmt(medians[mode], 1), ", ".join(fmt(w, 1) for w in walls),
-                  fmt(sorted(r["cpu_s"] for r in ok)[len(ok) // 2], 1),
+        table.add(label, len(ok), fmt(medians[mode], 1), ", ".join(fmt(w, 1) for w in walls), fmt(cpu[mode], 1),
                   fmt(sorted(r["inside_s"] for r in ok)[len(ok) // 2], 1),
                   ", ".join(f"{k} {v:.1f}" for k, v in stages.items()) or "-")
     if len(medians) == 2:
         extra = medians["kfp"] - medians["direct"]
-        report.note(f"kfp.local costs {extra:+.1f} s wall over direct calls ({medians['kfp'] / medians['direct']:.2f}x), "
-                    f"about {extra / 3:+.1f} s per task (3 tasks)")
-        cpu = {mode: sorted(r["cpu_s"] for r in results[mode] if "error" not in r) for mode in results}
-        cpu = {mode: values[len(values) // 2] for mode, values in cpu.items()}
+        report.note(f"kfp.local costs {extra:+.1f} s wall over direct calls "
+                    f"({medians['kfp'] / medians['direct']:.2f}x), about {extra / 3:+.1f} s per task (3 tasks)")
         report.note(f"in CPU time: {cpu['kfp'] - cpu['direct']:+.1f} s ({cpu['kfp'] / cpu['direct']:.2f}x): "
                     "every KFP task is a fresh interpreter that imports torch, MLflow and signpose again")
     report.finish()

@@ -21,8 +21,8 @@ and without anti-aliasing.
 Per core = frames per second of this process's CPU time (time.process_time), which other load on
 a shared machine does not inflate; wall-clock frames/s are shown next to it. The batch renderer
 (render_frames(..., workers=N)) is timed by wall clock, and its CPU time includes the worker
-processes (RUSAGE_CHILDREN). The renderers compared on one input take turns repeat by repeat
-(A B C A B C ...), so a slow spell of the machine hits all of them alike.
+processes (RUSAGE_CHILDREN). The renderers compared on one input take turns repeat by repeat, in a
+rotating order (A B C, B C A, ...), so a slow spell of the machine hits all of them alike.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ import collections
 import numpy as np
 
 import common  # noqa: F401  (puts the repository root on sys.path)
-from common import Report, add_recording_arguments, fmt, measure, measure_side_by_side, usable_cores
+from common import Report, add_recording_arguments, fmt, measure_side_by_side, usable_cores
 
 REAL_DIR = common.REPO_ROOT.parent / "shared" / "data" / "real"
 SIZE = 256
@@ -192,13 +192,11 @@ def main(argv=None) -> None:
             candidates.append((f"signpose render_frames at {args.baseline_rev}, antialias=True",
                                lambda k=kp: baseline_module.render_frames(k, old_settings)))
         # Candidates take turns repeat by repeat, so the ratios compare like with like on a busy machine.
-        loops = [repeated(fn, n) for _, fn in candidates]
-        timings = measure_side_by_side({name: fn for (name, _), (fn, _) in zip(candidates, loops)},
-                                       repeats=args.repeats, items=loops[0][1])
+        runs = {name: repeated(fn, n) for name, fn in candidates}
+        timings = measure_side_by_side({name: fn for name, (fn, _) in runs.items()}, repeats=args.repeats,
+                                       items={name: frames for name, (_, frames) in runs.items()})
         baseline = None
-        for (name, _), (_, items) in zip(candidates, loops):
-            timing = timings[name]
-            timing.items = items
+        for name, timing in timings.items():
             if baseline is None:
                 baseline = timing.per_s_cpu
             per_core.add(label, n, name, fmt(timing.per_s_cpu), fmt(timing.per_s_wall), timing.spread,
