@@ -116,7 +116,7 @@ def count_flops(step) -> int:
 def run_case(task_name: str, cfg, batch_size: int, compiled: bool, device, args) -> dict:
     import torch
 
-    from signpose.train.cli import build_model
+    from signpose.cli.train import build_model
     from signpose.train.engine import make_optimizer, make_task
 
     model = build_model(cfg).to(device)

@@ -10,7 +10,7 @@ cached, because it is what looks at the input."""
 from kfp import dsl
 from kfp.dsl import Dataset, Output
 
-from signpose.images import PREPROCESS_IMAGE
+from signpose.deploy.images import PREPROCESS_IMAGE
 
 
 @dsl.component(base_image=PREPROCESS_IMAGE, install_kfp_package=False)

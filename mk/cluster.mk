@@ -5,7 +5,7 @@
 #   make images SIGNPOSE_REGISTRY=ghcr.io/acme SIGNPOSE_IMAGE_TAG=0.2.0
 #   make lint                           hadolint, chart render + schema validation, yamllint
 #
-# Image names come from signpose/images.py, which reads images.env; SIGNPOSE_REGISTRY and
+# Image names come from signpose/deploy/images.py, which reads images.env; SIGNPOSE_REGISTRY and
 # SIGNPOSE_IMAGE_TAG given on the command line or in the environment win, for the build and for the
 # pipeline compiled alongside it (`compile` runs first: the preprocessing image carries its output).
 
@@ -24,15 +24,15 @@ endif
 .PHONY: images lint lint-docker lint-chart lint-yaml
 
 images: $(STAMP) compile
-	@$(PY) -m signpose.images >/dev/null
+	@$(PY) -m signpose.deploy.images >/dev/null
 	@if ! command -v $(DOCKER) >/dev/null 2>&1 || ! $(DOCKER) info >/dev/null 2>&1; then \
 		echo "make images: no Docker engine reachable ('$(DOCKER) info' failed): nothing built or pushed."; \
 		echo "On a machine with Docker, the same command builds and pushes:"; \
-		$(PY) -m signpose.images | sed 's/^/  /'; \
+		$(PY) -m signpose.deploy.images | sed 's/^/  /'; \
 		exit 0; \
 	fi; \
 	set -e; \
-	eval "$$($(PY) -m signpose.images)"; \
+	eval "$$($(PY) -m signpose.deploy.images)"; \
 	created="$$(date -u +%Y-%m-%dT%H:%M:%SZ)"; \
 	for pair in "preprocess=$$PREPROCESS_IMAGE" "train=$$TRAIN_IMAGE" "mlflow=$$MLFLOW_IMAGE"; do \
 		stage="$${pair%%=*}"; ref="$${pair#*=}"; \
@@ -49,7 +49,7 @@ lint-docker: $(STAMP)
 	$(VENV)/bin/hadolint --failure-threshold style docker/Dockerfile.preprocess docker/Dockerfile.train docker/Dockerfile.mlflow
 
 lint-chart: $(STAMP)
-	$(PY) -m signpose.chartcheck charts/signpose -f charts/signpose/ci/production-values.yaml
+	$(PY) -m tools.chartcheck charts/signpose -f charts/signpose/ci/production-values.yaml
 
 lint-yaml: $(STAMP)
 	$(VENV)/bin/yamllint --strict -c mk/yamllint.yaml charts/signpose/Chart.yaml charts/signpose/values.yaml charts/signpose/ci

@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     outcome = run_local(args.workdir, input_uri=args.data_path)
 
-    from signpose.registry_cli import format_versions, list_versions
+    from signpose.cli.registry import format_versions, list_versions
 
     print(f"\nPipeline finished in {outcome['seconds']:.0f} s. Registered model versions "
           f"({outcome['tracking_uri']}):")

@@ -10,7 +10,7 @@ from pathlib import Path
 from kfp import compiler, dsl
 
 from components import commit_dataset, plan_dataset, train_face, train_skeleton, write_shards
-from signpose import cluster
+from signpose.deploy import cluster
 
 PIPELINE_NAME = "signpose-training"
 COMPILED_PATH = Path(__file__).parent / "compiled" / "signpose_training.yaml"

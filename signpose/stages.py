@@ -161,7 +161,7 @@ def train_task(task: str, manifest_uri: str, mlflow_tracking_uri: str = "", conf
     different data to the same store since, training stops instead of silently using that data."""
     from signpose.tracking import load_mlflow_settings
     from signpose.tracking.training import tracked_fit
-    from signpose.train.cli import build_model
+    from signpose.cli.train import build_model
     from signpose.train.config import TASK_CONFIGS
     from signpose.train.inputs import load_task_data
 

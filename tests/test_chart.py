@@ -17,9 +17,9 @@ import yaml
 helm = pytest.importorskip("helm_python")
 pytest.importorskip("kubernetes_validate")
 
-from signpose import chartcheck  # noqa: E402
-from signpose.cluster import SecretRefs  # noqa: E402
-from signpose.images import load_image_settings  # noqa: E402
+from tools import chartcheck  # noqa: E402
+from signpose.deploy.cluster import SecretRefs  # noqa: E402
+from signpose.deploy.images import load_image_settings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "charts" / "signpose"
@@ -309,7 +309,7 @@ def test_notes_tell_which_pipeline_secrets_must_be_created_by_hand_when_credenti
 
 
 def test_network_policies_let_only_mlflow_reach_postgres_and_mlflow_plus_pipeline_pods_reach_minio():
-    from signpose.cluster import DEFAULT_SETTINGS
+    from signpose.deploy.cluster import DEFAULT_SETTINGS
 
     objects, _ = render(GIVEN_CREDENTIALS)
     pg = one(objects, "NetworkPolicy", "signpose-postgresql")["spec"]
@@ -318,7 +318,7 @@ def test_network_policies_let_only_mlflow_reach_postgres_and_mlflow_plus_pipelin
     minio_peers = one(objects, "NetworkPolicy", "signpose-minio")["spec"]["ingress"][0]["from"]
     pipeline_peer = next(p for p in minio_peers if "namespaceSelector" in p)
     assert pipeline_peer["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "kubeflow"}
-    # The label the compiled pipeline puts on its pods (signpose/cluster.py) is the one admitted.
+    # The label the compiled pipeline puts on its pods (signpose/deploy/cluster.py) is the one admitted.
     assert pipeline_peer["podSelector"]["matchLabels"].items() <= dict(DEFAULT_SETTINGS.pod_labels).items()
     assert not by_kind(render()[0], "NetworkPolicy")  # off by default: needs an enforcing CNI
 
@@ -350,7 +350,7 @@ def test_retraining_hook_runs_signpose_schedule_with_the_charts_mlflow_url():
 
 
 def test_retraining_hook_arguments_are_accepted_by_the_real_schedule_command():
-    submit = pytest.importorskip("signpose.submit")
+    submit = pytest.importorskip("signpose.deploy.submit")
     import argparse
 
     objects, _ = render(PRODUCTION)

@@ -142,7 +142,7 @@ def test_mlflow_server_image_pins_every_package_and_uses_the_lock_as_constraints
 
 # ---- image names: one place (images.env), environment wins -----------------------------------------
 
-from signpose.images import ImageSettingsError, load_image_settings  # noqa: E402
+from signpose.deploy.images import ImageSettingsError, load_image_settings  # noqa: E402
 
 
 def test_image_names_come_from_images_env(tmp_path):
@@ -165,7 +165,7 @@ def test_repository_images_env_is_valid_and_is_what_make_images_reads():
     images = load_image_settings(ROOT / "images.env", environ={})
     assert images.preprocess.endswith("/signpose-preprocess:" + images.tag)
     makefile = (ROOT / "mk" / "cluster.mk").read_text()
-    assert "-m signpose.images" in makefile  # the Makefile asks the same module, not a copy
+    assert "-m signpose.deploy.images" in makefile  # the Makefile asks the same module, not a copy
 
 
 @pytest.mark.parametrize("line, field", [("SIGNPOSE_REGISTRY=Has Spaces/x", "registry"),

@@ -187,7 +187,7 @@ def test_sampler_shards_an_epoch_across_ranks_and_resumes_mid_epoch():
 # --- the task command lines -------------------------------------------------------------------------
 
 def test_seed_skeleton_command_line_parses_verbatim():
-    from signpose.train.cli import make_parser
+    from signpose.cli.train import make_parser
     from signpose.train.config import config_from_args
 
     args = make_parser(SkeletonTrainConfig, "").parse_args(
@@ -323,7 +323,7 @@ def test_manifest_rendered_at_another_size_is_refused_with_the_fix(manifest_uri)
 
 
 def test_skeleton_cli_trains_from_a_manifest(manifest_uri):
-    from signpose.train.cli import run
+    from signpose.cli.train import run
 
     result = run(skeleton_cfg(data_path=manifest_uri, epochs=1))
     assert result.extra["data"]["source"] == "manifest" and SKELETON_VAL_METRICS <= set(result.history[-1])
@@ -352,7 +352,7 @@ def test_checkpoints_go_to_an_s3_store_and_resume_from_it(s3_bucket):
 
 
 def test_streamed_manifest_trains_with_the_same_metrics(manifest_uri):
-    from signpose.train.cli import run
+    from signpose.cli.train import run
 
     result = run(face_cfg(data_path=manifest_uri, epochs=1, stream=True))
     assert result.extra["data"]["stream"] and FACE_VAL_METRICS <= set(result.history[-1])

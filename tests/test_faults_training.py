@@ -2,7 +2,7 @@
 of an uninterrupted run (deterministic CPU training), and checkpoints are loaded safely.
 
 The training runs in a subprocess through the same entry point as ``signpose train face``
-(``signpose.train.cli.run``) with one extra callback that SIGKILLs the process at a counted optimiser
+(``signpose.cli.train.run``) with one extra callback that SIGKILLs the process at a counted optimiser
 step, or a hook that kills it while a checkpoint is being written. The re-run is the plain command.
 """
 

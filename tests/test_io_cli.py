@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from signpose.cli import main
-from signpose.io.cli import add_parser
+from signpose.cli.io import add_parser
 from signpose.render import RenderSettings, render_frame
 from signpose.synth import generate_signer_frames, write_all_formats
 

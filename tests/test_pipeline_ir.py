@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from signpose import cluster
-from signpose.images import PREPROCESS_IMAGE, TRAIN_IMAGE
+from signpose.deploy import cluster
+from signpose.deploy.images import PREPROCESS_IMAGE, TRAIN_IMAGE
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAINING_COMPONENTS = ("comp-train-skeleton", "comp-train-face")

@@ -420,7 +420,7 @@ def test_no_credential_in_mlflow_params_tags_artifacts_logs_or_errors(fake_secre
 
 def test_chart_defaults_put_mlflow_behind_auth_and_run_every_container_non_root_read_only():
     pytest.importorskip("helm_python")
-    from signpose import chartcheck
+    from tools import chartcheck
 
     objects, notes = chartcheck.render_chart({})
     deployments = {o.name: o.doc for o in objects if o.kind == "Deployment"}

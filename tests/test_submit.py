@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import yaml
 
-from signpose import submit
+from signpose.deploy import submit
 from signpose.cli import main as cli_main
 
 API = "/apis/v2beta1"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-from signpose.train.cli import main_for, make_parser, run_from_args
+from signpose.cli.train import main_for, make_parser, run_from_args
 from signpose.train.config import FaceTrainConfig
 
 DESCRIPTION = "Train HierarchicalKeypointTransformer: face keypoints (68, 3) -> (68, 3) auto-encoder."

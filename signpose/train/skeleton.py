@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-from signpose.train.cli import main_for, make_parser, run_from_args
+from signpose.cli.train import main_for, make_parser, run_from_args
 from signpose.train.config import SkeletonTrainConfig
 
 DESCRIPTION = "Train HierarchicalSkeletonTransformer: keypoints (143, 3) -> skeleton image (1, S, S)."

@@ -9,7 +9,7 @@ preprocessing image carries its own copy for the chart's retraining hook).
 
 Parameters are checked against the package's declared inputs before anything is sent. No
 credential travels as a pipeline parameter: pods read S3 and MLflow credentials from Kubernetes
-Secrets (signpose/cluster.py), and a value carrying ``user:password@`` is refused. A KFP API token,
+Secrets (signpose/deploy/cluster.py), and a value carrying ``user:password@`` is refused. A KFP API token,
 where one is needed, comes from ``--token-file`` or ``KF_PIPELINES_TOKEN``, never from the command
 line; inside a cluster the projected ServiceAccount token (``KF_PIPELINES_SA_TOKEN_PATH``) is used.
 """
@@ -32,7 +32,7 @@ import yaml
 
 log = logging.getLogger(__name__)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PACKAGE = REPO_ROOT / "pipelines" / "compiled" / "signpose_training.yaml"
 PACKAGE_VAR = "SIGNPOSE_PIPELINE_PACKAGE"
 TOKEN_VAR = "KF_PIPELINES_TOKEN"

@@ -6,7 +6,7 @@ Make ``include``s too); environment variables of the same name win, so
 ``SIGNPOSE_IMAGES_FILE`` points at another file. When no file is found (the package installed in an
 image, say) the built-in defaults below are used.
 
-    python -m signpose.images            # prints PREPROCESS_IMAGE=..., TRAIN_IMAGE=..., MLFLOW_IMAGE=...
+    python -m signpose.deploy.images            # prints PREPROCESS_IMAGE=..., TRAIN_IMAGE=..., MLFLOW_IMAGE=...
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ MLFLOW_REPOSITORY = "signpose-mlflow"
 REGISTRY_VAR = "SIGNPOSE_REGISTRY"
 TAG_VAR = "SIGNPOSE_IMAGE_TAG"
 FILE_VAR = "SIGNPOSE_IMAGES_FILE"
-DEFAULT_FILE = Path(__file__).resolve().parent.parent / "images.env"
+DEFAULT_FILE = Path(__file__).resolve().parents[2] / "images.env"
 
 # Docker's reference grammar, reduced: lowercase path components separated by '/', an optional
 # host[:port] first; tags are at most 128 word characters, '.' or '-', not starting with '.' or '-'.

@@ -15,10 +15,10 @@ import argparse
 import logging
 import sys
 
-from signpose.io.cli import add_parser as add_io_commands
-from signpose.registry_cli import add_parser as add_registry_commands
+from signpose.cli.io import add_parser as add_io_commands
+from signpose.cli.registry import add_parser as add_registry_commands
 from signpose.shards import add_parser as add_dataset_commands
-from signpose.submit import add_parser as add_kfp_commands
+from signpose.deploy.submit import add_parser as add_kfp_commands
 from signpose.train import face as train_face
 from signpose.train import skeleton as train_skeleton
 

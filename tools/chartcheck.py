@@ -6,7 +6,7 @@ the pod specs are checked for what the chart promises: non-root, no privilege es
 capabilities, read-only root file systems, CPU and memory requests and limits on every container,
 credentials only in Secrets.
 
-    python -m signpose.chartcheck charts/signpose [-f values.yaml ...]    # used by `make lint`
+    python -m tools.chartcheck charts/signpose [-f values.yaml ...]    # used by `make lint`
 """
 
 from __future__ import annotations

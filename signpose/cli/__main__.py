@@ -1,0 +1,5 @@
+import sys
+
+from signpose.cli import main
+
+sys.exit(main())

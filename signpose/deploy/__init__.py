@@ -1,0 +1,1 @@
+"""Deployment side: cluster settings for the pipeline pods, container image names, KFP submit/schedule."""
