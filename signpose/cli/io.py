@@ -140,7 +140,7 @@ def _png_bytes(image: np.ndarray) -> bytes:
 
 
 def _write_animation(path: str, images: np.ndarray, fps: float, kind: str) -> None:
-    from signpose.io.writers import atomic_write_bytes
+    from signpose.io.atomic import atomic_write_bytes
 
     if kind == "gif":
         from PIL import Image
@@ -168,7 +168,7 @@ def _write_animation(path: str, images: np.ndarray, fps: float, kind: str) -> No
 def run_render(args) -> int:
     from tqdm import tqdm
 
-    from signpose.io.writers import atomic_write_bytes
+    from signpose.io.atomic import atomic_write_bytes
     from signpose.render import RenderSettings, render_frames
 
     try:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import torch
 
-from signpose.io.writers import atomic_write_bytes
+from signpose.io.atomic import atomic_write_bytes
 from signpose.models import create_model
 from signpose.train.config import TrainConfig, add_config_arguments, config_from_args
 from signpose.train.engine import TrainResult, fit, seed_everything

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from signpose.io import checks
+from signpose.io.atomic import atomic_write_bytes
 from signpose.io.errors import KeypointFormatError
 from signpose.io.frames import KeypointFrames
 from signpose.io.pose_files import openpose_to_layout, video_frames
@@ -112,7 +113,6 @@ def _read_person(file: str, sample: int, k: int, person) -> list[np.ndarray]:
 def write_openpose_json(folder, kp: np.ndarray, width: int, height: int, video_id: str = "video") -> list[str]:
     """(T, 143, 3) -> ``folder/<video_id>_<000000000000>_keypoints.json`` per frame (pixel coordinates)."""
     from signpose.io.pose_files import _to_pixels, layout_to_openpose
-    from signpose.io.writers import atomic_write_bytes
 
     body, face, left, right = layout_to_openpose(_to_pixels(kp, width, height))
     paths = []

@@ -1,35 +1,19 @@
 """Writers for every supported input format (the synthetic generator and the tests use them).
 
-All writes are atomic: a temporary file in the target folder, then a rename.
+All writes are atomic (:func:`signpose.io.atomic.atomic_write_bytes`): a temporary file in the target
+folder, then a rename.
 """
 
 from __future__ import annotations
 
 import io
-import os
 import pickle
-import tempfile
 
 import numpy as np
 
 from signpose import layout
+from signpose.io.atomic import atomic_write_bytes
 from signpose.io.frames import KeypointFrames
-
-
-def atomic_write_bytes(path, data: bytes) -> None:
-    """Write via a temporary file in the same folder and rename, so readers never see half a file."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix="-" + os.path.basename(path))
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def write_seed_pickle(path, data: dict) -> None:
