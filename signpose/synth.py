@@ -23,14 +23,13 @@ and face 1 when tracked, pose visibility in (0, 1]).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from signpose import layout
-from signpose.io import writers as _writers
 from signpose.io.frames import SPLITS, KeypointFrames
+from signpose.io.writers import write_all_formats, write_face_pickle, write_seed_pickle  # re-exported
 
 # ---------------------------------------------------------------------------------------------------
 # Face template: iBUG-300W 68 points in 3-D. Unit = jaw width; origin between the eyes; y down, z
@@ -311,72 +310,85 @@ def _signing_keys(rng, n_keys: int, p: SignerProportions, eye_y: float, dominant
     return keys
 
 
-def generate_video(seed: int, video: int, n_frames: int) -> np.ndarray:
-    """One signing video: (n_frames, 143, 3) float32 in the 143-point layout."""
-    rng = np.random.default_rng([seed, video])
-    p = _sample_signer(rng)
+def _torso(rng, p: SignerProportions, n_frames: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Slow sway and shoulder tilt: the (T, 2) shoulder-line centre and each side's (T, 3) shoulder."""
     w = p.shoulder_width
-    # Torso: slow sway and shoulder tilt.
     sway = _smooth_noise(rng, n_frames, 2, 0.01, period=20.0)
     tilt = _smooth_noise(rng, n_frames, 1, 0.04, period=25.0)[:, 0]
     centre = np.stack([p.centre_x + sway[:, 0], p.shoulder_y + sway[:, 1]], 1)
     half = 0.5 * w * np.stack([np.cos(tilt), np.sin(tilt)], 1)
     shoulder_l = np.concatenate([centre + half, np.zeros((n_frames, 1))], 1)  # subject's left: image right
     shoulder_r = np.concatenate([centre - half, np.zeros((n_frames, 1))], 1)
-    chin = centre + np.array([0.0, -p.neck])
-    eye_y = p.shoulder_y - p.neck - 0.85 * p.face
+    return centre, {"right": shoulder_r, "left": shoulder_l}
 
+
+def _key_times(rng, n_frames: int) -> np.ndarray:
+    """Keyframe times, the first and last at the ends of the video."""
     n_keys = max(3, int(round(n_frames / rng.uniform(9, 16))) + 1)  # a sign every 0.4-0.6 s at 25 fps
     inner = np.sort(rng.uniform(0.12, 0.88, n_keys - 2)) * (n_frames - 1)
-    key_times = np.concatenate([[0.0], inner, [n_frames - 1.0]])
-    seg, wgt = _ease(n_frames, key_times)
-    keys = _signing_keys(rng, n_keys, p, eye_y, dominant_right=rng.random() < 0.85)
+    return np.concatenate([[0.0], inner, [n_frames - 1.0]])
 
-    kp = np.zeros((n_frames, layout.N_POINTS, 3))
-    # Face: template units -> image, chin on the chin point of the body.
+
+def _face_in_picture(rng, p: SignerProportions, seg, wgt, keys: dict, chin: np.ndarray) -> np.ndarray:
+    """(T, 68, 2) face in image coordinates: template units -> image, chin on the chin point of the body."""
+    n_frames = len(chin)
     face = _face_points(n_frames, seg, wgt, keys, _blinks(rng, n_frames))
     face_xy = (face[..., :2] - FACE_TEMPLATE[8, :2]) * p.face + chin[:, None]
     face_xy += rng.normal(0.0, 0.0006, face_xy.shape)
-    kp[:, layout.FACE, :2] = face_xy
-    kp[:, layout.FACE, 2] = 1.0
+    return face_xy
 
-    pose = np.zeros((n_frames, 33, 3))
-    pose_vis = np.zeros((n_frames, 33))
-    hands = {}
-    for side, shoulder, part, mirror in (("right", shoulder_r, layout.RIGHT_HAND, False),
-                                         ("left", shoulder_l, layout.LEFT_HAND, True)):
-        k = keys[side]
-        target = _interp(k["wrist"], seg, wgt) + np.concatenate(
-            [_smooth_noise(rng, n_frames, 2, 0.006, period=6.0), np.zeros((n_frames, 1))], 1)
-        outward = -1.0 if side == "right" else 1.0
-        pole = np.array([0.6 * outward, 1.0, -0.3])
-        elbow, wrist = _solve_elbow(shoulder, target, p.upper_arm, p.forearm, pole)
-        finger_dir, palm = _hand_frame(elbow, wrist, _interp(k["pronation"], seg, wgt),
-                                       _interp(k["flexion"], seg, wgt), mirror)
-        points = hand_points(_interp(k["shape"], seg, wgt), finger_dir, palm, wrist, p.hand, mirror)
-        hand_xy = points[..., :2] + rng.normal(0.0, 0.0012, points[..., :2].shape)
-        # Tracking: lost low in the picture or outside it, and now and then for a few frames.
-        tracked = (wrist[:, 1] < 0.9) & (hand_xy.min(axis=(1, 2)) > 0) & (hand_xy.max(axis=(1, 2)) < 1)
-        if rng.random() < 0.35:
-            start = rng.integers(0, n_frames)
-            tracked[start:start + rng.integers(2, 7)] = False
-        kp[:, part, :2] = np.where(tracked[:, None, None], hand_xy, 0.0)
-        kp[:, part, 2] = tracked[:, None].astype(float)
-        hands[side] = (elbow, wrist, points)
-        s_idx, e_idx, w_idx = (12, 14, 16) if side == "right" else (11, 13, 15)
-        pose[:, s_idx] = shoulder
-        pose[:, e_idx] = elbow
-        pose[:, w_idx] = wrist
-        # Pose hand points: pinky/index knuckles and thumb.
-        pose[:, w_idx + 2] = points[:, 17]
-        pose[:, w_idx + 4] = points[:, 5]
-        pose[:, w_idx + 6] = points[:, 2]
-        pose_vis[:, s_idx] = rng.uniform(0.97, 1.0, n_frames)
-        pose_vis[:, e_idx] = rng.uniform(0.75, 0.99, n_frames)
-        raised = np.clip((0.95 - wrist[:, 1]) / 0.2, 0.05, 1.0)
-        for idx in (w_idx, w_idx + 2, w_idx + 4, w_idx + 6):
-            pose_vis[:, idx] = np.clip(raised * rng.uniform(0.55, 0.98, n_frames), 0.02, 1.0)
-    # Pose face points from the face mesh.
+
+def _arm(rng, p: SignerProportions, side: str, shoulder: np.ndarray, k: dict, seg, wgt, mirror: bool):
+    """One arm from its keyframes: (T, 3) elbow and wrist and the (T, 21, 3) hand points."""
+    n_frames = len(shoulder)
+    target = _interp(k["wrist"], seg, wgt) + np.concatenate(
+        [_smooth_noise(rng, n_frames, 2, 0.006, period=6.0), np.zeros((n_frames, 1))], 1)
+    outward = -1.0 if side == "right" else 1.0
+    pole = np.array([0.6 * outward, 1.0, -0.3])
+    elbow, wrist = _solve_elbow(shoulder, target, p.upper_arm, p.forearm, pole)
+    finger_dir, palm = _hand_frame(elbow, wrist, _interp(k["pronation"], seg, wgt),
+                                   _interp(k["flexion"], seg, wgt), mirror)
+    points = hand_points(_interp(k["shape"], seg, wgt), finger_dir, palm, wrist, p.hand, mirror)
+    return elbow, wrist, points
+
+
+def _tracked_hand(rng, wrist: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """(T, 21, 3) hand keypoints as a tracker reports them: jittered, all zeros where tracking is lost."""
+    n_frames = len(points)
+    hand_xy = points[..., :2] + rng.normal(0.0, 0.0012, points[..., :2].shape)
+    # Tracking: lost low in the picture or outside it, and now and then for a few frames.
+    tracked = (wrist[:, 1] < 0.9) & (hand_xy.min(axis=(1, 2)) > 0) & (hand_xy.max(axis=(1, 2)) < 1)
+    if rng.random() < 0.35:
+        start = rng.integers(0, n_frames)
+        tracked[start:start + rng.integers(2, 7)] = False
+    hand = np.zeros(points.shape)
+    hand[..., :2] = np.where(tracked[:, None, None], hand_xy, 0.0)
+    hand[..., 2] = tracked[:, None].astype(float)
+    return hand
+
+
+def _pose_arm(rng, pose: np.ndarray, pose_vis: np.ndarray, side: str, shoulder, elbow, wrist, points) -> None:
+    """Fill one side's pose points (shoulder, elbow, wrist and hand) and their visibility."""
+    n_frames = len(pose)
+    s_idx, e_idx, w_idx = (12, 14, 16) if side == "right" else (11, 13, 15)
+    pose[:, s_idx] = shoulder
+    pose[:, e_idx] = elbow
+    pose[:, w_idx] = wrist
+    # Pose hand points: pinky/index knuckles and thumb.
+    pose[:, w_idx + 2] = points[:, 17]
+    pose[:, w_idx + 4] = points[:, 5]
+    pose[:, w_idx + 6] = points[:, 2]
+    pose_vis[:, s_idx] = rng.uniform(0.97, 1.0, n_frames)
+    pose_vis[:, e_idx] = rng.uniform(0.75, 0.99, n_frames)
+    raised = np.clip((0.95 - wrist[:, 1]) / 0.2, 0.05, 1.0)
+    for idx in (w_idx, w_idx + 2, w_idx + 4, w_idx + 6):
+        pose_vis[:, idx] = np.clip(raised * rng.uniform(0.55, 0.98, n_frames), 0.02, 1.0)
+
+
+def _pose_head_and_hips(rng, pose: np.ndarray, pose_vis: np.ndarray, face_xy: np.ndarray, centre: np.ndarray,
+                        p: SignerProportions) -> None:
+    """Fill the pose face points (from the face mesh) and the hips (below the frame, barely visible)."""
+    n_frames, w = len(pose), p.shoulder_width
     pose[:, 0, :2] = face_xy[:, 30]
     for idx, eye in ((1, slice(42, 43)), (3, slice(45, 46)), (4, slice(39, 40)), (6, slice(36, 37))):
         pose[:, idx, :2] = face_xy[:, eye].mean(1)
@@ -391,6 +403,34 @@ def generate_video(seed: int, video: int, n_frames: int) -> np.ndarray:
     pose[:, 23, :2] = np.stack([centre[:, 0] + 0.32 * w, np.full(n_frames, hips_y)], 1)
     pose[:, 24, :2] = np.stack([centre[:, 0] - 0.32 * w, np.full(n_frames, hips_y)], 1)
     pose_vis[:, 23:25] = rng.uniform(0.05, 0.3, (n_frames, 2))
+
+
+def generate_video(seed: int, video: int, n_frames: int) -> np.ndarray:
+    """One signing video: (n_frames, 143, 3) float32 in the 143-point layout.
+
+    The steps draw from one generator in a fixed order (signer, torso, keyframes, face, then each
+    arm, then head and hips): reordering them changes every video.
+    """
+    rng = np.random.default_rng([seed, video])
+    p = _sample_signer(rng)
+    centre, shoulders = _torso(rng, p, n_frames)
+    chin = centre + np.array([0.0, -p.neck])
+    eye_y = p.shoulder_y - p.neck - 0.85 * p.face
+    key_times = _key_times(rng, n_frames)
+    seg, wgt = _ease(n_frames, key_times)
+    keys = _signing_keys(rng, len(key_times), p, eye_y, dominant_right=rng.random() < 0.85)
+
+    kp = np.zeros((n_frames, layout.N_POINTS, 3))
+    face_xy = _face_in_picture(rng, p, seg, wgt, keys, chin)
+    kp[:, layout.FACE, :2] = face_xy
+    kp[:, layout.FACE, 2] = 1.0
+    pose = np.zeros((n_frames, 33, 3))
+    pose_vis = np.zeros((n_frames, 33))
+    for side, part, mirror in (("right", layout.RIGHT_HAND, False), ("left", layout.LEFT_HAND, True)):
+        elbow, wrist, points = _arm(rng, p, side, shoulders[side], keys[side], seg, wgt, mirror)
+        kp[:, part] = _tracked_hand(rng, wrist, points)
+        _pose_arm(rng, pose, pose_vis, side, shoulders[side], elbow, wrist, points)
+    _pose_head_and_hips(rng, pose, pose_vis, face_xy, centre, p)
     pose[..., 2] = pose_vis
     kp[:, layout.POSE] = pose
     # Anything outside the picture is not observed: missing, all zeros (legs always are).
@@ -437,67 +477,6 @@ def generate_face_data(n_videos: int = 12, frames_per_video: int = 48, seed: int
     frames = generate_signer_frames(n_videos, frames_per_video, seed)
     return {"keypoints": np.ascontiguousarray(frames.face), "video_id": frames.video_id.tolist(),
             "frame_index": frames.frame_index.tolist()}
-
-
-def write_all_formats(folder, frames: KeypointFrames, width: int = 640, height: int = 480,
-                      max_pts_files: int = 8) -> dict[str, str]:
-    """Write ``frames`` in every supported input format under ``folder``; returns {format: path}.
-
-    skeleton.pkl / face.pkl (the seed's two pickles), keypoints.npz, parts.npz (per-part arrays),
-    keypoints.npy, face.npy, holistic/<video>.pose (468-point mesh), holistic478/<video>.pose,
-    openpose/<video>.pose, openpose_json/<video>/ (one JSON per frame) and pts/ (iBUG .pts of the
-    first ``max_pts_files`` frames, each next to a blank W x H image giving its frame size).
-    Pixel formats use a W x H frame (the letterbox inverse of the normalised coordinates).
-    """
-    import cv2
-
-    from signpose.io import writers
-
-    folder = os.fspath(folder)
-    os.makedirs(folder, exist_ok=True)
-    out = {}
-
-    def path(*parts):
-        p = os.path.join(folder, *parts)
-        os.makedirs(os.path.dirname(p), exist_ok=True)
-        return p
-
-    out["skeleton-pickle"] = path("skeleton.pkl")
-    writers.write_seed_pickle(out["skeleton-pickle"], frames.to_seed_dict())
-    out["face-pickle"] = path("face.pkl")
-    writers.write_face_pickle(out["face-pickle"], frames)
-    out["npz"] = path("keypoints.npz")
-    writers.write_npz(out["npz"], frames)
-    out["npz-parts"] = path("parts.npz")
-    writers.write_npz(out["npz-parts"], frames, per_part=True)
-    out["npy"] = path("keypoints.npy")
-    writers.write_npy(out["npy"], frames.keypoints)
-    out["face-npy"] = path("face.npy")
-    writers.write_npy(out["face-npy"], frames.face)
-    for video in frames.videos():
-        kp = frames.keypoints[frames.video_id == video]
-        writers.write_pose(path("holistic", f"{video}.pose"), kp, "holistic", width, height)
-        writers.write_pose(path("holistic478", f"{video}.pose"), kp, "holistic", width, height, face_points=478)
-        writers.write_pose(path("openpose", f"{video}.pose"), kp, "openpose", width, height)
-        json_dir = os.path.join(folder, "openpose_json", video)
-        os.makedirs(json_dir, exist_ok=True)
-        writers.write_openpose_json(json_dir, kp, width, height, video)
-    first = frames.video_id[0]
-    out["pose-holistic"] = path("holistic", f"{first}.pose")
-    out["pose-holistic478"] = path("holistic478", f"{first}.pose")
-    out["pose-openpose"] = path("openpose", f"{first}.pose")
-    out["openpose-json"] = os.path.join(folder, "openpose_json", first)
-    blank = np.zeros((height, width), dtype=np.uint8)
-    for i in range(min(max_pts_files, len(frames))):
-        name = f"{frames.video_id[i]}_{int(frames.frame_index[i]):06d}"
-        writers.write_pts(path("pts", name + ".pts"), frames.face[i], width, height)
-        cv2.imwrite(path("pts", name + ".png"), blank)
-    out["pts"] = os.path.join(folder, "pts")
-    return out
-
-
-write_seed_pickle = _writers.write_seed_pickle
-write_face_pickle = _writers.write_face_pickle
 
 
 __all__ = ["HANDSHAPES", "SPLITS", "assign_splits", "generate_face_data", "generate_signer_data",

@@ -1,4 +1,5 @@
-"""Writers for every supported input format (the synthetic generator and the tests use them).
+"""Writers for every supported input format, one function each, and :func:`write_all_formats` for all of
+them at once (the synthetic generator and the tests use them; ``signpose.synth`` re-exports three).
 
 All writes are atomic (:func:`signpose.io.atomic.atomic_write_bytes`): a temporary file in the target
 folder, then a rename.
@@ -7,6 +8,7 @@ folder, then a rename.
 from __future__ import annotations
 
 import io
+import os
 import pickle
 
 import numpy as np
@@ -77,3 +79,58 @@ def write_pts(path, face: np.ndarray, width: int = 640, height: int = 480) -> No
     from signpose.io.pts import format_pts
 
     atomic_write_bytes(path, format_pts(_to_pixels(np.asarray(face)[None], width, height)[0, :, :2]).encode())
+
+
+def write_all_formats(folder, frames: KeypointFrames, width: int = 640, height: int = 480,
+                      max_pts_files: int = 8) -> dict[str, str]:
+    """Write ``frames`` in every supported input format under ``folder``; returns {format: path}.
+
+    skeleton.pkl / face.pkl (the seed's two pickles), keypoints.npz, parts.npz (per-part arrays),
+    keypoints.npy, face.npy, holistic/<video>.pose (468-point mesh), holistic478/<video>.pose,
+    openpose/<video>.pose, openpose_json/<video>/ (one JSON per frame) and pts/ (iBUG .pts of the
+    first ``max_pts_files`` frames, each next to a blank W x H image giving its frame size).
+    Pixel formats use a W x H frame (the letterbox inverse of the normalised coordinates).
+    """
+    import cv2
+
+    folder = os.fspath(folder)
+    os.makedirs(folder, exist_ok=True)
+    out = {}
+
+    def path(*parts):
+        p = os.path.join(folder, *parts)
+        os.makedirs(os.path.dirname(p), exist_ok=True)
+        return p
+
+    out["skeleton-pickle"] = path("skeleton.pkl")
+    write_seed_pickle(out["skeleton-pickle"], frames.to_seed_dict())
+    out["face-pickle"] = path("face.pkl")
+    write_face_pickle(out["face-pickle"], frames)
+    out["npz"] = path("keypoints.npz")
+    write_npz(out["npz"], frames)
+    out["npz-parts"] = path("parts.npz")
+    write_npz(out["npz-parts"], frames, per_part=True)
+    out["npy"] = path("keypoints.npy")
+    write_npy(out["npy"], frames.keypoints)
+    out["face-npy"] = path("face.npy")
+    write_npy(out["face-npy"], frames.face)
+    for video in frames.videos():
+        kp = frames.keypoints[frames.video_id == video]
+        write_pose(path("holistic", f"{video}.pose"), kp, "holistic", width, height)
+        write_pose(path("holistic478", f"{video}.pose"), kp, "holistic", width, height, face_points=478)
+        write_pose(path("openpose", f"{video}.pose"), kp, "openpose", width, height)
+        json_dir = os.path.join(folder, "openpose_json", video)
+        os.makedirs(json_dir, exist_ok=True)
+        write_openpose_json(json_dir, kp, width, height, video)
+    first = frames.video_id[0]
+    out["pose-holistic"] = path("holistic", f"{first}.pose")
+    out["pose-holistic478"] = path("holistic478", f"{first}.pose")
+    out["pose-openpose"] = path("openpose", f"{first}.pose")
+    out["openpose-json"] = os.path.join(folder, "openpose_json", first)
+    blank = np.zeros((height, width), dtype=np.uint8)
+    for i in range(min(max_pts_files, len(frames))):
+        name = f"{frames.video_id[i]}_{int(frames.frame_index[i]):06d}"
+        write_pts(path("pts", name + ".pts"), frames.face[i], width, height)
+        cv2.imwrite(path("pts", name + ".png"), blank)
+    out["pts"] = os.path.join(folder, "pts")
+    return out
