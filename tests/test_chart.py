@@ -340,7 +340,7 @@ def test_retraining_hook_runs_signpose_schedule_with_the_charts_mlflow_url():
     args = c["args"]
     assert c["command"] == ["signpose"] and args[0] == "schedule" and "--replace" in args
     assert args[args.index("--cron") + 1] == "0 0 3 * * 1"
-    params = json.loads(args[args.index("--params-json") + 1])
+    params = json.loads(args[args.index("--params_json") + 1])
     assert params["input_uri"] == "s3://acme-signpose/incoming/"
     assert params["mlflow_tracking_uri"] == "http://signpose-mlflow.mlops.svc.cluster.local:5000"
     volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
@@ -350,13 +350,13 @@ def test_retraining_hook_runs_signpose_schedule_with_the_charts_mlflow_url():
 
 
 def test_retraining_hook_arguments_are_accepted_by_the_real_schedule_command():
-    submit = pytest.importorskip("signpose.deploy.submit")
+    kfp_cli = pytest.importorskip("signpose.cli.kfp")
     import argparse
 
     objects, _ = render(PRODUCTION)
     args = container(one(objects, "Job", "signpose-retraining"), "schedule")["args"]
     parser = argparse.ArgumentParser(prog="signpose")
-    submit.add_parser(parser.add_subparsers(dest="command"))
+    kfp_cli.add_parser(parser.add_subparsers(dest="command"))
     parsed = parser.parse_args(args)
     assert parsed.command == "schedule" and parsed.replace and parsed.cron == "0 0 3 * * 1"
     assert shlex.join(args)  # printable as a shell command line

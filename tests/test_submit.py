@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import yaml
 
-from signpose.deploy import submit
+from signpose.cli import kfp
 from signpose.cli import main as cli_main
 
 API = "/apis/v2beta1"
@@ -148,7 +148,7 @@ def run_cli(*argv) -> int:
 def test_submit_sends_the_compiled_pipeline_with_typed_parameters_and_prints_id_and_link(
         kfp_server, package, compiled, capsys):
     rc = run_cli("submit", "--host", kfp_server.url, "--package", package, "--experiment", "signpose-dev",
-                 "--run-name", "first", "--param", "input_uri=s3://signpose/incoming/",
+                 "--run_name", "first", "--param", "input_uri=s3://signpose/incoming/",
                  "--param", "skeleton_epochs=5", "--param", "hand_weight=3",
                  "--param", 'face_overrides={"n_heads": 4}')
     out = capsys.readouterr().out
@@ -183,7 +183,7 @@ def test_submit_sends_the_token_as_a_bearer_header_and_never_prints_it(kfp_serve
                                                                         capsys):
     token_file = tmp_path / "token"
     token_file.write_text("s3cr3t-t0ken\n")
-    assert run_cli("submit", "--host", kfp_server.url, "--package", package, "--token-file", token_file) == 0
+    assert run_cli("submit", "--host", kfp_server.url, "--package", package, "--token_file", token_file) == 0
     [run] = kfp_server.posted("runs")
     assert run["headers"].get("authorization") == "Bearer s3cr3t-t0ken"
     captured = capsys.readouterr()
@@ -239,7 +239,7 @@ def schedule(kfp_server, package, *extra):
 
 def test_schedule_creates_an_enabled_cron_recurring_run_and_prints_id_and_link(kfp_server, package,
                                                                                compiled, capsys):
-    assert schedule(kfp_server, package, "--name", "weekly", "--max-concurrency", "2") == 0
+    assert schedule(kfp_server, package, "--name", "weekly", "--max_concurrency", "2") == 0
     out = capsys.readouterr().out
     [job] = kfp_server.posted("recurringruns")
     body = job["body"]
@@ -290,7 +290,7 @@ def test_schedule_rejects_a_five_field_cron_and_explains_kfps_seconds_field(kfp_
 
 def test_params_json_and_param_flags_merge_with_flags_winning(kfp_server, package):
     rc = run_cli("schedule", "--host", kfp_server.url, "--package", package, "--cron", "0 0 3 * * 1",
-                 "--params-json", '{"input_uri": "s3://a/", "store_uri": "s3://b/"}',
+                 "--params_json", '{"input_uri": "s3://a/", "store_uri": "s3://b/"}',
                  "--param", "input_uri=s3://c/")
     assert rc == 0
     params = kfp_server.posted("recurringruns")[0]["body"]["runtime_config"]["parameters"]
@@ -301,8 +301,8 @@ def test_add_parser_registers_both_commands_on_a_host_cli():
     import argparse
 
     parser = argparse.ArgumentParser(prog="signpose")
-    submit.add_parser(parser.add_subparsers(dest="command"))
+    kfp.add_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["schedule", "--host", "http://kfp", "--cron", "0 0 3 * * 1"])
-    assert args.func is submit.run_schedule_command
+    assert args.func is kfp.run_schedule_command
     args = parser.parse_args(["submit", "--host", "http://kfp"])
-    assert args.func is submit.run_submit_command
+    assert args.func is kfp.run_submit_command

@@ -7,6 +7,10 @@
     signpose train skeleton|face --data_path ...      the seed's two training commands
     signpose models / predict / ui        the MLflow registry
     signpose submit / schedule --host URL Kubeflow Pipelines
+
+Multi-word flags use underscores (--image_size); the older hyphenated spellings still work.
+A mistake you can fix (a missing or bad file, an unknown model, a server that does not answer) is
+one line on stderr and exit status 2; --debug or SIGNPOSE_DEBUG=1 shows its traceback.
 """
 
 from __future__ import annotations
@@ -15,10 +19,12 @@ import argparse
 import logging
 import sys
 
+from signpose.cli.common import (Parser, RawDescriptionHelpFormatter, add_flag, debug_requested, int_at_least,
+                                 package_version, run_command, walk_parsers)
 from signpose.cli.io import add_parser as add_io_commands
+from signpose.cli.kfp import add_parser as add_kfp_commands
 from signpose.cli.registry import add_parser as add_registry_commands
 from signpose.shards import add_parser as add_dataset_commands
-from signpose.deploy.submit import add_parser as add_kfp_commands
 from signpose.train import face as train_face
 from signpose.train import skeleton as train_skeleton
 
@@ -39,20 +45,25 @@ def _add_preprocess_parser(subparsers) -> None:
     parser = subparsers.add_parser("preprocess", help="validate, render and shard a keypoint file",
                                    description="The preprocess stage: read + validate keypoints, render "
                                                "skeleton images, write shards and the manifest (last).")
-    parser.add_argument("--data_path", default="", help="keypoint file (default: generated signer data)")
+    add_flag(parser, "--data_path", default="", help="keypoint file or folder (default: generated signer data)")
     parser.add_argument("--store", required=True, help="destination: local folder or s3://bucket/prefix")
-    parser.add_argument("--image_size", type=int, default=256)
-    parser.add_argument("--shard_size", type=int, default=4096)
-    parser.add_argument("--workers", type=int, default=None, help="render processes (default: all cores)")
-    parser.add_argument("--synthetic_videos", type=int, default=24)
-    parser.add_argument("--synthetic_frames_per_video", type=int, default=64)
+    add_flag(parser, "--image_size", type=int_at_least(1), default=256,
+             help="rendered skeleton image side in pixels (default: 256)")
+    add_flag(parser, "--shard_size", type=int_at_least(1), default=4096, help="frames per shard (default: 4096)")
+    parser.add_argument("--workers", type=int_at_least(1), default=None,
+                        help="render processes (default: all cores)")
+    add_flag(parser, "--synthetic_videos", type=int_at_least(1), default=24,
+             help="videos of generated data when --data_path is not given (default: 24)")
+    add_flag(parser, "--synthetic_frames_per_video", type=int_at_least(1), default=64,
+             help="frames per generated video (default: 64)")
     parser.set_defaults(func=_run_preprocess)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="signpose", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = Parser(prog="signpose", description=__doc__, formatter_class=RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"signpose {package_version()}",
+                        help="print the version and exit")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     add_io_commands(commands)
     _add_preprocess_parser(commands)
     add_dataset_commands(commands)
@@ -62,13 +73,26 @@ def build_parser() -> argparse.ArgumentParser:
     train_face.add_parser(tasks)
     add_registry_commands(commands)
     add_kfp_commands(commands)
+    _add_debug_flag(parser)
     return parser
 
 
+def _add_debug_flag(parser: argparse.ArgumentParser) -> None:
+    """``--debug`` before or after the command (``signpose --debug predict ...``, ``... predict --debug``)."""
+    for path, sub in walk_parsers(parser):
+        if "--debug" not in sub._option_string_actions:
+            # Below the top level the default is "not given", so it cannot undo a --debug given earlier.
+            sub.add_argument("--debug", action="store_true", default=False if not path else argparse.SUPPRESS,
+                             help="on an error, show the full traceback (also: SIGNPOSE_DEBUG=1)")
+
+
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    return args.func(args) or 0
+    debug = debug_requested(getattr(args, "debug", False))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not debug:  # urllib3 warns on every retry of a server that does not answer: the error says it once
+        logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
+    return run_command(args.func, args, debug=debug)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,7 @@
 """Send the compiled pipeline to Kubeflow Pipelines: one run now, or a recurring run (retraining).
 
+The library behind ``signpose submit`` / ``signpose schedule`` (command line: signpose/cli/kfp.py):
+
     signpose submit   --host http://localhost:8080 [--param skeleton_epochs=50 ...]
     signpose schedule --host http://localhost:8080 --cron "0 0 3 * * 1" [--replace]
 
@@ -10,13 +12,12 @@ preprocessing image carries its own copy for the chart's retraining hook).
 Parameters are checked against the package's declared inputs before anything is sent. No
 credential travels as a pipeline parameter: pods read S3 and MLflow credentials from Kubernetes
 Secrets (signpose/deploy/cluster.py), and a value carrying ``user:password@`` is refused. A KFP API token,
-where one is needed, comes from ``--token-file`` or ``KF_PIPELINES_TOKEN``, never from the command
+where one is needed, comes from ``--token_file`` or ``KF_PIPELINES_TOKEN``, never from the command
 line; inside a cluster the projected ServiceAccount token (``KF_PIPELINES_SA_TOKEN_PATH``) is used.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
@@ -24,11 +25,14 @@ import re
 import sys
 import tempfile
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from signpose.errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +48,7 @@ _CRON_RE = re.compile(rf"^{_CRON_FIELD}( {_CRON_FIELD}){{5}}$")
 _USERINFO_RE = re.compile(r"[a-z][a-z0-9+.-]*://[^/@\s:]+:[^/@\s]+@", re.I)
 
 
-class SubmitError(RuntimeError):
+class SubmitError(UserError, RuntimeError):
     """A problem found before or while talking to KFP, phrased for the person running the command."""
 
 
@@ -134,14 +138,19 @@ def check_params(params: dict[str, Any], inputs: dict[str, dict], package: Path)
     return params
 
 
-def collect_params(args: argparse.Namespace, package: Path) -> dict[str, Any]:
+def collect_params(params_json: str | None, param_texts: Sequence[str], package: Path) -> dict[str, Any]:
+    """The pipeline arguments: ``params_json`` (one JSON object, ``--params_json``) overlaid with each
+    ``key=value`` of ``param_texts`` (``--param``), checked against ``package``'s inputs."""
     params: dict[str, Any] = {}
-    if args.params_json:
-        loaded = json.loads(args.params_json)
+    if params_json:
+        try:
+            loaded = json.loads(params_json)
+        except json.JSONDecodeError as exc:
+            raise SubmitError(f"--params_json is not valid JSON ({exc})") from None
         if not isinstance(loaded, dict):
-            raise SubmitError("--params-json must be a JSON object")
+            raise SubmitError("--params_json must be a JSON object")
         params.update(loaded)
-    for text in args.param:
+    for text in param_texts:
         key, value = parse_param(text)
         params[key] = value
     return check_params(params, pipeline_inputs(package), package)
@@ -164,7 +173,10 @@ def make_client(host: str, namespace: str | None = None, token_file: str | None 
 
     token = None
     if token_file:
-        token = Path(token_file).read_text().strip()
+        try:
+            token = Path(token_file).read_text().strip()
+        except OSError as exc:
+            raise SubmitError(f"--token_file {token_file}: cannot read it ({exc.strerror or exc})") from exc
     elif os.environ.get(TOKEN_VAR):
         token = os.environ[TOKEN_VAR].strip()
     credentials = None
@@ -182,7 +194,7 @@ def make_client(host: str, namespace: str | None = None, token_file: str | None 
         return kfp.Client(**kwargs)
 
 
-def _ui_prefix(host: str, ui_host: str | None) -> str:
+def ui_prefix(host: str, ui_host: str | None) -> str:
     return (ui_host or host).rstrip("/")
 
 
@@ -218,99 +230,3 @@ def schedule_run(client, package: Path, params: dict[str, Any], *, experiment: s
         service_account=service_account)
     return Submitted("recurring run", job.recurring_run_id,
                      f"{ui_host}/#/recurringrun/details/{job.recurring_run_id}")
-
-
-# ---- command line ---------------------------------------------------------------------------------
-
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default=os.environ.get("KF_PIPELINES_ENDPOINT"),
-                        help="KFP API endpoint, e.g. http://localhost:8080 after "
-                             "`kubectl -n kubeflow port-forward svc/ml-pipeline-ui 8080:80` "
-                             "(default: $KF_PIPELINES_ENDPOINT)")
-    parser.add_argument("--ui-host", default=None, help="base URL for printed links (default: --host)")
-    parser.add_argument("--namespace", default=None,
-                        help="KFP namespace (multi-user KFP: your profile namespace)")
-    parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT)
-    parser.add_argument("--package", default=None,
-                        help=f"compiled pipeline YAML (default: ${PACKAGE_VAR} or {DEFAULT_PACKAGE.relative_to(REPO_ROOT)})")
-    parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                        help="pipeline parameter (repeatable; JSON values are parsed)")
-    parser.add_argument("--params-json", default=None, help="pipeline parameters as one JSON object")
-    parser.add_argument("--token-file", default=None,
-                        help=f"file holding a KFP API bearer token (or set ${TOKEN_VAR})")
-    parser.add_argument("--service-account", default=None,
-                        help="Kubernetes ServiceAccount the pipeline pods run as")
-
-
-def add_parser(subparsers) -> None:
-    """Adds `submit` and `schedule` to the `signpose` CLI."""
-    submit = subparsers.add_parser("submit", help="submit one run of the compiled pipeline to KFP",
-                                   description="Submit one run of the compiled pipeline to Kubeflow Pipelines.")
-    _common(submit)
-    submit.add_argument("--run-name", default=None)
-    submit.set_defaults(func=run_submit_command)
-
-    schedule = subparsers.add_parser("schedule", help="create a recurring run (scheduled retraining) on KFP",
-                                     description="Create a KFP recurring run that retrains on the newest "
-                                                 "data under the input prefix.")
-    _common(schedule)
-    schedule.add_argument("--cron", required=True,
-                          help='KFP cron, 6 fields with seconds first, e.g. "0 0 3 * * 1" (Mondays 03:00)')
-    schedule.add_argument("--name", default=DEFAULT_SCHEDULE_NAME, help="recurring run name")
-    schedule.add_argument("--max-concurrency", type=int, default=1)
-    schedule.add_argument("--replace", action="store_true",
-                          help="replace an existing recurring run of the same name (idempotent re-registration)")
-    schedule.add_argument("--catchup", action="store_true",
-                          help="backfill missed intervals (default: only the latest)")
-    schedule.set_defaults(func=run_schedule_command)
-
-
-def _require_host(args: argparse.Namespace) -> str:
-    if not args.host:
-        raise SubmitError("--host is required (or set KF_PIPELINES_ENDPOINT)")
-    return args.host
-
-
-def _reporting_errors(command):
-    """CLI handlers print a SubmitError as one line and exit 2, whoever dispatches them."""
-    def handler(args: argparse.Namespace) -> int:
-        try:
-            return command(args)
-        except SubmitError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-    handler.__name__ = command.__name__
-    handler.__doc__ = command.__doc__
-    return handler
-
-
-@_reporting_errors
-def run_submit_command(args: argparse.Namespace) -> int:
-    host = _require_host(args)
-    package = resolve_package(args.package)
-    params = collect_params(args, package)
-    client = make_client(host, args.namespace, args.token_file, args.ui_host)
-    done = submit_run(client, package, params, experiment=args.experiment, run_name=args.run_name,
-                      namespace=args.namespace, ui_host=_ui_prefix(host, args.ui_host),
-                      service_account=args.service_account)
-    print(f"run id: {done.id}")
-    print(f"run link: {done.link}")
-    return 0
-
-
-@_reporting_errors
-def run_schedule_command(args: argparse.Namespace) -> int:
-    host = _require_host(args)
-    cron = validate_cron(args.cron)
-    if args.max_concurrency < 1:
-        raise SubmitError("--max-concurrency must be at least 1")
-    package = resolve_package(args.package)
-    params = collect_params(args, package)
-    client = make_client(host, args.namespace, args.token_file, args.ui_host)
-    done = schedule_run(client, package, params, experiment=args.experiment, name=args.name, cron=cron,
-                        namespace=args.namespace, ui_host=_ui_prefix(host, args.ui_host),
-                        max_concurrency=args.max_concurrency, replace=args.replace,
-                        catchup=args.catchup, service_account=args.service_account)
-    print(f"recurring run id: {done.id}")
-    print(f"recurring run link: {done.link}")
-    return 0

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 
+from signpose.errors import UserError
 
-class KeypointFormatError(ValueError):
+
+class KeypointFormatError(UserError, ValueError):
     """Bad keypoint input, located as precisely as the format allows.
 
     ``str(err)`` reads like ``"phoenix.pkl: split 'train', sample 12, field 'left_hand': expected shape
