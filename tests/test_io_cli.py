@@ -60,7 +60,7 @@ def test_inspect_reports_bad_input_as_one_line_and_status_2(tmp_path, capsys):
 def test_render_writes_one_png_per_frame_and_a_gif_per_video(files, tmp_path, capsys):
     frames, paths = files
     out = tmp_path / "out"
-    assert main(["render", paths["pose-holistic"], "--out", str(out), "--image-size", "96"]) == 0
+    assert main(["render", paths["pose-holistic"], "--out", str(out), "--image_size", "96"]) == 0
     video = frames.video_id[0]
     pngs = sorted((out / video).glob("*.png"))
     assert [p.name for p in pngs] == [f"{i:06d}.png" for i in range(6)]

@@ -2,7 +2,8 @@
 
 ``add_parser(subparsers)`` registers both (``add_inspect_parser`` / ``add_render_parser`` one each);
 every subcommand sets ``func``: ``args.func(args)`` runs it and returns the exit code. Bad input
-exits with status 2 and the reader's one-line error.
+raises the reader's :class:`~signpose.io.errors.KeypointFormatError` (a user error: ``signpose``
+prints it as one line and exits 2).
 """
 
 from __future__ import annotations
@@ -12,16 +13,19 @@ import io
 import json
 import logging
 import os
-import sys
 
 import numpy as np
 
 from signpose import layout
-from signpose.io.errors import KeypointFormatError
+from signpose.cli.common import add_flag, int_at_least
+from signpose.errors import UserError
 from signpose.io.frames import SPLITS, KeypointFrames
 from signpose.io.readers import read_keypoints
 
 log = logging.getLogger(__name__)
+
+ANIMATIONS = ("gif", "mp4", "none")
+SUFFIXES = ".pkl .npz .npy .pose .json .pts"
 
 
 def add_parser(subparsers) -> None:
@@ -30,16 +34,16 @@ def add_parser(subparsers) -> None:
 
 
 def _frame_size_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--frame-size", type=int, nargs=2, metavar=("WIDTH", "HEIGHT"), default=None,
-                        help="pixel frame size for sources without one (OpenPose JSON, .pts without image); "
-                             "overrides a .pose header")
+    add_flag(parser, "--frame_size", type=int_at_least(1), nargs=2, metavar=("WIDTH", "HEIGHT"), default=None,
+             help="pixel frame size for sources without one (OpenPose JSON, .pts without image); "
+                  "overrides a .pose header")
 
 
 def add_inspect_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("inspect", help="print what a keypoint file holds",
                                    description="Read and validate a keypoint file/folder and print its format, "
                                                "frames, videos, splits and per-part missing rates.")
-    parser.add_argument("file", help="keypoint file or folder (.pkl .npz .npy .pose .json .pts)")
+    parser.add_argument("file", help=f"keypoint file or folder ({SUFFIXES})")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     _frame_size_arg(parser)
     parser.set_defaults(func=run_inspect)
@@ -50,20 +54,22 @@ def add_render_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("render", help="render a keypoint file's frames to PNGs (+ GIF/mp4 per video)",
                                    description="Render every frame as the skeleton image the model is trained on: "
                                                "OUT/<video>/<frame>.png and OUT/<video>.gif (or .mp4).")
-    parser.add_argument("file", help="keypoint file or folder")
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--image-size", type=int, default=256)
-    parser.add_argument("--thickness", type=int, default=0, help="line thickness in pixels (0 = auto)")
+    parser.add_argument("file", help=f"keypoint file or folder ({SUFFIXES})")
+    parser.add_argument("--out", required=True, help="output folder (created if missing)")
+    add_flag(parser, "--image_size", type=int_at_least(1), default=256,
+             help="image side in pixels (default: 256, the training size)")
+    parser.add_argument("--thickness", type=int_at_least(0), default=0,
+                        help="line thickness in pixels (default: 0 = scaled to --image_size)")
     parser.add_argument("--joints", action="store_true", help="draw a dot on every present point")
-    parser.add_argument("--no-antialias", action="store_true")
-    parser.add_argument("--confidence-scaled", action="store_true", help="dim bones by their confidence")
-    parser.add_argument("--split", choices=SPLITS, default=None, help="only this split")
-    parser.add_argument("--video", default=None, help="only this video id")
-    parser.add_argument("--limit", type=int, default=0, help="at most this many frames (0 = all)")
-    parser.add_argument("--animation", choices=("gif", "mp4", "none"), default="gif",
-                        help="one animation per video with more than one frame")
-    parser.add_argument("--fps", type=float, default=25.0)
-    parser.add_argument("--workers", type=int, default=1, help="render processes")
+    add_flag(parser, "--no_antialias", action="store_true", help="hard-edged lines (default: anti-aliased)")
+    add_flag(parser, "--confidence_scaled", action="store_true", help="dim bones by their confidence")
+    parser.add_argument("--split", choices=SPLITS, default=None, help="only this split (default: all)")
+    parser.add_argument("--video", default=None, help="only this video id (default: all)")
+    parser.add_argument("--limit", type=int_at_least(0), default=0, help="at most this many frames (default: 0 = all)")
+    parser.add_argument("--animation", choices=ANIMATIONS, default="gif",
+                        help="one animation per video with more than one frame (default: gif)")
+    parser.add_argument("--fps", type=float, default=25.0, help="animation frame rate (default: 25)")
+    parser.add_argument("--workers", type=int_at_least(1), default=1, help="render processes (default: 1)")
     _frame_size_arg(parser)
     parser.set_defaults(func=run_render)
     return parser
@@ -113,16 +119,12 @@ def format_summary(s: dict) -> str:
     extent = max(s["x_range"][1] - s["x_range"][0], s["y_range"][1] - s["y_range"][0])
     if extent < 0.35:
         lines.append(f"note:    the keypoints span only {extent:.0%} of the frame; if the frame size in the "
-                     "file is wrong, pass --frame-size W H")
+                     "file is wrong, pass --frame_size W H")
     return "\n".join(lines)
 
 
 def run_inspect(args) -> int:
-    try:
-        frames = read_keypoints(args.file, frame_size=args.frame_size)
-    except KeypointFormatError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    frames = read_keypoints(args.file, frame_size=args.frame_size)
     summary = summarize(frames)
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
     return 0
@@ -171,11 +173,7 @@ def run_render(args) -> int:
     from signpose.io.atomic import atomic_write_bytes
     from signpose.render import RenderSettings, render_frames
 
-    try:
-        frames = read_keypoints(args.file, frame_size=args.frame_size)
-    except KeypointFormatError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    frames = read_keypoints(args.file, frame_size=args.frame_size)
     if args.split:
         frames = frames.by_split(args.split)
     if args.video:
@@ -183,8 +181,8 @@ def run_render(args) -> int:
     if args.limit:
         frames = frames.subset(np.arange(min(args.limit, len(frames))))
     if len(frames) == 0:
-        print("error: no frames left after --split/--video/--limit", file=sys.stderr)
-        return 2
+        raise UserError(f"{args.file}: no frames left after --split/--video/--limit; "
+                        f"`signpose inspect {args.file}` shows its splits")
     settings = RenderSettings(image_size=args.image_size, thickness=args.thickness, antialias=not args.no_antialias,
                               joints=args.joints, confidence_scaled=args.confidence_scaled)
     with tqdm(total=len(frames), desc="render", unit="frame", disable=None) as bar:

@@ -5,6 +5,7 @@
     signpose ui [--port 5000]
 
 Each subcommand is exposed as ``add_*_parser(subparsers)``; ``add_parser(subparsers)`` adds all three.
+An unknown model URI or an MLflow server that does not answer is a user error (one line, exit 2).
 """
 
 from __future__ import annotations
@@ -15,12 +16,43 @@ import logging
 import os
 import re
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from signpose.cli.common import add_flag, connection_failure, int_at_least
+from signpose.errors import UserError
+from signpose.io.frames import SPLITS
+
 log = logging.getLogger(__name__)
+
+
+# --- MLflow errors the user can fix -------------------------------------------------------------------
+
+@contextmanager
+def mlflow_errors(settings, model_uri: str | None = None) -> Iterator[None]:
+    """MLflow's "no such model" and "server does not answer" as :class:`UserError` naming the
+    model URI / the server and what to do (``settings``: the MlflowSettings in use)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as err:
+        failure = connection_failure(err)
+        if failure is not None:
+            raise UserError(f"cannot reach the MLflow server at {failure[0] or settings.tracking_uri} "
+                            f"({failure[1]}): start it, or "
+                            "point MLFLOW_TRACKING_URI (or tracking_uri in mlflow.yaml) at a running one") from err
+        if model_uri and isinstance(err, MlflowException) and err.error_code == "RESOURCE_DOES_NOT_EXIST":
+            where = f" in {settings.effective_registry_uri}" if model_uri.startswith("models:/") else ""
+            raise UserError(f"--model {model_uri}: {err.message}{where} "
+                            "(`signpose models` lists the registered models, versions and aliases)") from err
+        raise
 
 
 # --- models -------------------------------------------------------------------------------------------
@@ -96,7 +128,9 @@ def format_versions(rows: list[VersionRow]) -> str:
 def _cmd_models(args) -> int:
     from signpose.tracking.settings import load_mlflow_settings
 
-    rows = list_versions(load_mlflow_settings(args.config), args.name or None)
+    settings = load_mlflow_settings(args.config)
+    with mlflow_errors(settings):
+        rows = list_versions(settings, args.name or None)
     if args.json:
         print(json.dumps([row.as_dict() for row in rows], indent=2))
     else:
@@ -108,7 +142,8 @@ def add_models_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("models", help="list registered model versions with aliases and metrics",
                                    description="List every registered version of the signpose models "
                                                "with its aliases (champion/challenger) and promotion metric.")
-    parser.add_argument("--name", action="append", help="model name (repeatable; default: both models)")
+    parser.add_argument("--name", action="append",
+                        help="model name (repeatable; default: the models named in mlflow.yaml)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument("--config", default=None, help="mlflow.yaml to read (default: ./mlflow.yaml)")
     parser.set_defaults(func=_cmd_models)
@@ -138,8 +173,8 @@ def model_task(model_uri: str) -> str:
         return "skeleton"
     if shape[-2:] == (68, 3):
         return "face"
-    raise ValueError(f"{model_uri}: cannot tell which task the model serves (metadata {info.metadata}, "
-                     f"input shape {shape})")
+    raise UserError(f"{model_uri}: cannot tell which task the model serves (metadata {info.metadata}, "
+                    f"input shape {shape})")
 
 
 def _write_png(path: Path, image: np.ndarray) -> None:
@@ -184,7 +219,7 @@ def predict(model_uri: str, input_path: str, out_dir: str, *, limit: int | None 
     if limit is not None:
         inputs, index = inputs[:limit], index[:limit]
     if len(inputs) == 0:
-        raise ValueError(f"{input_path}: no frames to predict on (task {task}, {skipped} frames without a face)")
+        raise UserError(f"{input_path}: no frames to predict on (task {task}, {skipped} frames without a face)")
 
     model = load_registered_model(model_uri)
     out = Path(out_dir)
@@ -217,9 +252,10 @@ def _cmd_predict(args) -> int:
     from signpose.tracking.runs import configure_mlflow
     from signpose.tracking.settings import load_mlflow_settings
 
-    configure_mlflow(load_mlflow_settings(args.config))
-    summary = predict(args.model, args.input, args.out, limit=args.limit, split=args.split,
-                      batch_size=args.batch_size)
+    settings = configure_mlflow(load_mlflow_settings(args.config))
+    with mlflow_errors(settings, args.model):
+        summary = predict(args.model, args.input, args.out, limit=args.limit, split=args.split,
+                          batch_size=args.batch_size)
     print(f"{summary['frames']} {summary['task']} predictions from {summary['model']} written to {summary['out']}"
           + (f" ({summary['skipped_without_face']} frames without a face skipped)"
              if summary["skipped_without_face"] else ""))
@@ -234,9 +270,11 @@ def add_predict_parser(subparsers) -> argparse.ArgumentParser:
                         help="model URI, e.g. models:/skeleton-generator@champion or models:/NAME/3")
     parser.add_argument("input", help="keypoint file or folder in any supported format")
     parser.add_argument("--out", required=True, help="output folder for the PNGs and predictions.npz")
-    parser.add_argument("--limit", type=int, default=None, help="at most this many frames")
-    parser.add_argument("--split", default=None, choices=("train", "dev", "test"), help="only this split")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--limit", type=int_at_least(1), default=None,
+                        help="at most this many frames (default: all)")
+    parser.add_argument("--split", default=None, choices=SPLITS, help="only this split (default: all)")
+    add_flag(parser, "--batch_size", type=int_at_least(1), default=32,
+             help="frames per forward pass (default: 32)")
     parser.add_argument("--config", default=None, help="mlflow.yaml to read (default: ./mlflow.yaml)")
     parser.set_defaults(func=_cmd_predict)
     return parser
@@ -261,9 +299,12 @@ def _cmd_ui(args) -> int:
 
 
 def add_ui_parser(subparsers) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser("ui", help="start the MLflow UI on the local store and print its URL")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=5000)
+    parser = subparsers.add_parser("ui", help="start the MLflow UI on the local store and print its URL",
+                                   description="Serve the MLflow UI over the local tracking store (runs, metrics, "
+                                               "registered models) until Ctrl-C.")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address to listen on (default: 127.0.0.1, this machine only)")
+    parser.add_argument("--port", type=int_at_least(1), default=5000, help="port to listen on (default: 5000)")
     parser.add_argument("--config", default=None, help="mlflow.yaml to read (default: ./mlflow.yaml)")
     parser.set_defaults(func=_cmd_ui)
     return parser
