@@ -76,8 +76,8 @@ def main(argv=None) -> None:
     from torch.utils.data import DataLoader
 
     from signpose.data import ShardStream, load_split
-    from signpose.cli.train import build_model
-    from signpose.train.config import FaceTrainConfig, SkeletonTrainConfig
+    from signpose.models import build_model
+    from signpose.tasks import FaceTrainConfig, SkeletonTrainConfig
     from signpose.train.engine import make_optimizer, make_task, warmup_cosine
 
     torch.set_num_threads(1)

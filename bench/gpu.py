@@ -116,7 +116,7 @@ def count_flops(step) -> int:
 def run_case(task_name: str, cfg, batch_size: int, compiled: bool, device, args) -> dict:
     import torch
 
-    from signpose.cli.train import build_model
+    from signpose.models import build_model
     from signpose.train.engine import make_optimizer, make_task
 
     model = build_model(cfg).to(device)
@@ -194,7 +194,7 @@ def main(argv=None) -> None:
 
     import torch
 
-    from signpose.train.config import FaceTrainConfig, SkeletonTrainConfig
+    from signpose.tasks import FaceTrainConfig, SkeletonTrainConfig
 
     dry = args.dry_run or args.quick
     if dry:

@@ -31,9 +31,6 @@ from signpose.store import ObjectStore, open_store
 
 log = logging.getLogger(__name__)
 
-TASKS = ("skeleton", "face")
-
-
 def normalize_face(face):
     """Per-sample [0, 1] normalisation of face landmarks ``(..., 68, 3)``.
 
@@ -133,34 +130,118 @@ def _image_tensor(image: np.ndarray) -> torch.Tensor:
     return tensor.unsqueeze(0)
 
 
-def _check_task(task: str) -> None:
-    if task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+class SampleKind:
+    """What one training sample is, read from decoded shard columns (the data side of a task).
+
+    A task (:mod:`signpose.tasks`) names its sample kind; this module knows only the kinds. A kind
+    says which frames are usable, whether the image streams must be decoded, how a shard's rows are
+    prepared at once (vectorised), and how one row becomes a small numpy sample and then tensors.
+    """
+
+    name = "base"
+    input_shape: tuple[int, ...] = ()  # one sample's model input
+    reads_images = False   # decode the shards' image streams (64 KiB a frame at 256 px)
+    needs = "keypoint frames"  # what makes a frame usable, for error messages
+
+    def usable(self, arrays: dict) -> np.ndarray:
+        """Boolean mask of the rows of decoded shard columns this kind can use."""
+        return np.ones(len(arrays["keypoints"]), dtype=bool)
+
+    def prepare(self, arrays: dict, rows) -> tuple[dict, "np.ndarray | range"]:
+        """Columns for the chosen ``rows`` of one shard, and the rows to read from them."""
+        return arrays, rows
+
+    def compact(self, arrays: dict, row: int):
+        """One frame as small numpy arrays (a copy: it must not pin the whole decoded shard)."""
+        raise NotImplementedError
+
+    def tensors(self, sample) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def columns(self, arrays: dict, rows) -> dict[str, np.ndarray]:
+        """The chosen rows as the in-memory columns of an :class:`ArrayDataset`."""
+        raise NotImplementedError
+
+    def from_frames(self, keypoints: np.ndarray, image_size: int) -> Dataset:
+        """An in-memory dataset over validated (N, 143, 3) frames of a raw keypoint file."""
+        raise NotImplementedError
+
+    def usable_frames(self, keypoints: np.ndarray) -> np.ndarray:
+        """:meth:`usable` for (N, 143, 3) frames of a raw keypoint file."""
+        return self.usable({"keypoints": keypoints, "face": keypoints[:, layout.FACE]})
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
 
 
-def _rows_for(arrays: dict[str, np.ndarray], split: str | None, task: str) -> np.ndarray:
-    """Row indices of a decoded shard that belong to ``split`` and are usable for ``task``."""
-    keep = np.ones(len(arrays["keypoints"]), dtype=bool)
-    if split is not None:
-        keep &= arrays["split"] == split
-    if task == "face":
-        keep &= (arrays["face"][:, :, 2] > 0).any(axis=1)
-    return np.flatnonzero(keep)
+class SkeletonSamples(SampleKind):
+    """``(keypoints (143, 3) float32, image (1, S, S) float32 in [0, 1])``."""
 
+    name = "skeleton"
+    input_shape = (layout.N_POINTS, 3)
+    reads_images = True
 
-def _compact_sample(arrays: dict, row: int, task: str):
-    """One frame as small numpy arrays (a copy: it must not pin the whole decoded shard)."""
-    if task == "skeleton":
+    def compact(self, arrays, row):
         return arrays["keypoints"][row].copy(), arrays["images"][row]
-    return arrays["face"][row].copy()  # already normalised by the caller
 
-
-def _to_tensors(sample, task: str):
-    if task == "skeleton":
+    def tensors(self, sample):
         keypoints, image = sample
         return torch.from_numpy(keypoints), _image_tensor(image)
-    face = torch.from_numpy(sample)
-    return face, face
+
+    def columns(self, arrays, rows):
+        return {"keypoints": arrays["keypoints"][rows], "images": arrays["images"][rows]}
+
+    def from_frames(self, keypoints, image_size):
+        return SkeletonDataset(keypoints, None, image_size=image_size)  # rendered on access
+
+
+class FaceSamples(SampleKind):
+    """``(face (68, 3) float32 normalised, the same tensor)``; frames without a face point are skipped."""
+
+    name = "face"
+    input_shape = (layout.N_FACE, 3)
+    needs = "face landmarks (a frame without any face point has nothing to reconstruct)"
+
+    def usable(self, arrays):
+        return (arrays["face"][:, :, 2] > 0).any(axis=1)
+
+    def prepare(self, arrays, rows):
+        # One vectorised normalisation per shard, not one call per frame.
+        return {"face": normalize_face(arrays["face"][rows])}, range(len(rows))
+
+    def compact(self, arrays, row):
+        return arrays["face"][row].copy()
+
+    def tensors(self, sample):
+        face = torch.from_numpy(sample)
+        return face, face
+
+    def columns(self, arrays, rows):
+        return {"face": normalize_face(arrays["face"][rows])}
+
+    def from_frames(self, keypoints, image_size):
+        return KeypointDataset(keypoints[:, layout.FACE], normalize=True)
+
+
+# The kinds a task may name by string (``ShardStream(..., task="face")``); a new task with a new kind
+# passes its SampleKind object instead.
+SAMPLE_KINDS: dict[str, SampleKind] = {kind.name: kind for kind in (SkeletonSamples(), FaceSamples())}
+
+
+def sample_kind(kind: "str | SampleKind") -> SampleKind:
+    if isinstance(kind, SampleKind):
+        return kind
+    if kind not in SAMPLE_KINDS:
+        raise ValueError(f"task must be one of {tuple(SAMPLE_KINDS)}, got {kind!r}")
+    return SAMPLE_KINDS[kind]
+
+
+def _rows_for(arrays: dict[str, np.ndarray], split: str | None, kind: SampleKind) -> np.ndarray:
+    """Row indices of a decoded shard that belong to ``split`` and are usable for ``kind``."""
+    keep = kind.usable(arrays)
+    if split is not None:
+        keep &= arrays["split"] == split
+    return np.flatnonzero(keep)
 
 
 def _resolve_manifest(manifest_uri) -> Manifest:
@@ -199,11 +280,11 @@ class ShardStream(IterableDataset):
     def __init__(self, manifest_uri, split: str | None, task: str = "skeleton", shuffle: bool = True,
                  shuffle_buffer: int = 1024, seed: int = 0, rank: int | None = None,
                  world_size: int | None = None, prefetch: int = 1, verify: bool = True):
-        _check_task(task)
+        self.kind = sample_kind(task)
         manifest = _resolve_manifest(manifest_uri)
         self.store_uri = manifest.uri
         self.split = split
-        self.task = task
+        self.task = self.kind.name
         self.shards: list[ShardInfo] = manifest.shards_for(split)
         if split is not None and not self.shards:
             raise ValueError(f"{manifest.uri}: split {split!r} has no frames (splits: {manifest.splits})")
@@ -248,28 +329,26 @@ class ShardStream(IterableDataset):
         store = open_store(self.store_uri)
         with ThreadPoolExecutor(max_workers=1) as fetcher:
             for arrays in self._prefetched(store, shards, fetcher):
-                rows = _rows_for(arrays, self.split, self.task)
+                rows = _rows_for(arrays, self.split, self.kind)
                 if stride > 1:
                     rows = rows[offset::stride]
                 if self.shuffle:
                     rows = rng.permutation(rows)
-                if self.task == "face":  # one vectorised normalisation per shard, not one call per frame
-                    arrays = {"face": normalize_face(arrays["face"][rows])}
-                    rows = range(len(rows))
+                arrays, rows = self.kind.prepare(arrays, rows)
                 for row in rows:
-                    sample = _compact_sample(arrays, int(row), self.task)
+                    sample = self.kind.compact(arrays, int(row))
                     if not self.shuffle:
-                        yield _to_tensors(sample, self.task)
+                        yield self.kind.tensors(sample)
                         continue
                     if len(buffer) < self.shuffle_buffer:
                         buffer.append(sample)
                         continue
                     slot = int(rng.integers(len(buffer)))
-                    yield _to_tensors(buffer[slot], self.task)
+                    yield self.kind.tensors(buffer[slot])
                     buffer[slot] = sample
                 del arrays
             for slot in rng.permutation(len(buffer)):
-                yield _to_tensors(buffer[slot], self.task)
+                yield self.kind.tensors(buffer[slot])
 
     def _prefetched(self, store: ObjectStore, shards: list[ShardInfo], fetcher: ThreadPoolExecutor
                     ) -> Iterator[dict]:
@@ -279,53 +358,40 @@ class ShardStream(IterableDataset):
         while position < len(shards) or futures:
             while position < len(shards) and len(futures) <= self.prefetch:
                 futures.append(fetcher.submit(read_shard, store, shards[position], self.verify, True,
-                                              self.task == "skeleton"))
+                                              self.kind.reads_images))
                 position += 1
             yield futures.pop(0).result()
 
 
 class ArrayDataset(Dataset):
-    """Map-style dataset over arrays decoded from shards (see :func:`load_split`)."""
+    """Map-style dataset over columns decoded from shards (see :func:`load_split`)."""
 
-    def __init__(self, keypoints: np.ndarray, images: np.ndarray | None, face: np.ndarray | None, task: str):
-        _check_task(task)
-        self.task = task
-        self.keypoints = keypoints
-        self.images = images
-        self.face = face
+    def __init__(self, columns: dict[str, np.ndarray], task: "str | SampleKind"):
+        self.kind = sample_kind(task)
+        self.task = self.kind.name
+        self.columns = columns
 
     def __len__(self) -> int:
-        return len(self.keypoints if self.task == "skeleton" else self.face)
+        return len(next(iter(self.columns.values())))
 
     def __getitem__(self, index: int):
-        if self.task == "skeleton":
-            return torch.from_numpy(self.keypoints[index].copy()), _image_tensor(self.images[index])
-        face = torch.from_numpy(self.face[index].copy())
-        return face, face
+        return self.kind.tensors(self.kind.compact(self.columns, index))
 
 
-def load_split(manifest_uri, split: str, task: str = "skeleton") -> ArrayDataset:
+def load_split(manifest_uri, split: str, task: "str | SampleKind" = "skeleton") -> ArrayDataset:
     """One split fully in memory (images stay uint8: 64 KiB a frame at 256x256). For small data sets."""
-    _check_task(task)
+    kind = sample_kind(task)
     manifest = _resolve_manifest(manifest_uri)
     store = open_store(manifest.uri)
-    keypoints, images, faces = [], [], []
+    parts: list[dict[str, np.ndarray]] = []
     for shard in manifest.shards_for(split):
-        arrays = read_shard(store, shard, images=task == "skeleton")
-        rows = _rows_for(arrays, split, task)
-        if task == "skeleton":
-            keypoints.append(arrays["keypoints"][rows])
-            images.append(arrays["images"][rows])
-        else:
-            faces.append(normalize_face(arrays["face"][rows]))
-    if not keypoints and not faces:
-        raise ValueError(f"{manifest.uri}: split {split!r} has no frames for task {task!r} "
+        arrays = read_shard(store, shard, images=kind.reads_images)
+        parts.append(kind.columns(arrays, _rows_for(arrays, split, kind)))
+    if not parts:
+        raise ValueError(f"{manifest.uri}: split {split!r} has no frames for task {kind.name!r} "
                          f"(splits: {manifest.splits})")
-    if task == "skeleton":
-        return ArrayDataset(np.concatenate(keypoints), np.concatenate(images), None, task)
-    face = np.concatenate(faces)
-    return ArrayDataset(face, None, face, task)
+    return ArrayDataset({name: np.concatenate([part[name] for part in parts]) for name in parts[0]}, kind)
 
 
 __all__ = ["SkeletonDataset", "KeypointDataset", "normalize_face", "ShardStream", "ArrayDataset",
-           "load_split", "TASKS"]
+           "load_split", "SampleKind", "SkeletonSamples", "FaceSamples", "SAMPLE_KINDS", "sample_kind"]

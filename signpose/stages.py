@@ -156,26 +156,17 @@ def train_task(task: str, manifest_uri: str, mlflow_tracking_uri: str = "", conf
                pipeline_run_id: str = "", expected_dataset_hash: str = ""):
     """Train one task inside an MLflow run; register the model and gate its promotion.
 
-    ``manifest_uri`` is a preprocessed data set (or a raw keypoint file, for the CLI).
-    ``expected_dataset_hash`` is the hash the upstream task committed: if another run has committed
-    different data to the same store since, training stops instead of silently using that data."""
-    from signpose.tracking import load_mlflow_settings
-    from signpose.tracking.training import tracked_fit
-    from signpose.cli.train import build_model
-    from signpose.train.config import TASK_CONFIGS
-    from signpose.train.inputs import load_task_data
+    ``manifest_uri`` is a preprocessed data set (or a raw keypoint file, for the CLI); ``config`` the
+    task's training config as (JSON) values. ``expected_dataset_hash`` is the hash the upstream task
+    committed: if another run has committed different data to the same store since, training stops
+    instead of silently using that data. Returns the :class:`~signpose.tracking.training.TrackedTraining`."""
+    from signpose.tasks import get_task
+    from signpose.train.entry import run
 
-    cfg = TASK_CONFIGS[task].from_dict({**(config or {}), "data_path": manifest_uri})
-    settings = load_mlflow_settings(tracking_uri=mlflow_tracking_uri or None)
-    data = load_task_data(task, cfg)
-    if expected_dataset_hash and data.dataset_hash != expected_dataset_hash:
-        raise RuntimeError(f"{manifest_uri}: holds data set {data.dataset_hash[:12]}, but this pipeline "
-                           f"committed {expected_dataset_hash[:12]}; another run replaced it. Re-run "
-                           "the pipeline (or give each input its own store_uri).")
-    model = build_model(cfg)
-    return tracked_fit(task, model, data.train, data.val, cfg, dataset_hash=data.dataset_hash,
-                       manifest_uri=manifest_uri, settings=settings,
-                       pipeline_run_id=pipeline_run_id or None)
+    cfg = get_task(task).config(**{**(config or {}), "data_path": manifest_uri})
+    result = run(cfg, track=True, mlflow_tracking_uri=mlflow_tracking_uri, pipeline_run_id=pipeline_run_id,
+                 expected_dataset_hash=expected_dataset_hash)
+    return result.extra["tracking"]
 
 
 def train_skeleton(manifest_uri: str, mlflow_tracking_uri: str = "", config: dict | None = None, **kwargs):
@@ -190,8 +181,10 @@ def describe_training_artifacts(outcome, model_artifact, metrics_artifact) -> No
     """KFP outputs of a training task: the registered model's URI and the validation metrics."""
     import torch
 
+    from signpose.models import cpu_state_dict
+
     Path(model_artifact.path).parent.mkdir(parents=True, exist_ok=True)
-    torch.save({k: v.detach().cpu() for k, v in outcome.result.model.state_dict().items()}, model_artifact.path)
+    torch.save(cpu_state_dict(outcome.result.model), model_artifact.path)
     model_artifact.metadata.update({
         "mlflow_run_id": outcome.run_id, "registered_model": outcome.model_name,
         "version": outcome.model_version, "alias": outcome.alias,

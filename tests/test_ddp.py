@@ -12,7 +12,7 @@ RANK_SCRIPT = textwrap.dedent('''
     import torch
     from torch.utils.data import TensorDataset
     from signpose.models import create_model
-    from signpose.train.config import FaceTrainConfig
+    from signpose.tasks import FaceTrainConfig
     from signpose.train.engine import fit
 
     out_dir, source = sys.argv[1], sys.argv[2]

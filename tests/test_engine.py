@@ -9,7 +9,7 @@ from torch.utils.data import TensorDataset
 from signpose import layout
 from signpose.models import create_model
 from signpose.render import RenderSettings, render_frames
-from signpose.train.config import FaceTrainConfig, SkeletonTrainConfig
+from signpose.tasks import FaceTrainConfig, SkeletonTrainConfig
 from signpose.train.engine import (ResumableSampler, fit, load_checkpoint, warmup_cosine)
 
 SKELETON_VAL_METRICS = {"val/loss", "val/mse", "val/weighted_loss", "val/psnr", "val/ssim", "val/mse_hands",
@@ -188,7 +188,7 @@ def test_sampler_shards_an_epoch_across_ranks_and_resumes_mid_epoch():
 
 def test_seed_skeleton_command_line_parses_verbatim():
     from signpose.cli.train import make_parser
-    from signpose.train.config import config_from_args
+    from signpose.cli.train import config_from_args
 
     args = make_parser(SkeletonTrainConfig, "").parse_args(
         "--data_path phoenix_keypoints.pkl --batch_size 16 --epochs 100 --image_size 256 --use_weighted_loss "
@@ -203,7 +203,7 @@ def test_seed_face_command_line_parses_verbatim_and_mounts_as_a_subcommand():
     import argparse
 
     from signpose.train import face, skeleton
-    from signpose.train.config import config_from_args
+    from signpose.cli.train import config_from_args
 
     root = argparse.ArgumentParser(prog="signpose")
     train = root.add_subparsers(dest="command").add_parser("train").add_subparsers(dest="task")
@@ -323,7 +323,7 @@ def test_manifest_rendered_at_another_size_is_refused_with_the_fix(manifest_uri)
 
 
 def test_skeleton_cli_trains_from_a_manifest(manifest_uri):
-    from signpose.cli.train import run
+    from signpose.train.entry import run
 
     result = run(skeleton_cfg(data_path=manifest_uri, epochs=1))
     assert result.extra["data"]["source"] == "manifest" and SKELETON_VAL_METRICS <= set(result.history[-1])
@@ -352,7 +352,7 @@ def test_checkpoints_go_to_an_s3_store_and_resume_from_it(s3_bucket):
 
 
 def test_streamed_manifest_trains_with_the_same_metrics(manifest_uri):
-    from signpose.cli.train import run
+    from signpose.train.entry import run
 
     result = run(face_cfg(data_path=manifest_uri, epochs=1, stream=True))
     assert result.extra["data"]["stream"] and FACE_VAL_METRICS <= set(result.history[-1])

@@ -21,8 +21,8 @@ from mlflow import MlflowClient
 
 from signpose.tracking.server import MlflowServer, free_loopback_port
 from signpose.tracking.settings import MlflowSettings
-from signpose.cli.train import build_model
-from signpose.train.config import FaceTrainConfig
+from signpose.models import build_model
+from signpose.tasks import FaceTrainConfig
 from signpose.train.engine import load_checkpoint
 from signpose.train.inputs import load_task_data
 

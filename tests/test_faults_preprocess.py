@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from faultproxy import store_snapshot
-from signpose import shards, stages
+from signpose import stages
 from signpose.shards import ManifestNotFoundError, read_manifest
 from signpose.store import open_store
 
@@ -42,14 +42,14 @@ def die():
     os.kill(os.getpid(), signal.SIGKILL)
 
 renders = []
-real_render = shards.render_frames
+real_render = shards.codec.render_frames
 def render_frames(keypoints, settings):
     images = real_render(keypoints, settings)
     if point == "render" and len(renders) == k:
         die()  # the (k+1)-th shard is rendered and about to be encoded: killed mid-rendering work
     renders.append(1)
     return images
-shards.render_frames = render_frames
+shards.codec.render_frames = render_frames
 
 written = []
 real_put = store.LocalStore.put_bytes
@@ -98,7 +98,7 @@ def clean_snapshot(tmp_path_factory):
 def assert_no_reader_accepts(store_uri: str, capsys_err) -> None:
     """Every way of reading a data set refuses one without a manifest, saying so."""
     from signpose.data import ShardStream
-    from signpose.train.config import FaceTrainConfig
+    from signpose.tasks import FaceTrainConfig
     from signpose.train.inputs import load_task_data
 
     with pytest.raises(ManifestNotFoundError, match="no manifest"):
@@ -108,9 +108,11 @@ def assert_no_reader_accepts(store_uri: str, capsys_err) -> None:
     with pytest.raises((ManifestNotFoundError, FileNotFoundError, ValueError)) as refused:
         load_task_data("face", FaceTrainConfig(data_path=store_uri + "/manifest.json"))
     assert "manifest" in str(refused.value)
-    # `dataset info` (signpose.shards' command line), in-process: a subprocess would cost a torch import.
+    # `dataset info` (signpose.cli.dataset), in-process: a subprocess would cost a torch import.
+    from signpose.cli.dataset import add_parser
+
     parser = argparse.ArgumentParser()
-    shards.add_parser(parser.add_subparsers(dest="command"))
+    add_parser(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["dataset", "info", store_uri])
     assert args.func(args) != 0
     assert "no manifest" in capsys_err()

@@ -17,8 +17,8 @@ import sys
 import pytest
 import torch
 
-from signpose.train import cli as train_cli
-from signpose.train.config import FaceTrainConfig
+from signpose.train import entry as train_cli
+from signpose.tasks import FaceTrainConfig
 from signpose.train.engine import CHECKPOINT_KEY, load_checkpoint
 
 # 16 training frames, batch 4: 4 steps an epoch, 2 epochs = 8 steps; checkpoints every 3 (or 5) steps
@@ -28,8 +28,8 @@ TINY = dict(batch_size=4, epochs=2, d_region=16, d_global=8, n_heads=2, region_l
 
 KILLED_TRAINING = r"""
 import json, os, signal, sys
-from signpose.train import cli, engine
-from signpose.train.config import FaceTrainConfig
+from signpose.train import engine, entry as cli
+from signpose.tasks import FaceTrainConfig
 from signpose.store import LocalStore
 import signpose.store as store_module
 

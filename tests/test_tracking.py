@@ -30,7 +30,7 @@ from signpose.tracking import (
     skeleton_panel,
     start_training_run,
 )
-from signpose.tracking.panels import ORIGINAL_COLOUR, RECONSTRUCTION_COLOUR
+from signpose.panels import ORIGINAL_COLOUR, RECONSTRUCTION_COLOUR
 from signpose.tracking.registry import eval_tag, metric_tag
 from signpose.tracking.settings import resolve_store_uri
 from signpose.tracking.training import load_registered_model, make_evaluator, tracked_fit

@@ -6,7 +6,7 @@ import numpy as np
 
 from signpose import layout
 from signpose.data import KeypointDataset, SkeletonDataset
-from signpose.train.config import FaceTrainConfig, SkeletonTrainConfig
+from signpose.tasks import FaceTrainConfig, SkeletonTrainConfig
 
 IMAGE_SIZE = 64
 

@@ -3,13 +3,17 @@
 >>> model = create_model("hierarchical_skeleton_transformer", image_size=64, d_model=64)
 >>> list_models()
 ['hierarchical_keypoint_transformer', 'hierarchical_skeleton_transformer']
+
+:func:`build_model` builds the model a training config describes (a task's config is a subclass of
+its model's config, see :mod:`signpose.train.config`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
+import torch
 from torch import nn
 
 from signpose.models.face import FaceModelConfig, HierarchicalKeypointTransformer
@@ -18,25 +22,29 @@ from signpose.models.skeleton import HierarchicalSkeletonTransformer, SkeletonMo
 
 @dataclass(frozen=True)
 class ModelEntry:
+    name: str
     model_cls: type[nn.Module]
     config_cls: type
-    task: str  # "skeleton" | "face": which training task and data the model belongs to
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
-# Short names used by the task CLIs and configs.
-_ALIASES = {"skeleton": "hierarchical_skeleton_transformer", "face": "hierarchical_keypoint_transformer"}
+_ALIASES: dict[str, str] = {}  # short names (the seed's task names) -> registered names
 
 
-def register_model(name: str, model_cls: type[nn.Module], config_cls: type, task: str) -> None:
-    if name in _REGISTRY:
+def register_model(name: str, model_cls: type[nn.Module], config_cls: type, aliases: tuple[str, ...] = ()) -> None:
+    if name in _REGISTRY or name in _ALIASES:
         raise ValueError(f"model {name!r} is already registered")
-    _REGISTRY[name] = ModelEntry(model_cls, config_cls, task)
+    _REGISTRY[name] = ModelEntry(name, model_cls, config_cls)
+    for alias in aliases:
+        if alias in _REGISTRY or alias in _ALIASES:
+            raise ValueError(f"model alias {alias!r} is already taken")
+        _ALIASES[alias] = name
 
 
 register_model("hierarchical_skeleton_transformer", HierarchicalSkeletonTransformer, SkeletonModelConfig,
-               "skeleton")
-register_model("hierarchical_keypoint_transformer", HierarchicalKeypointTransformer, FaceModelConfig, "face")
+               aliases=("skeleton",))
+register_model("hierarchical_keypoint_transformer", HierarchicalKeypointTransformer, FaceModelConfig,
+               aliases=("face",))
 
 
 def list_models() -> list[str]:
@@ -57,7 +65,30 @@ def create_model(name: str, **config: Any) -> nn.Module:
     return entry.model_cls(entry.config_cls(**config))
 
 
+def entry_for_config(config: Any) -> ModelEntry:
+    """The registered model whose config class ``config`` (an instance or a class) is or derives from."""
+    config_cls = config if isinstance(config, type) else type(config)
+    matches = [entry for entry in _REGISTRY.values() if issubclass(config_cls, entry.config_cls)]
+    if len(matches) != 1:
+        raise TypeError(f"{config_cls.__name__} matches {len(matches)} registered model configs; expected one")
+    return matches[0]
+
+
+def build_model(config: Any) -> nn.Module:
+    """The registered model a config describes, its weights initialised from ``config.seed`` (torch's
+    RNG; training reseeds every RNG when it starts)."""
+    entry = entry_for_config(config)
+    torch.manual_seed(config.seed)
+    return entry.model_cls(entry.config_cls(**{f.name: getattr(config, f.name) for f in fields(entry.config_cls)}))
+
+
+def cpu_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the weights on the CPU (a snapshot: later training steps do not change it)."""
+    return {key: value.detach().to("cpu", copy=True) for key, value in model.state_dict().items()}
+
+
 __all__ = [
-    "FaceModelConfig", "HierarchicalKeypointTransformer", "HierarchicalSkeletonTransformer",
-    "SkeletonModelConfig", "create_model", "list_models", "model_entry", "register_model",
+    "FaceModelConfig", "HierarchicalKeypointTransformer", "HierarchicalSkeletonTransformer", "ModelEntry",
+    "SkeletonModelConfig", "build_model", "cpu_state_dict", "create_model", "entry_for_config", "list_models",
+    "model_entry", "register_model",
 ]

@@ -16,7 +16,7 @@ Typical use in a training stage::
 """
 
 from signpose.tracking.callback import FINAL_PANEL_FILE, PANEL_KEY, MlflowCallback
-from signpose.tracking.panels import face_panel, panel_for_task, skeleton_panel
+from signpose.panels import face_panel, skeleton_panel
 from signpose.tracking.registry import (
     CHALLENGER,
     CHAMPION,
@@ -39,5 +39,5 @@ __all__ = [
     "CHALLENGER", "CHAMPION", "CONFIG_ARTIFACT", "FINAL_PANEL_FILE", "PANEL_KEY", "PIPELINE_RUN_ID_ENV",
     "MlflowCallback", "MlflowSettings", "PromotionDecision", "TaskTracking", "code_version",
     "configure_mlflow", "ensure_experiment", "face_panel", "flatten_params", "load_mlflow_settings",
-    "log_and_register", "panel_for_task", "promote", "skeleton_panel", "start_training_run",
+    "log_and_register", "promote", "skeleton_panel", "start_training_run",
 ]

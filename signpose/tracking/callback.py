@@ -14,7 +14,7 @@ import torch
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 
-from signpose.tracking.panels import panel_for_task
+from signpose.tasks import get_task
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +55,7 @@ class MlflowCallback:
         client: MlflowClient | None = None,
         log_panel_every: int = 1,
     ) -> None:
-        if task not in ("skeleton", "face"):
-            raise ValueError(f"unknown task {task!r}; expected 'skeleton' or 'face'")
+        self.spec = get_task(task)  # an unknown task is refused here, before the run logs anything
         if run_id is None:
             active = mlflow.active_run()
             if active is None:
@@ -89,7 +88,7 @@ class MlflowCallback:
                 outputs = model(self.panel_inputs.to(device))
         finally:
             model.train(was_training)
-        return panel_for_task(self.task, self.panel_inputs, self.panel_targets, outputs)
+        return self.spec.panel(self.panel_inputs, self.panel_targets, outputs)
 
     def on_epoch_end(self, epoch: int, metrics: Mapping[str, float], model: torch.nn.Module) -> None:
         timestamp = int(time.time() * 1000)

@@ -45,10 +45,11 @@ class TaskTracking:
 
 
 def _default_tasks() -> dict[str, TaskTracking]:
-    return {
-        "skeleton": TaskTracking("signpose-skeleton", "skeleton-generator", "val/weighted_loss", "lower"),
-        "face": TaskTracking("signpose-face", "face-keypoint-autoencoder", "val/nme", "lower"),
-    }
+    """Each registered task's own defaults (``signpose.tasks``); ``mlflow.yaml`` may override them."""
+    from signpose.tasks import list_tasks
+
+    return {spec.name: TaskTracking(spec.experiment, spec.model_name, spec.promotion_metric,
+                                    spec.promotion_direction) for spec in list_tasks()}
 
 
 @dataclass(frozen=True)

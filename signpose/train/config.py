@@ -1,16 +1,16 @@
-"""Typed training configuration: one dataclass per task, the seed's flags as field names.
+"""The training configuration every task shares; the seed's flags are its field names.
 
-The seed's sizes are the defaults (skeleton: batch 16, 100 epochs, 256 px; face: batch 32, 100 epochs,
-d_global 256, d_region 128). ``make run`` passes a small configuration instead.
+Each task's config (:mod:`signpose.tasks`) is a subclass of :class:`TrainConfig` *and* of its model's
+config dataclass, so model hyper-parameters are declared once, in the model's module, and are flags
+of the same name (``--d_model``); :meth:`TrainConfig.model_config` projects the model's part out.
+The field comments are the command line's help text.
 """
 
 from __future__ import annotations
 
-import argparse
 import typing
-from dataclasses import MISSING, asdict, dataclass, fields
-
-from signpose.models import FaceModelConfig, SkeletonModelConfig
+from dataclasses import asdict, dataclass, fields, is_dataclass
+from typing import ClassVar, Literal
 
 
 @dataclass
@@ -18,18 +18,18 @@ class TrainConfig:
     """Fields shared by both tasks (the engine reads only these)."""
 
     data_path: str = ""              # raw keypoint file or preprocessed manifest (store uri)
-    batch_size: int = 16
-    epochs: int = 100
+    batch_size: int = 16             # samples per optimiser step (per process under torchrun)
+    epochs: int = 100                # passes over the training split
     lr: float = 5e-4                 # peak learning rate (AdamW)
     weight_decay: float = 0.05       # on weight matrices only (not biases, norms)
     warmup_fraction: float = 0.05    # linear warm-up over this fraction of all steps, then cosine
     min_lr_ratio: float = 0.01       # cosine decays to lr * min_lr_ratio
     grad_clip: float = 1.0           # max global grad norm; 0 disables
-    seed: int = 0
-    num_workers: int = 0             # DataLoader workers
+    seed: int = 0                    # seeds the weights, the data order and dropout (exact resume relies on it)
+    num_workers: int = 0             # DataLoader worker processes
     val_fraction: float = 0.1        # held-out share of videos when the data has no 'dev' split
-    device: str = "auto"             # "auto" = cuda (LOCAL_RANK) if available, else cpu
-    amp: str = "auto"                # "auto" = bf16 autocast on CUDA; "bf16"; "off"
+    device: str = "auto"             # "auto" = cuda (LOCAL_RANK) if available, else cpu; cpu, cuda, cuda:N, mps
+    amp: Literal["auto", "bf16", "off"] = "auto"  # "auto" = bf16 autocast on CUDA; "bf16"; "off"
     compile: bool = False            # torch.compile the model
     checkpoint_dir: str = ""         # local path or store uri (s3://...); "" = no checkpoints
     checkpoint_every: int = 0        # also checkpoint every N optimiser steps (0 = at epoch ends only)
@@ -42,7 +42,20 @@ class TrainConfig:
                                      # (mlflow.yaml / MLFLOW_TRACKING_URI); --no_track trains only
     stream: bool = False             # manifests: stream shards (bounded memory) instead of loading splits
 
-    task = "base"
+    task: ClassVar[str] = "base"     # the task this config trains (set by each task's subclass)
+
+    @classmethod
+    def model_config_cls(cls) -> type:
+        """The model's config dataclass: the base that is not a training config."""
+        for base in cls.__mro__[1:]:
+            if is_dataclass(base) and not issubclass(base, TrainConfig):
+                return base
+        raise TypeError(f"{cls.__name__} has no model config among its bases")
+
+    def model_config(self):
+        """The model's hyper-parameters as the model's own config dataclass."""
+        model_cls = self.model_config_cls()
+        return model_cls(**{f.name: getattr(self, f.name) for f in fields(model_cls)})
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -57,57 +70,6 @@ class TrainConfig:
         return cls(**{name: _coerce(name, value, hints[name]) for name, value in values.items()})
 
 
-@dataclass
-class SkeletonTrainConfig(TrainConfig):
-    """``python -m signpose.train.skeleton`` (seed: training/skeleton/train.py)."""
-
-    batch_size: int = 16
-    epochs: int = 100
-    image_size: int = 256
-    use_weighted_loss: bool = False  # seed flag (store_true): weighted MSE instead of plain MSE
-    hand_weight: float = 2.0
-    face_weight: float = 1.5
-    weight_margin: float = 0.03      # growth of the keypoint boxes of the loss weight map (frame units)
-    # model
-    d_model: int = 256
-    n_layers: int = 4
-    n_heads: int = 8
-    n_decoder_layers: int = 2
-    grid_size: int = 8
-    decoder_channels: int = 256
-    dropout: float = 0.1
-
-    task = "skeleton"
-
-    def model_config(self) -> SkeletonModelConfig:
-        return SkeletonModelConfig(image_size=self.image_size, d_model=self.d_model, n_layers=self.n_layers,
-                                   n_heads=self.n_heads, n_decoder_layers=self.n_decoder_layers,
-                                   grid_size=self.grid_size, decoder_channels=self.decoder_channels,
-                                   dropout=self.dropout)
-
-
-@dataclass
-class FaceTrainConfig(TrainConfig):
-    """``python -m signpose.train.face`` (seed: training/hierarchical_keypoint/train.py)."""
-
-    batch_size: int = 32
-    epochs: int = 100
-    d_global: int = 256
-    d_region: int = 128
-    n_heads: int = 4
-    region_layers: int = 2
-    interaction_layers: int = 2
-    decoder_layers: int = 2
-    dropout: float = 0.1
-
-    task = "face"
-
-    def model_config(self) -> FaceModelConfig:
-        return FaceModelConfig(d_region=self.d_region, d_global=self.d_global, n_heads=self.n_heads,
-                               region_layers=self.region_layers, interaction_layers=self.interaction_layers,
-                               decoder_layers=self.decoder_layers, dropout=self.dropout)
-
-
 def _coerce(name: str, value, kind):
     """Values that crossed JSON or a protobuf Struct (KFP dict parameters turn every number into a
     float) back to the field's type; anything that does not fit exactly is refused."""
@@ -118,33 +80,3 @@ def _coerce(name: str, value, kind):
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     return value
-
-
-# --- command line: every field is a flag of the same name (the seed's flags among them) -------------
-
-def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type[TrainConfig]) -> None:
-    """``--<field>`` for every field of ``config_cls``; a bool that defaults to False is a switch
-    (``--use_weighted_loss``, as in the seed), one that defaults to True gets ``--no_<field>``."""
-    hints = typing.get_type_hints(config_cls)
-    defaults = config_cls()
-    for f in fields(config_cls):
-        default = getattr(defaults, f.name)
-        kind = hints[f.name]
-        if kind is bool:
-            if default:
-                parser.add_argument(f"--no_{f.name}", dest=f.name, action="store_false",
-                                    help=f"disable {f.name}")
-            else:
-                parser.add_argument(f"--{f.name}", action="store_true", help=f"enable {f.name}")
-            continue
-        parser.add_argument(f"--{f.name}", type=kind, default=default,
-                            required=f.name == "data_path" and f.default is MISSING,
-                            help=f"(default: {default!r})")
-
-
-def config_from_args(args: argparse.Namespace, config_cls: type[TrainConfig]):
-    return config_cls(**{f.name: getattr(args, f.name) for f in fields(config_cls)})
-
-
-# Task name -> its config class (the stages and CLIs look tasks up here).
-TASK_CONFIGS: dict[str, type[TrainConfig]] = {"skeleton": SkeletonTrainConfig, "face": FaceTrainConfig}

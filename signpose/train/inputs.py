@@ -21,8 +21,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from torch.utils.data import Dataset, Subset
 
-from signpose import layout
-from signpose.train.config import SkeletonTrainConfig, TrainConfig
+from signpose.errors import UserError
+from signpose.tasks import get_task
+from signpose.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def held_out_videos(video_id: np.ndarray, fraction: float, seed: int) -> np.ndar
 
 def load_task_data(task: str, cfg: TrainConfig) -> TaskData:
     if not cfg.data_path:
-        raise ValueError("--data_path is required: a raw keypoint file or a preprocessed manifest")
+        raise UserError("--data_path is required: a raw keypoint file or a preprocessed manifest")
     if is_manifest_location(cfg.data_path):
         return _from_manifest(task, cfg)
     if not os.path.exists(cfg.data_path):
@@ -77,23 +78,24 @@ def _from_manifest(task: str, cfg: TrainConfig) -> TaskData:
     from signpose.data import load_split
     from signpose.shards import read_manifest
 
+    samples = get_task(task).samples
     manifest = read_manifest(cfg.data_path)
-    if task == "skeleton" and isinstance(cfg, SkeletonTrainConfig) and manifest.image_size != cfg.image_size:
+    if samples.reads_images and manifest.image_size != cfg.image_size:
         raise ValueError(f"{manifest.uri}: images were rendered at {manifest.image_size}px but "
                          f"--image_size {cfg.image_size}; pass --image_size {manifest.image_size} or preprocess again")
     if cfg.stream:
         from signpose.data import ShardStream
 
-        train = ShardStream(manifest, "train", task=task, shuffle=True, seed=cfg.seed)
-        val = ShardStream(manifest, "dev", task=task, shuffle=False) if manifest.splits.get("dev", 0) else None
+        train = ShardStream(manifest, "train", task=samples, shuffle=True, seed=cfg.seed)
+        val = ShardStream(manifest, "dev", task=samples, shuffle=False) if manifest.splits.get("dev", 0) else None
         log.info("data: streaming manifest %s (hash %s): %d train / %d dev frames", manifest.uri,
                  manifest.dataset_hash[:12], manifest.splits.get("train", 0), manifest.splits.get("dev", 0))
         return TaskData(train, val, "manifest", manifest.dataset_hash,
                         {"manifest_uri": manifest.uri, "splits": dict(manifest.splits),
                          "image_size": manifest.image_size, "stream": True})
-    train = load_split(manifest, "train", task)
+    train = load_split(manifest, "train", samples)
     if manifest.splits.get("dev", 0) > 0:
-        val = load_split(manifest, "dev", task)
+        val = load_split(manifest, "dev", samples)
     else:
         # Shards do not carry video ids into the map-style dataset: hold out a contiguous tail of
         # the (video-ordered) training frames, which keeps whole videos together except one.
@@ -107,20 +109,16 @@ def _from_manifest(task: str, cfg: TrainConfig) -> TaskData:
 
 
 def _from_raw(task: str, cfg: TrainConfig) -> TaskData:
-    from signpose.data import KeypointDataset, SkeletonDataset
     from signpose.io import read_keypoints
 
+    samples = get_task(task).samples
     frames = read_keypoints(cfg.data_path)
     split = np.asarray(frames.split).astype(str)
     keypoints = np.asarray(frames.keypoints, dtype=np.float32)
     video_id = np.asarray(frames.video_id).astype(str)
-    if task == "face":
-        # Frames without any face point have nothing to reconstruct.
-        usable = (keypoints[:, layout.FACE, 2] > 0).any(axis=1)
-        if not usable.any():
-            raise ValueError(f"{cfg.data_path}: no frame has a face point; the face task needs face landmarks")
-    else:
-        usable = np.ones(len(keypoints), dtype=bool)
+    usable = samples.usable_frames(keypoints)
+    if not usable.any():
+        raise ValueError(f"{cfg.data_path}: no frame is usable for the {task} task, which needs {samples.needs}")
     train_mask = usable & (split == "train")
     val_mask = usable & (split == "dev")
     if not train_mask.any():
@@ -130,15 +128,9 @@ def _from_raw(task: str, cfg: TrainConfig) -> TaskData:
         held = np.zeros(len(keypoints), dtype=bool)
         held[train_mask] = held_out_videos(video_id[train_mask], cfg.val_fraction, cfg.seed)
         val_mask, train_mask = held, train_mask & ~held
-
-    def build(mask):
-        if not mask.any():
-            return None
-        if task == "skeleton":
-            return SkeletonDataset(keypoints[mask], None, image_size=cfg.image_size)  # type: ignore[attr-defined]
-        return KeypointDataset(keypoints[mask][:, layout.FACE], normalize=True)
-
-    train, val = build(train_mask), build(val_mask)
+    image_size = getattr(cfg, "image_size", 0)
+    train = samples.from_frames(keypoints[train_mask], image_size)
+    val = samples.from_frames(keypoints[val_mask], image_size) if val_mask.any() else None
     log.info("data: raw file %s: %d train / %d validation samples", cfg.data_path, len(train),
              len(val) if val is not None else 0)
     return TaskData(train, val, "raw", "", {"raw_path": cfg.data_path, "n_frames": int(len(keypoints))})

@@ -142,11 +142,3 @@ def face_panel(original, reconstruction, size: int = 192, columns: int = 4) -> n
     cv2.putText(header, "reconstruction", (90, HEADER_PX - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
                 RECONSTRUCTION_COLOUR, 1, cv2.LINE_AA)
     return np.concatenate([header, _vstack(rows)], axis=0)
-
-
-def panel_for_task(task: str, inputs, targets, outputs) -> np.ndarray:
-    if task == "skeleton":
-        return skeleton_panel(inputs, targets, outputs)
-    if task == "face":
-        return face_panel(targets, outputs)
-    raise ValueError(f"unknown task {task!r}; expected 'skeleton' or 'face'")

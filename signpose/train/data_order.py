@@ -1,0 +1,102 @@
+"""The order batches come in: resumable per-epoch permutations, DDP sharding, fixed-length streams."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
+
+from signpose.train.distributed import DistContext
+
+
+class ResumableSampler(Sampler[int]):
+    """Epoch permutation = f(seed, epoch); rank r takes every world_size-th index (the training split
+    is padded by wrapping so every rank runs the same number of steps, as DistributedSampler does);
+    ``set_position(epoch, start)`` skips the ``start`` samples this rank already consumed."""
+
+    def __init__(self, n: int, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1, pad: bool = True):
+        if n == 0:
+            raise ValueError("dataset is empty")
+        self.n, self.shuffle, self.seed = n, shuffle, seed
+        self.rank, self.world_size, self.pad = rank, world_size, pad
+        self.epoch, self.start = 0, 0
+
+    def set_position(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def _indices(self) -> list[int]:
+        if self.shuffle:
+            g = torch.Generator()
+            g.manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(self.n, generator=g).tolist()
+        else:
+            order = list(range(self.n))
+        if self.pad and self.n % self.world_size:
+            pad = self.world_size - self.n % self.world_size
+            order += (order * (pad // self.n + 1))[:pad]  # cycles when there are fewer samples than ranks
+        return order[self.rank :: self.world_size]
+
+    def samples_per_epoch(self) -> int:
+        return len(self._indices())
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._indices()[self.start :])
+
+    def __len__(self) -> int:
+        return max(0, self.samples_per_epoch() - self.start)
+
+
+def make_loader(ds: Dataset, batch_size: int, sampler: Sampler | None, num_workers: int, seed: int,
+            pin_memory: bool) -> DataLoader:
+    # The loader's own generator keeps it off the global RNG (DataLoader otherwise draws its worker
+    # base seed from it at every epoch), which exact resume depends on.
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=num_workers, drop_last=False,
+                      generator=generator, pin_memory=pin_memory, persistent_workers=False)
+
+
+def iterable_samples_per_rank(ds: IterableDataset, world_size: int) -> int:
+    """Samples one rank sees per epoch: ``len(ds)`` if defined (per rank), else ``ds.n_frames`` (the
+    whole split, as :class:`signpose.data.ShardStream` reports it) divided among the ranks."""
+    try:
+        return len(ds)  # type: ignore[arg-type]
+    except TypeError:
+        pass
+    n_frames = getattr(ds, "n_frames", None)
+    if n_frames is None:
+        raise ValueError(f"{type(ds).__name__}: an IterableDataset given to fit() must define __len__ or "
+                         "n_frames so the learning-rate schedule knows the epoch length")
+    return int(n_frames) // world_size
+
+
+def shard_stream_across_ranks(ds: IterableDataset, ctx: DistContext) -> None:
+    """A stream built before torchrun's process group existed believes it is alone (rank 0 of 1);
+    tell it its place so each rank reads its own shards (``signpose.data.ShardStream`` has these
+    attributes; other streams must shard themselves)."""
+    if ctx.enabled and hasattr(ds, "rank") and hasattr(ds, "world_size") and \
+            (ds.rank, ds.world_size) != (ctx.rank, ctx.world_size):
+        if ds.world_size != 1:
+            raise ValueError(f"{type(ds).__name__} was built for rank {ds.rank} of {ds.world_size} but this "
+                             f"process is rank {ctx.rank} of {ctx.world_size}")
+        ds.rank, ds.world_size = ctx.rank, ctx.world_size
+
+
+def fixed_length(make_iter, steps: int, skip: int) -> Iterator:
+    """Exactly ``steps - skip`` batches from a stream: skip the first ``skip`` (the part of the epoch a
+    resumed run already did), and restart the stream when it runs dry. Every DDP rank therefore takes
+    the same number of steps even when the stream dealt them different numbers of frames (a rank that
+    stopped early would leave the others waiting in all-reduce forever)."""
+    produced, it = 0, make_iter()
+    while produced < steps:
+        try:
+            batch = next(it)
+        except StopIteration:
+            if produced == 0:
+                raise ValueError("the training stream yielded no batch") from None
+            it = make_iter()
+            continue
+        if produced >= skip:
+            yield batch
+        produced += 1
