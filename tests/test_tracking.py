@@ -242,8 +242,9 @@ def trained_store(tmp_path_factory):
         for name in MLFLOW_ENV:
             mp.delenv(name, raising=False)
         mp.setenv("KFP_RUN_ID", "kfp-run-123")
-        # MLflow samples system metrics every 10 s by default; this run can be over sooner.
-        mp.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")
+        # MLflow's background monitor could not publish within this run: the system metrics the test
+        # finds are the sample training logs at its end, whatever the run's duration.
+        mp.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "3600")
         settings = load_mlflow_settings(REPO / "mlflow.yaml", workdir=workdir)
         train_ds, val_ds = skeleton_data(n_train=16, n_val=6)
         cfg = skeleton_config(epochs=3)

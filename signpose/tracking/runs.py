@@ -133,3 +133,17 @@ def start_training_run(
     log.info("MLflow run %s in experiment %r (%s)", run.info.run_id, settings.task(task).experiment,
              settings.tracking_uri)
     return run
+
+
+def log_system_metrics_sample(run_id: str, tracking_uri: str | None = None) -> None:
+    """Log one system-metrics sample (CPU, memory, disk, network, GPU) to ``run_id`` now.
+
+    MLflow's background monitor publishes only after a full sampling interval (10 s by default), so a
+    run shorter than that would show no system metrics at all; training logs one sample at its end.
+    """
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    monitor = SystemMetricsMonitor(run_id, resume_logging=True, tracking_uri=tracking_uri)
+    monitor.collect_metrics()
+    monitor.publish_metrics(monitor.aggregate_metrics())
+    monitor.mlflow_logger.flush()

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset
 
 from signpose.tracking.callback import MlflowCallback
 from signpose.tracking.registry import PromotionDecision, log_and_register, promote
-from signpose.tracking.runs import start_training_run
+from signpose.tracking.runs import log_system_metrics_sample, start_training_run
 from signpose.tracking.settings import MlflowSettings, load_mlflow_settings
 
 log = logging.getLogger(__name__)
@@ -114,6 +114,8 @@ def tracked_fit(
                             run_name=run_name, pipeline_run_id=pipeline_run_id) as run:
         callback = MlflowCallback(task, panel_inputs, panel_targets, run_id=run.info.run_id)
         result = engine.fit(task, model, train_ds, val_ds, cfg, callbacks=[callback, *extra_callbacks])
+        if settings.system_metrics:
+            log_system_metrics_sample(run.info.run_id, settings.tracking_uri)
         final = result.best_metrics if getattr(cfg, "restore_best", False) else result.history[-1]
         # Quality metrics only: throughput and learning rate say nothing about the model.
         metrics = {k: float(v) for k, v in final.items() if k.startswith("val/") or k == "train/loss"}
