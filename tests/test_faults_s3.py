@@ -74,7 +74,7 @@ def _small_retry_budget(monkeypatch, attempts: int) -> None:
     # The stage opens its store with the default 10 attempts per request (~1 min of back-off when an
     # outage never ends); the fast test gives it 2 attempts, the slow one below keeps the default.
     patched = functools.partial(open_store, max_attempts=attempts)
-    monkeypatch.setattr(shards, "open_store", patched)
+    monkeypatch.setattr(shards.write, "open_store", patched)
 
 
 @pytest.mark.parametrize("kind", ["503", "reset", "403"])

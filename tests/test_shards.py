@@ -119,8 +119,8 @@ def test_manifest_is_written_last(tmp_path, monkeypatch):
 def test_same_input_and_settings_skip_all_work(store_uri, monkeypatch):
     frames = make_frames()
     first = write_dataset(frames, store_uri, SETTINGS, shard_size=8, workers=1, progress=False)
-    monkeypatch.setattr(shards, "build_shard", lambda *a: pytest.fail("rendered again"))
-    monkeypatch.setattr(shards, "write_shard_range", lambda *a, **k: pytest.fail("wrote again"))
+    monkeypatch.setattr(shards.write, "build_shard", lambda *a: pytest.fail("rendered again"))
+    monkeypatch.setattr(shards.write, "write_shard_range", lambda *a, **k: pytest.fail("wrote again"))
     second = write_dataset(frames, store_uri, SETTINGS, shard_size=8, workers=1, progress=False)
     assert second == first and second.created_at == first.created_at
 
@@ -144,7 +144,7 @@ def test_dataset_hash_covers_renderer_version_and_shard_size(monkeypatch):
     frames.video_id = frames.video_id.copy()
     frames.video_id[3] = "other"
     assert compute_dataset_hash(frames, SETTINGS, 8) != base
-    monkeypatch.setattr(shards, "RENDERER_VERSION", "changed")
+    monkeypatch.setattr(shards.plan, "RENDERER_VERSION", "changed")
     assert compute_dataset_hash(make_frames(), SETTINGS, 8) != base
 
 
@@ -505,8 +505,10 @@ def test_rerun_repairs_a_deleted_shard_of_a_committed_data_set(store_uri):
 def test_dataset_cli_reports_and_verifies(tmp_path, capsys):
     import argparse
 
+    from signpose.cli.dataset import add_parser
+
     parser = argparse.ArgumentParser()
-    shards.add_parser(parser.add_subparsers(dest="command", required=True))
+    add_parser(parser.add_subparsers(dest="command", required=True))
     manifest = write_dataset(make_frames(), tmp_path, SETTINGS, shard_size=8, workers=1, progress=False)
     args = parser.parse_args(["dataset", "info", str(tmp_path)])
     assert args.func(args) == 0 and manifest.dataset_hash in capsys.readouterr().out

@@ -24,7 +24,7 @@ from signpose.cli.common import (Parser, RawDescriptionHelpFormatter, add_flag, 
 from signpose.cli.io import add_parser as add_io_commands
 from signpose.cli.kfp import add_parser as add_kfp_commands
 from signpose.cli.registry import add_parser as add_registry_commands
-from signpose.shards import add_parser as add_dataset_commands
+from signpose.cli.dataset import add_parser as add_dataset_commands
 from signpose.train import face as train_face
 from signpose.train import skeleton as train_skeleton
 

@@ -1,0 +1,45 @@
+"""The shard format's constants and errors: what the other modules of :mod:`signpose.shards` agree on.
+
+The layout under the store root is in the package docstring; how a shard's bytes are laid out (the
+``STORED_FIELDS``) is described in :mod:`signpose.shards.codec`.
+"""
+
+from __future__ import annotations
+
+SCHEMA_VERSION = 1
+# Identifies how a shard's bytes are laid out; part of the dataset hash. New shards are written in
+# SHARD_FORMAT; both are read.
+SHARD_FORMAT = "npz-v2+points-shuffled-xz+images-mask-values-xz"
+SHARD_FORMAT_V1 = "npz-v1+images-mask-values-xz"
+READABLE_SHARD_FORMATS = (SHARD_FORMAT, SHARD_FORMAT_V1)
+MANIFEST_NAME = "manifest.json"
+SHARD_DIR = "shards"
+PLAN_DIR = "plans"
+SPLIT_ORDER = ("train", "dev", "test")
+DEFAULT_SHARD_SIZE = 4096
+
+# Fixed zip entry timestamp (the zip epoch): np.savez_compressed stamps the wall clock, which would
+# make two runs over the same input differ byte-wise.
+_ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)
+_ZIP_COMPRESSLEVEL = 6
+# What read_shard returns, in this order.
+SHARD_FIELDS = ("keypoints", "images", "face", "split", "video_id", "frame_index")
+# The per-frame sample ids, stored as plain .npy entries in every format.
+_ID_FIELDS = ("split", "video_id", "frame_index")
+_IMAGE_FIELDS = ("images_shape", "images_mask_xz", "images_values_xz")
+# The .npz entries, in this order (fixed: part of the byte-identical guarantee). Keypoints and face
+# are stored in the compact form of encode_points, images in that of encode_images.
+STORED_FIELDS = ("points_xz", *_ID_FIELDS, *_IMAGE_FIELDS)
+STORED_FIELDS_V1 = ("keypoints", "face", *_ID_FIELDS, *_IMAGE_FIELDS)
+
+
+class ShardError(RuntimeError):
+    """A shard or manifest is missing, corrupt or inconsistent; the message names it."""
+
+
+class ShardCorruptError(ShardError):
+    """A shard's bytes do not match the checksum recorded in the manifest, or do not decode."""
+
+
+class ManifestNotFoundError(ShardError, FileNotFoundError):
+    """No manifest.json at the store root: the data set was never committed."""

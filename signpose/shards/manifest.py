@@ -1,0 +1,127 @@
+"""The manifest (``manifest.json`` at the store root, written last: the commit point of a data set) and
+the ShardInfo record of each shard it lists."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from signpose.render import RENDERER_VERSION, RenderSettings
+from signpose.shards.format import (DEFAULT_SHARD_SIZE, MANIFEST_NAME, READABLE_SHARD_FORMATS, SCHEMA_VERSION,
+                                    SHARD_FORMAT, SHARD_FORMAT_V1, ManifestNotFoundError, ShardError)
+from signpose.store import ObjectNotFoundError, ObjectStore, open_store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    key: str                       # relative to the store root
+    count: int                     # frames in the shard
+    bytes: int                     # object size
+    sha256: str                    # of the object bytes
+    splits: dict[str, int]         # frames per split
+    index: int = 0                 # position in the plan
+    start: int = 0                 # first frame, in the split-grouped order of the input
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ShardInfo:
+        return cls(key=str(data["key"]), count=int(data["count"]), bytes=int(data["bytes"]),
+                   sha256=str(data["sha256"]), splits={str(k): int(v) for k, v in data["splits"].items()},
+                   index=int(data.get("index", 0)), start=int(data.get("start", 0)))
+
+
+@dataclass
+class Manifest:
+    schema_version: int
+    dataset_hash: str
+    image_size: int
+    render: dict[str, Any]
+    splits: dict[str, int]
+    shards: list[ShardInfo]
+    created_at: str
+    n_frames: int = 0
+    shard_size: int = DEFAULT_SHARD_SIZE
+    renderer_version: str = RENDERER_VERSION
+    shard_format: str = SHARD_FORMAT
+    # Where it was read from / written to (the store root URI); not serialised.
+    uri: str = field(default="", compare=False)
+
+    def render_settings(self) -> RenderSettings:
+        """The RenderSettings the images were drawn with."""
+        return RenderSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in self.render.items()})
+
+    def shards_for(self, split: str | None) -> list[ShardInfo]:
+        """Shards holding frames of ``split`` (all shards for None)."""
+        if split is None:
+            return list(self.shards)
+        return [s for s in self.shards if s.splits.get(split, 0) > 0]
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data.pop("uri")
+        data["shards"] = [s.to_dict() for s in self.shards]
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict, uri: str = "") -> Manifest:
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise ShardError(f"{uri}/{MANIFEST_NAME}: schema_version {version!r} is not supported "
+                             f"(this code reads {SCHEMA_VERSION})")
+        try:
+            manifest = cls(
+                schema_version=int(version), dataset_hash=str(data["dataset_hash"]),
+                image_size=int(data["image_size"]), render=dict(data["render"]),
+                splits={str(k): int(v) for k, v in data["splits"].items()},
+                shards=[ShardInfo.from_dict(s) for s in data["shards"]],
+                created_at=str(data["created_at"]), n_frames=int(data.get("n_frames", 0)),
+                shard_size=int(data.get("shard_size", DEFAULT_SHARD_SIZE)),
+                renderer_version=str(data.get("renderer_version", "")),
+                shard_format=str(data.get("shard_format", SHARD_FORMAT_V1)), uri=uri,
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ShardError(f"{uri}/{MANIFEST_NAME}: malformed manifest ({type(e).__name__}: {e})") from e
+        if manifest.shard_format not in READABLE_SHARD_FORMATS:
+            raise ShardError(f"{uri}/{MANIFEST_NAME}: shard_format {manifest.shard_format!r} is not supported "
+                             f"(this code reads {', '.join(READABLE_SHARD_FORMATS)})")
+        return manifest
+
+
+def read_manifest(store_uri: str | ObjectStore) -> Manifest:
+    """Read ``manifest.json`` at the store root (``store_uri`` may also point at the file itself)."""
+    store = open_store(_strip_manifest_name(store_uri))
+    try:
+        text = store.get_bytes(MANIFEST_NAME)
+    except ObjectNotFoundError:
+        raise ManifestNotFoundError(f"{store.url(MANIFEST_NAME)}: no manifest (data set not written, "
+                                    "or its writer did not finish)") from None
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        raise ShardError(f"{store.url(MANIFEST_NAME)}: not valid JSON ({e})") from e
+    return Manifest.from_dict(data, uri=store.uri)
+
+
+def _strip_manifest_name(uri):
+    if isinstance(uri, str) and uri.rstrip("/").endswith("/" + MANIFEST_NAME):
+        return uri.rstrip("/")[: -len(MANIFEST_NAME) - 1]
+    return uri
+
+
+def _try_read_manifest(store: ObjectStore) -> Manifest | None:
+    try:
+        return read_manifest(store)
+    except ManifestNotFoundError:
+        return None
+    except ShardError as e:
+        log.warning("ignoring unreadable manifest (it will be rewritten): %s", e)
+        return None

@@ -1,0 +1,236 @@
+"""Writing a data set: render and write its shards in parallel, then commit the manifest (last);
+merge the shards of fan-out writer tasks; verify a committed data set.
+
+Writes are idempotent and resumable: a committed data set with the same hash is not written again, and
+after a crash a re-run writes only the shards that are missing or damaged, byte-identical to an
+undisturbed run (the plan and the shard bytes are deterministic: :mod:`signpose.shards.plan`,
+:mod:`signpose.shards.codec`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from datetime import datetime, timezone
+from typing import Any
+
+from signpose.render import RenderSettings
+from signpose.shards.codec import build_shard, read_shard
+from signpose.shards.format import DEFAULT_SHARD_SIZE, MANIFEST_NAME, PLAN_DIR, SCHEMA_VERSION, ShardError
+from signpose.shards.manifest import Manifest, ShardInfo, _try_read_manifest, read_manifest
+from signpose.shards.plan import DatasetPlan, _frame_arrays, _split_order, plan_dataset
+from signpose.store import ObjectNotFoundError, ObjectStore, open_store
+
+log = logging.getLogger(__name__)
+
+
+def _existing_shard(store: ObjectStore, plan: DatasetPlan, index: int) -> ShardInfo | None:
+    """The ShardInfo of a shard already written with the right bytes, else None (rewrite it)."""
+    try:
+        info = ShardInfo.from_dict(json.loads(store.get_bytes(plan.sidecar_key(index))))
+        data = store.get_bytes(plan.shard_key(index))
+    except (ObjectNotFoundError, ValueError, KeyError, TypeError):
+        return None
+    start, stop = plan.ranges[index]
+    if (info.key != plan.shard_key(index) or info.count != stop - start or len(data) != info.bytes
+            or hashlib.sha256(data).hexdigest() != info.sha256):
+        log.warning("shard %s does not match its record; rewriting it", store.url(plan.shard_key(index)))
+        return None
+    return info
+
+
+def _default_workers(n_tasks: int) -> int:
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cpus, n_tasks))
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    import multiprocessing
+
+    # forkserver: forking a process that already runs torch/BLAS threads can deadlock its children.
+    method = "forkserver" if sys.platform.startswith("linux") else "spawn"
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method))
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="shard", disable=not enabled, mininterval=2.0,
+                file=sys.stderr)
+
+
+def write_shard_range(frames, store_uri: str | ObjectStore, settings: RenderSettings,
+                      shard_indices: Iterable[int] | None = None, shard_size: int = DEFAULT_SHARD_SIZE,
+                      workers: int | None = None, progress: bool = True,
+                      plan: DatasetPlan | None = None) -> list[ShardInfo]:
+    """Write the shards ``shard_indices`` of the plan (all when None); skip those already complete.
+
+    Safe to run concurrently for disjoint index sets (one KFP task per range); every writer of the
+    same input computes the same plan, so keys and bytes agree. Returns the ShardInfos in index order.
+    """
+    store = open_store(store_uri)
+    plan = plan or plan_dataset(frames, settings, shard_size)
+    indices = list(range(plan.n_shards)) if shard_indices is None else sorted(set(int(i) for i in shard_indices))
+    bad = [i for i in indices if not 0 <= i < plan.n_shards]
+    if bad:
+        raise ValueError(f"shard indices {bad} out of range: the plan has {plan.n_shards} shards")
+    if not store.exists(plan.plan_key):
+        store.put_bytes(plan.plan_key, plan.to_json().encode())
+
+    keypoints, split, video_id, frame_index = _frame_arrays(frames)
+    order = _split_order(split)
+    infos: dict[int, ShardInfo] = {}
+    todo = []
+    for index in indices:
+        existing = _existing_shard(store, plan, index)
+        if existing is not None:
+            infos[index] = existing
+        else:
+            todo.append(index)
+    if infos:
+        log.info("%s: %d of %d shards already complete, writing %d", store.uri, len(infos), len(indices),
+                 len(todo))
+
+    def task_args(index: int):
+        start, stop = plan.ranges[index]
+        rows = order[start:stop]
+        return keypoints[rows], split[rows], video_id[rows], frame_index[rows], settings
+
+    def commit(index: int, data: bytes, splits: dict[str, int]) -> None:
+        start, stop = plan.ranges[index]
+        info = ShardInfo(key=plan.shard_key(index), count=stop - start, bytes=len(data),
+                         sha256=hashlib.sha256(data).hexdigest(), splits=splits, index=index, start=start)
+        store.put_bytes(info.key, data)
+        # The sidecar follows its shard: a sidecar present means the shard was fully written.
+        store.put_bytes(plan.sidecar_key(index), (json.dumps(info.to_dict(), sort_keys=True) + "\n").encode())
+        infos[index] = info
+
+    n_workers = _default_workers(len(todo)) if workers is None else max(1, min(int(workers), len(todo) or 1))
+    with _progress(len(todo), f"render+write {store.uri}", progress) as bar:
+        if n_workers <= 1:
+            for index in todo:
+                commit(index, *build_shard(*task_args(index)))
+                bar.update(1)
+        else:
+            # Keep a bounded number of shards in flight: each holds its rendered images in memory.
+            pool = _pool(n_workers)
+            try:
+                pending: list[tuple[int, Any]] = []
+                queue = list(todo)
+                while queue or pending:
+                    while queue and len(pending) < 2 * n_workers:
+                        index = queue.pop(0)
+                        pending.append((index, pool.submit(build_shard, *task_args(index))))
+                    index, future = pending.pop(0)
+                    commit(index, *future.result())
+                    bar.update(1)
+            finally:
+                # On an error, drop the queued shards instead of rendering them for nothing.
+                pool.shutdown(wait=True, cancel_futures=True)
+    return [infos[i] for i in indices]
+
+
+def merge_manifest(store_uri: str | ObjectStore, dataset_hash: str | None = None) -> Manifest:
+    """Commit a data set whose shards were written (possibly by several tasks): write manifest.json.
+
+    ``dataset_hash`` selects the plan; when None there must be exactly one plan in the store.
+    Fails, naming the missing shards, unless every shard of the plan has been written.
+    """
+    store = open_store(store_uri)
+    if dataset_hash is None:
+        plans = store.list(PLAN_DIR + "/")
+        if len(plans) != 1:
+            raise ShardError(f"{store.uri}: expected exactly one plan under {PLAN_DIR}/ to merge, found "
+                             f"{len(plans)}; pass dataset_hash")
+        plan_key = plans[0]
+    else:
+        plan_key = f"{PLAN_DIR}/{dataset_hash}.json"
+    try:
+        plan = DatasetPlan.from_json(store.get_bytes(plan_key))
+    except ObjectNotFoundError:
+        raise ShardError(f"{store.url(plan_key)}: no such plan; write the shards first") from None
+    existing = _try_read_manifest(store)
+    if existing is not None and existing.dataset_hash == plan.dataset_hash:
+        return existing
+    infos, missing = [], []
+    for index in range(plan.n_shards):
+        try:
+            infos.append(ShardInfo.from_dict(json.loads(store.get_bytes(plan.sidecar_key(index)))))
+        except ObjectNotFoundError:
+            missing.append(plan.shard_key(index))
+    if missing:
+        raise ShardError(f"{store.uri}: cannot merge, {len(missing)} of {plan.n_shards} shards not written: "
+                         + ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else ""))
+    return _commit_manifest(store, plan, infos)
+
+
+def _commit_manifest(store: ObjectStore, plan: DatasetPlan, infos: Sequence[ShardInfo]) -> Manifest:
+    splits: dict[str, int] = {}
+    for info in infos:
+        for name, count in info.splits.items():
+            splits[name] = splits.get(name, 0) + count
+    manifest = Manifest(
+        schema_version=SCHEMA_VERSION, dataset_hash=plan.dataset_hash, image_size=plan.image_size,
+        render=plan.render, splits=splits, shards=list(infos),
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        n_frames=plan.n_frames, shard_size=plan.shard_size, uri=store.uri,
+    )
+    store.put_bytes(MANIFEST_NAME, manifest.to_json().encode())
+    log.info("%s: committed data set %s (%d frames, %d shards, %s)", store.uri, plan.dataset_hash[:12],
+             plan.n_frames, plan.n_shards, splits)
+    return manifest
+
+
+def _missing_or_resized(store: ObjectStore, manifest: Manifest) -> list[str]:
+    """Keys of committed shards that are absent or whose size differs from the manifest (cheap: no
+    download; a full checksum check is verify_dataset)."""
+    bad = []
+    for shard in manifest.shards:
+        try:
+            if store.size(shard.key) != shard.bytes:
+                bad.append(shard.key)
+        except ObjectNotFoundError:
+            bad.append(shard.key)
+    return bad
+
+
+def verify_dataset(store_uri: str | ObjectStore, progress: bool = True) -> Manifest:
+    """Download every shard of the manifest and check size, sha256 and decoding; raise on the first
+    bad one (naming it), return the manifest when all are good."""
+    store = open_store(store_uri)
+    manifest = read_manifest(store)
+    with _progress(len(manifest.shards), f"verify {store.uri}", progress) as bar:
+        for shard in manifest.shards:
+            read_shard(store, shard)
+            bar.update(1)
+    return manifest
+
+
+def write_dataset(frames, store_uri: str | ObjectStore, settings: RenderSettings = RenderSettings(),
+                  shard_size: int = DEFAULT_SHARD_SIZE, workers: int | None = None,
+                  progress: bool = True) -> Manifest:
+    """Render and write all shards, then the manifest (last: the commit point).
+
+    Idempotent: a manifest with the same dataset hash is returned without any work. After a crash
+    the re-run writes only the shards that are missing or damaged; the result is byte-identical.
+    """
+    store = open_store(store_uri)
+    plan = plan_dataset(frames, settings, shard_size)
+    existing = _try_read_manifest(store)
+    if existing is not None and existing.dataset_hash == plan.dataset_hash:
+        damaged = _missing_or_resized(store, existing)
+        if not damaged:
+            log.info("%s: data set %s already written, nothing to do", store.uri, plan.dataset_hash[:12])
+            return existing
+        # Someone deleted or truncated committed shards: repair them (the rest is verified and kept).
+        log.warning("%s: data set %s is committed but %d shards are missing or resized (%s); rewriting them",
+                    store.uri, plan.dataset_hash[:12], len(damaged), ", ".join(damaged[:5]))
+    log.info("%s: writing data set %s: %d frames in %d shards of <= %d", store.uri, plan.dataset_hash[:12],
+             plan.n_frames, plan.n_shards, shard_size)
+    infos = write_shard_range(frames, store, settings, None, shard_size, workers, progress, plan=plan)
+    return _commit_manifest(store, plan, infos)
