@@ -24,9 +24,8 @@ from signpose.cli.common import (Parser, RawDescriptionHelpFormatter, add_flag, 
 from signpose.cli.io import add_parser as add_io_commands
 from signpose.cli.kfp import add_parser as add_kfp_commands
 from signpose.cli.registry import add_parser as add_registry_commands
-from signpose.cli.dataset import add_parser as add_dataset_commands
-from signpose.train import face as train_face
-from signpose.train import skeleton as train_skeleton
+from signpose.cli.train import add_parser as add_train_commands
+from signpose.shards import add_parser as add_dataset_commands
 
 
 def _run_preprocess(args: argparse.Namespace) -> int:
@@ -67,10 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_io_commands(commands)
     _add_preprocess_parser(commands)
     add_dataset_commands(commands)
-    train = commands.add_parser("train", help="train a model (the seed's flags)")
-    tasks = train.add_subparsers(dest="task", required=True)
-    train_skeleton.add_parser(tasks)
-    train_face.add_parser(tasks)
+    add_train_commands(commands)
     add_registry_commands(commands)
     add_kfp_commands(commands)
     _add_debug_flag(parser)

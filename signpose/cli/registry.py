@@ -200,7 +200,7 @@ def predict(model_uri: str, input_path: str, out_dir: str, *, limit: int | None 
     from signpose import layout
     from signpose.data import normalize_face
     from signpose.io import read_keypoints
-    from signpose.tracking.panels import face_panel
+    from signpose.panels import face_panel
     from signpose.tracking.training import load_registered_model
 
     frames = read_keypoints(input_path)
