@@ -178,6 +178,11 @@ def test_a_missing_token_file_names_the_flag_and_the_file(tmp_path):
     assert_user_error(result, "--token_file", "no-token")
 
 
+def test_dataset_info_on_a_folder_without_a_data_set_names_the_manifest(tmp_path):
+    result = signpose("dataset", "info", tmp_path, cwd=tmp_path)
+    assert_user_error(result, str(tmp_path), "no manifest")
+
+
 def test_train_without_data_path_says_to_pass_it(tmp_path):
     result = signpose("train", "face", "--epochs", "1", cwd=tmp_path)
     assert_user_error(result, "--data_path")
@@ -227,11 +232,16 @@ def test_which_errors_count_as_user_errors():
 
     from signpose.deploy.submit import SubmitError
     from signpose.io.errors import KeypointFormatError
+    from signpose.shards import ManifestNotFoundError, ShardCorruptError
+    from signpose.store import ObjectNotFoundError
 
     assert user_error_message(FileNotFoundError(2, "No such file or directory", "/x/model.yaml")) == \
         "/x/model.yaml: No such file or directory"
     assert "x.pkl" in user_error_message(KeypointFormatError("x.pkl", "truncated"))
     assert user_error_message(SubmitError("--cron: bad")) == "--cron: bad"
+    assert user_error_message(ManifestNotFoundError("d/manifest.json: no manifest")) == "d/manifest.json: no manifest"
+    assert user_error_message(ShardCorruptError("d/shards/0.npz: sha256 differs")) == "d/shards/0.npz: sha256 differs"
+    assert user_error_message(ObjectNotFoundError("s3://b/k: no such object")) == "s3://b/k: no such object"
     missing = MlflowException("Registered Model with name=m not found", error_code=RESOURCE_DOES_NOT_EXIST)
     assert "signpose models" in user_error_message(missing)
     assert user_error_message(UserError("first line\n  second line")) == "first line; second line"

@@ -198,11 +198,7 @@ def _foreign_user_error(exc: BaseException) -> str | None:
     :class:`UserError` subclasses; None for anything else."""
     from signpose.store import StoreError
 
-    try:  # the shard errors move with the shards package; until then they live in signpose.shards
-        from signpose.shards import ShardError
-    except ImportError:  # pragma: no cover
-        ShardError = UserError  # noqa: N806
-    if isinstance(exc, (StoreError, ShardError)):
+    if isinstance(exc, StoreError):  # a store URI that does not resolve, a missing object, a refused upload
         return str(exc)
     failure = connection_failure(exc)
     if failure is not None:

@@ -6,6 +6,8 @@ The layout under the store root is in the package docstring; how a shard's bytes
 
 from __future__ import annotations
 
+from signpose.errors import UserError
+
 SCHEMA_VERSION = 1
 # Identifies how a shard's bytes are laid out; part of the dataset hash. New shards are written in
 # SHARD_FORMAT; both are read.
@@ -33,7 +35,7 @@ STORED_FIELDS = ("points_xz", *_ID_FIELDS, *_IMAGE_FIELDS)
 STORED_FIELDS_V1 = ("keypoints", "face", *_ID_FIELDS, *_IMAGE_FIELDS)
 
 
-class ShardError(RuntimeError):
+class ShardError(UserError, RuntimeError):
     """A shard or manifest is missing, corrupt or inconsistent; the message names it."""
 
 
