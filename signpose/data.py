@@ -166,6 +166,10 @@ class SampleKind:
         """An in-memory dataset over validated (N, 143, 3) frames of a raw keypoint file."""
         raise NotImplementedError
 
+    def model_input(self, keypoints: np.ndarray) -> np.ndarray:
+        """The model's input for (N, 143, 3) frames (what the first tensor of a sample holds)."""
+        return np.ascontiguousarray(keypoints, dtype=np.float32)
+
     def usable_frames(self, keypoints: np.ndarray) -> np.ndarray:
         """:meth:`usable` for (N, 143, 3) frames of a raw keypoint file."""
         return self.usable({"keypoints": keypoints, "face": keypoints[:, layout.FACE]})
@@ -200,7 +204,7 @@ class FaceSamples(SampleKind):
 
     name = "face"
     input_shape = (layout.N_FACE, 3)
-    needs = "face landmarks (a frame without any face point has nothing to reconstruct)"
+    needs = "face landmarks"  # a frame without any face point has nothing to reconstruct
 
     def usable(self, arrays):
         return (arrays["face"][:, :, 2] > 0).any(axis=1)
@@ -221,6 +225,9 @@ class FaceSamples(SampleKind):
 
     def from_frames(self, keypoints, image_size):
         return KeypointDataset(keypoints[:, layout.FACE], normalize=True)
+
+    def model_input(self, keypoints):
+        return normalize_face(keypoints[:, layout.FACE])
 
 
 # The kinds a task may name by string (``ShardStream(..., task="face")``); a new task with a new kind

@@ -81,6 +81,7 @@ class NoisyFaceObjective(Objective):
 NOISY_FACE = TaskSpec(name="noisy_face", description="Denoise face keypoints.", config_cls=NoisyFaceTrainConfig,
                       objective_cls=NoisyFaceObjective, samples=FaceSamples(),
                       panel=lambda inputs, targets, outputs: face_panel(targets, outputs),
+                      prediction_image=lambda face, output: face_panel(face[None], output[None]),
                       experiment="signpose-noisy-face", model_name="noisy-face", promotion_metric="val/nme")
 
 

@@ -160,19 +160,21 @@ def _safe_name(text: str) -> str:
 
 
 def model_task(model_uri: str) -> str:
-    """'skeleton' or 'face', from the logged model's metadata, else its input signature."""
+    """The task a logged model serves: its metadata's ``task``, else the task whose input shape its
+    signature has (``signpose.tasks``)."""
     import mlflow
+
+    from signpose.tasks import task_for_input_shape, task_names
 
     info = mlflow.models.get_model_info(model_uri)
     task = (info.metadata or {}).get("task")
-    if task in ("skeleton", "face"):
+    if task in task_names():
         return task
     inputs = info.signature.inputs.to_dict() if info.signature is not None else []
     shape = tuple(inputs[0].get("tensor-spec", {}).get("shape", ())) if inputs else ()
-    if shape[-2:] == (143, 3):
-        return "skeleton"
-    if shape[-2:] == (68, 3):
-        return "face"
+    spec = task_for_input_shape(shape) if shape else None
+    if spec is not None:
+        return spec.name
     raise UserError(f"{model_uri}: cannot tell which task the model serves (metadata {info.metadata}, "
                     f"input shape {shape})")
 
@@ -197,10 +199,8 @@ def predict(model_uri: str, input_path: str, out_dir: str, *, limit: int | None 
     import torch
     from tqdm.auto import tqdm
 
-    from signpose import layout
-    from signpose.data import normalize_face
     from signpose.io import read_keypoints
-    from signpose.panels import face_panel
+    from signpose.tasks import get_task
     from signpose.tracking.training import load_registered_model
 
     frames = read_keypoints(input_path)
@@ -209,17 +209,15 @@ def predict(model_uri: str, input_path: str, out_dir: str, *, limit: int | None 
     keypoints = frames.keypoints
     index = np.arange(len(keypoints))
     task = model_task(model_uri)
-    if task == "face":
-        inputs = normalize_face(keypoints[:, layout.FACE])
-        has_face = (inputs[..., 2] > 0).any(axis=1)
-        skipped = int((~has_face).sum())
-        inputs, index = inputs[has_face], index[has_face]
-    else:
-        inputs, skipped = keypoints, 0
+    spec = get_task(task)
+    usable = spec.samples.usable_frames(keypoints)
+    skipped = int((~usable).sum())
+    inputs, index = spec.samples.model_input(keypoints[usable]), index[usable]
     if limit is not None:
         inputs, index = inputs[:limit], index[:limit]
     if len(inputs) == 0:
-        raise UserError(f"{input_path}: no frames to predict on (task {task}, {skipped} frames without a face)")
+        raise UserError(f"{input_path}: no frames to predict on (task {task}, {skipped} frames without "
+                        f"{spec.samples.needs})")
 
     model = load_registered_model(model_uri)
     out = Path(out_dir)
@@ -232,23 +230,20 @@ def predict(model_uri: str, input_path: str, out_dir: str, *, limit: int | None 
     written = []
     for row, frame in enumerate(index):
         name = f"{_safe_name(str(frames.video_id[frame]))}_{int(frames.frame_index[frame]):06d}.png"
-        if task == "skeleton":
-            image = np.clip(predictions[row, 0] * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        else:
-            image = face_panel(inputs[row:row + 1], predictions[row:row + 1], size=256)
-        _write_png(out / name, image)
+        _write_png(out / name, spec.prediction_image(inputs[row], predictions[row]))
         written.append(name)
     with tempfile.NamedTemporaryFile(dir=out, suffix=".npz", delete=False) as tmp:
         np.savez_compressed(tmp, inputs=inputs, outputs=predictions, video_id=frames.video_id[index],
                             frame_index=frames.frame_index[index])
     os.replace(tmp.name, out / "predictions.npz")
     summary = {"model": model_uri, "task": task, "input": str(input_path), "frames": len(written),
-               "skipped_without_face": skipped, "out": str(out), "files": written}
+               "skipped": skipped, "out": str(out), "files": written}
     log.info("wrote %d %s predictions to %s", len(written), task, out)
     return summary
 
 
 def _cmd_predict(args) -> int:
+    from signpose.tasks import get_task
     from signpose.tracking.runs import configure_mlflow
     from signpose.tracking.settings import load_mlflow_settings
 
@@ -257,8 +252,8 @@ def _cmd_predict(args) -> int:
         summary = predict(args.model, args.input, args.out, limit=args.limit, split=args.split,
                           batch_size=args.batch_size)
     print(f"{summary['frames']} {summary['task']} predictions from {summary['model']} written to {summary['out']}"
-          + (f" ({summary['skipped_without_face']} frames without a face skipped)"
-             if summary["skipped_without_face"] else ""))
+          + (f" ({summary['skipped']} frames without {get_task(summary['task']).samples.needs} skipped)"
+             if summary["skipped"] else ""))
     return 0
 
 

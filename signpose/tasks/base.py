@@ -50,6 +50,7 @@ class TaskSpec:
     objective_cls: type[Objective]  # loss + validation metrics
     samples: SampleKind             # what a training sample is (shards and raw files)
     panel: Callable[..., np.ndarray]  # (inputs, targets, outputs) -> RGB validation panel
+    prediction_image: Callable[[np.ndarray, np.ndarray], np.ndarray]  # (input, output) of one frame -> PNG
     experiment: str                 # default MLflow experiment (mlflow.yaml may override)
     model_name: str                 # default registered model name
     promotion_metric: str           # the promotion gate compares this validation metric ...

@@ -47,6 +47,11 @@ def _face_panel(inputs, targets, outputs):
     return face_panel(targets, outputs)
 
 
+def overlay_image(face, reconstruction):
+    """The original landmarks (green) with the reconstruction (red) overlaid, 256 px."""
+    return face_panel(face[None], reconstruction[None], size=256)
+
+
 FACE = TaskSpec(
     name="face",
     description="Train HierarchicalKeypointTransformer: face keypoints (68, 3) -> (68, 3) auto-encoder.",
@@ -54,6 +59,7 @@ FACE = TaskSpec(
     objective_cls=FaceObjective,
     samples=FaceSamples(),
     panel=_face_panel,
+    prediction_image=overlay_image,
     experiment="signpose-face",
     model_name="face-keypoint-autoencoder",
     promotion_metric="val/nme",

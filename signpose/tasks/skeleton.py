@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from signpose.data import SkeletonSamples
 from signpose.losses import compute_weighted_loss
 from signpose.metrics import SkeletonMetrics
@@ -54,6 +56,11 @@ class SkeletonObjective(Objective):
         metrics.update(output, batch[1], batch[0])
 
 
+def generated_image(keypoints: np.ndarray, generated: np.ndarray) -> np.ndarray:
+    """The generated skeleton image (1, S, S) in [0, 1] as a grey uint8 picture."""
+    return np.clip(generated[0] * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
 SKELETON = TaskSpec(
     name="skeleton",
     description="Train HierarchicalSkeletonTransformer: keypoints (143, 3) -> skeleton image.",
@@ -61,6 +68,7 @@ SKELETON = TaskSpec(
     objective_cls=SkeletonObjective,
     samples=SkeletonSamples(),
     panel=skeleton_panel,
+    prediction_image=generated_image,
     experiment="signpose-skeleton",
     model_name="skeleton-generator",
     promotion_metric="val/weighted_loss",
