@@ -22,7 +22,8 @@ def train_skeleton(
     """Train HierarchicalSkeletonTransformer on the shards; log, register and gate it in MLflow."""
     from signpose import stages
 
-    result = stages.train_skeleton(
+    result = stages.train_task(
+        "skeleton",
         manifest_uri=dataset.metadata["manifest_uri"],
         expected_dataset_hash=dataset.metadata["dataset_hash"],
         mlflow_tracking_uri=mlflow_tracking_uri,
@@ -51,7 +52,8 @@ def train_face(
     """Train the HierarchicalKeypointTransformer face auto-encoder; log, register and gate it."""
     from signpose import stages
 
-    result = stages.train_face(
+    result = stages.train_task(
+        "face",
         manifest_uri=dataset.metadata["manifest_uri"],
         expected_dataset_hash=dataset.metadata["dataset_hash"],
         mlflow_tracking_uri=mlflow_tracking_uri,

@@ -169,14 +169,6 @@ def train_task(task: str, manifest_uri: str, mlflow_tracking_uri: str = "", conf
     return result.extra["tracking"]
 
 
-def train_skeleton(manifest_uri: str, mlflow_tracking_uri: str = "", config: dict | None = None, **kwargs):
-    return train_task("skeleton", manifest_uri, mlflow_tracking_uri, config, **kwargs)
-
-
-def train_face(manifest_uri: str, mlflow_tracking_uri: str = "", config: dict | None = None, **kwargs):
-    return train_task("face", manifest_uri, mlflow_tracking_uri, config, **kwargs)
-
-
 def describe_training_artifacts(outcome, model_artifact, metrics_artifact) -> None:
     """KFP outputs of a training task: the registered model's URI and the validation metrics."""
     import torch

@@ -327,8 +327,8 @@ def failing_stage_errors(store_uri: str, tracking: str, monkeypatch) -> list[str
                   interaction_layers=1, decoder_layers=1, progress=False, device="cpu")
     for failing in (lambda: read_manifest(store_uri + "/missing"),
                     lambda: stages.preprocess("s3://no-such-bucket-x/in.pkl", store_uri),
-                    lambda: stages.train_face(store_uri + "/missing", tracking, config),
-                    lambda: stages.train_face(store_uri, "http://127.0.0.1:9", config)):
+                    lambda: stages.train_task("face", store_uri + "/missing", tracking, config),
+                    lambda: stages.train_task("face", store_uri, "http://127.0.0.1:9", config)):
         try:
             failing()
         except Exception as e:  # noqa: BLE001 - any failure is what we search
@@ -392,7 +392,7 @@ def test_no_credential_in_mlflow_params_tags_artifacts_logs_or_errors(fake_secre
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     config = dict(batch_size=8, epochs=1, d_region=16, d_global=8, n_heads=2, region_layers=1,
                   interaction_layers=1, decoder_layers=1, progress=False, device="cpu")
-    outcome = stages.train_face(store_uri, tracking, config)
+    outcome = stages.train_task("face", store_uri, tracking, config)
 
     seen = []
     client = MlflowClient(tracking)

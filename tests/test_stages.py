@@ -103,5 +103,5 @@ def test_training_refuses_a_store_whose_data_set_was_replaced_by_another_run(tmp
     replaced = stages.preprocess("", store, workers=1, **dict(SMALL, synthetic_videos=5))
     assert replaced.dataset_hash != first.dataset_hash
     with pytest.raises(RuntimeError, match="another run replaced it"):
-        stages.train_face(store, f"sqlite:///{tmp_path}/mlruns.db", {"epochs": 1},
+        stages.train_task("face", store, f"sqlite:///{tmp_path}/mlruns.db", {"epochs": 1},
                           expected_dataset_hash=first.dataset_hash)
