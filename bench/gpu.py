@@ -160,10 +160,7 @@ def run_case(task_name: str, cfg, batch_size: int, compiled: bool, device, args)
               "params": sum(p.numel() for p in model.parameters()),
               "peak_mem_gib": (torch.cuda.max_memory_allocated(device) / 2**30) if device.type == "cuda" else None,
               "utilisation": getattr(sampler, "mean", None)}
-    del model, train_model, optimizer, batch
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    return result
+    return result  # the case's model, optimiser and batch go with this frame; the caller empties the cache
 
 
 class _Null:
@@ -235,6 +232,8 @@ def main(argv=None) -> None:
                     table.add(task_name, batch_size, "on" if compiled else "off", "out of memory", *[""] * 7)
                     torch.cuda.empty_cache()
                     continue
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
                 results.append(r)
                 table.add(task_name, batch_size, "on" if compiled else "off", fmt(r["frames_per_s"]),
                           fmt(r["step_s"] * 1e3, 1), fmt(r["flops_per_step"] / 1e9, 1), fmt(r["tflops"], 2),

@@ -30,9 +30,8 @@ from __future__ import annotations
 import argparse
 import collections
 
-import numpy as np
-
 import common  # noqa: F401  (puts the repository root on sys.path)
+import numpy as np
 from common import Report, add_recording_arguments, fmt, measure_side_by_side, usable_cores
 
 REAL_DIR = common.REPO_ROOT.parent / "shared" / "data" / "real"

@@ -83,8 +83,8 @@ def main() -> None:
                   "frame_index": frames.frame_index[:n]}
         print(f"\nantialias={antialias}: render {n / render_s:,.0f} frames/s, "
               f"{(images > 0).mean():.1%} of pixels lit, raw image {images[0].nbytes:,} B/frame")
-        print(f"| format | total B/frame | images B/frame | encode frames/s | decode frames/s |")
-        print(f"|---|---|---|---|---|")
+        print("| format | total B/frame | images B/frame | encode frames/s | decode frames/s |")
+        print("|---|---|---|---|---|")
         ours, enc = timed(shards.encode_shard, arrays)
         decoded, dec = timed(shards.decode_shard, ours)
         assert np.array_equal(decoded["images"], images)

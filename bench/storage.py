@@ -31,9 +31,8 @@ import argparse
 import io
 import zlib
 
-import numpy as np
-
 import common  # noqa: F401
+import numpy as np
 from common import Report, add_recording_arguments, fmt, measure
 
 SIZE = 256

@@ -17,9 +17,9 @@ import yaml
 helm = pytest.importorskip("helm_python")
 pytest.importorskip("kubernetes_validate")
 
-from tools import chartcheck  # noqa: E402
 from signpose.deploy.cluster import SecretRefs  # noqa: E402
 from signpose.deploy.images import load_image_settings  # noqa: E402
+from tools import chartcheck  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "charts" / "signpose"

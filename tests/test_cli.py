@@ -19,8 +19,14 @@ from pathlib import Path
 import pytest
 
 from signpose.cli import build_parser, main
-from signpose.cli.common import (EXIT_INTERRUPTED, EXIT_USER_ERROR, add_flag, run_command, user_error_message,
-                                 walk_parsers)
+from signpose.cli.common import (
+    EXIT_INTERRUPTED,
+    EXIT_USER_ERROR,
+    add_flag,
+    run_command,
+    user_error_message,
+    walk_parsers,
+)
 from signpose.errors import UserError
 
 HYPHENATED_FLAG = re.compile(r"(?<![\w-])--[a-z0-9]+-[a-z0-9-]+")

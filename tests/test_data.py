@@ -229,7 +229,7 @@ def _peak_traced_bytes_while_streaming(uri: str) -> tuple[int, int]:
     tracemalloc.start()
     try:
         count = 0
-        for kp, image in stream:
+        for _sample in stream:
             count += 1
         _, peak = tracemalloc.get_traced_memory()
     finally:

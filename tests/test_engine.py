@@ -10,7 +10,7 @@ from signpose import layout
 from signpose.models import create_model
 from signpose.render import RenderSettings, render_frames
 from signpose.tasks import FaceTrainConfig, SkeletonTrainConfig
-from signpose.train.engine import (ResumableSampler, fit, load_checkpoint, warmup_cosine)
+from signpose.train.engine import ResumableSampler, fit, load_checkpoint, warmup_cosine
 
 SKELETON_VAL_METRICS = {"val/loss", "val/mse", "val/weighted_loss", "val/psnr", "val/ssim", "val/mse_hands",
                         "val/mse_face", "val/mse_body"}
@@ -187,8 +187,7 @@ def test_sampler_shards_an_epoch_across_ranks_and_resumes_mid_epoch():
 # --- the task command lines -------------------------------------------------------------------------
 
 def test_seed_skeleton_command_line_parses_verbatim():
-    from signpose.cli.train import make_parser
-    from signpose.cli.train import config_from_args
+    from signpose.cli.train import config_from_args, make_parser
 
     args = make_parser(SkeletonTrainConfig, "").parse_args(
         "--data_path phoenix_keypoints.pkl --batch_size 16 --epochs 100 --image_size 256 --use_weighted_loss "
@@ -202,8 +201,8 @@ def test_seed_skeleton_command_line_parses_verbatim():
 def test_seed_face_command_line_parses_verbatim_and_mounts_as_a_subcommand():
     import argparse
 
-    from signpose.train import face, skeleton
     from signpose.cli.train import config_from_args
+    from signpose.train import face, skeleton
 
     root = argparse.ArgumentParser(prog="signpose")
     train = root.add_subparsers(dest="command").add_parser("train").add_subparsers(dest="task")

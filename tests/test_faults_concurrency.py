@@ -12,8 +12,8 @@ import subprocess
 import sys
 
 import pytest
-
 from faultproxy import store_snapshot
+
 from signpose import stages
 from signpose.shards import read_manifest, verify_dataset
 

@@ -18,8 +18,8 @@ import subprocess
 import sys
 
 import pytest
-
 from faultproxy import store_snapshot
+
 from signpose import stages
 from signpose.shards import ManifestNotFoundError, read_manifest
 from signpose.store import LocalStore, StoreError

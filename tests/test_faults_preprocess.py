@@ -22,8 +22,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from faultproxy import store_snapshot
+
 from signpose import stages
 from signpose.shards import ManifestNotFoundError, read_manifest
 from signpose.store import open_store

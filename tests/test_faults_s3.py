@@ -11,8 +11,8 @@ from __future__ import annotations
 import functools
 
 import pytest
-
 from faultproxy import FaultPlan, FaultProxy, store_snapshot
+
 from signpose import shards, stages
 from signpose.shards import ManifestNotFoundError, read_manifest, verify_dataset
 from signpose.store import StoreError, open_store

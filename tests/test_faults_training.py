@@ -17,8 +17,8 @@ import sys
 import pytest
 import torch
 
-from signpose.train import entry as train_cli
 from signpose.tasks import FaceTrainConfig
+from signpose.train import entry as train_cli
 from signpose.train.engine import CHECKPOINT_KEY, load_checkpoint
 
 # 16 training frames, batch 4: 4 steps an epoch, 2 epochs = 8 steps; checkpoints every 3 (or 5) steps

@@ -21,8 +21,8 @@ import numpy as np
 import pytest
 
 from signpose import layout
-from signpose.io import KeypointFormatError, read_keypoints
 from signpose.cli import main as cli_main
+from signpose.io import KeypointFormatError, read_keypoints
 from signpose.io.pose_files import holistic_pose_bytes
 from signpose.synth import generate_signer_frames
 

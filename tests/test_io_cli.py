@@ -2,7 +2,6 @@
 
 import argparse
 import json
-from pathlib import Path
 
 import cv2
 import numpy as np

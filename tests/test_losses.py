@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from signpose import layout
-from signpose.losses import (FIXED_PART_BOXES, compute_weighted_loss, masked_mse, region_masks, weight_mask)
+from signpose.losses import FIXED_PART_BOXES, compute_weighted_loss, masked_mse, region_masks, weight_mask
 
 S = 100  # pixel i <-> frame coordinate i / 100: boxes below land on known pixels
 

@@ -16,15 +16,15 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 from mlflow_server import mlflow_server  # noqa: F401  (fixture)
+from tracking_fixtures import IMAGE_SIZE, build_model, face_config, reset_mlflow_globals, skeleton_config
 
+from signpose.cli import main as registry_main
 from signpose.data import KeypointDataset, SkeletonDataset
 from signpose.io import KeypointFrames, writers
-from signpose.cli import main as registry_main
 from signpose.synth import generate_signer_frames
 from signpose.tracking import CHALLENGER, CHAMPION, FINAL_PANEL_FILE, PANEL_KEY, load_mlflow_settings
 from signpose.tracking.registry import metric_tag
 from signpose.tracking.training import tracked_fit
-from tracking_fixtures import IMAGE_SIZE, build_model, face_config, reset_mlflow_globals, skeleton_config
 
 REPO = Path(__file__).resolve().parents[1]
 DATASET_HASH = "synthetic-seed3-v1"

@@ -4,8 +4,15 @@ import pytest
 import torch
 
 from signpose import layout
-from signpose.models import (FaceModelConfig, HierarchicalKeypointTransformer, HierarchicalSkeletonTransformer,
-                             SkeletonModelConfig, create_model, list_models, model_entry)
+from signpose.models import (
+    FaceModelConfig,
+    HierarchicalKeypointTransformer,
+    HierarchicalSkeletonTransformer,
+    SkeletonModelConfig,
+    create_model,
+    list_models,
+    model_entry,
+)
 
 
 def tiny_skeleton(image_size=64, **kw) -> HierarchicalSkeletonTransformer:

@@ -345,9 +345,9 @@ def test_no_credential_in_run_params_tags_logs_or_stage_errors(fake_secrets, s3_
     from mlflow import MlflowClient
 
     from signpose import stages
+    from signpose.tasks import FaceTrainConfig
     from signpose.tracking import start_training_run
     from signpose.tracking.settings import MlflowSettings
-    from signpose.tasks import FaceTrainConfig
 
     caplog.set_level(logging.INFO)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "")  # the stage sets it; monkeypatch restores it afterwards

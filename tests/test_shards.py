@@ -13,9 +13,20 @@ import pytest
 from signpose import layout, shards
 from signpose.io import KeypointFrames
 from signpose.render import RenderSettings, render_frames
-from signpose.shards import (MANIFEST_NAME, ManifestNotFoundError, ShardCorruptError, ShardError,
-                             compute_dataset_hash, merge_manifest, plan_dataset, plan_shards,
-                             read_manifest, read_shard, write_dataset, write_shard_range)
+from signpose.shards import (
+    MANIFEST_NAME,
+    ManifestNotFoundError,
+    ShardCorruptError,
+    ShardError,
+    compute_dataset_hash,
+    merge_manifest,
+    plan_dataset,
+    plan_shards,
+    read_manifest,
+    read_shard,
+    write_dataset,
+    write_shard_range,
+)
 from signpose.store import open_store
 
 SETTINGS = RenderSettings(image_size=48)

@@ -9,8 +9,7 @@ import boto3
 import pytest
 
 from signpose import store as store_mod
-from signpose.store import (InvalidKeyError, LocalStore, ObjectNotFoundError, S3Store, join_key,
-                            open_store)
+from signpose.store import InvalidKeyError, LocalStore, ObjectNotFoundError, S3Store, join_key, open_store
 
 
 @pytest.fixture(params=["local", "s3"])

@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 import torch
 from mlflow import MlflowClient
+from tracking_fixtures import build_model, face_config, face_data, reset_mlflow_globals, skeleton_config, skeleton_data
 
 from signpose import layout
+from signpose.panels import ORIGINAL_COLOUR, RECONSTRUCTION_COLOUR
 from signpose.tracking import (
     CHALLENGER,
     CHAMPION,
@@ -30,13 +32,10 @@ from signpose.tracking import (
     skeleton_panel,
     start_training_run,
 )
-from signpose.panels import ORIGINAL_COLOUR, RECONSTRUCTION_COLOUR
 from signpose.tracking.registry import eval_tag, metric_tag
 from signpose.tracking.settings import resolve_store_uri
 from signpose.tracking.training import load_registered_model, make_evaluator, tracked_fit
 from signpose.train import engine
-from tracking_fixtures import (build_model, face_config, face_data, reset_mlflow_globals, skeleton_config,
-                               skeleton_data)
 
 REPO = Path(__file__).resolve().parents[1]
 # The promotion metric of the skeleton model (mlflow.yaml), the model the registry tests train.

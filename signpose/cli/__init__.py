@@ -19,8 +19,16 @@ import argparse
 import logging
 import sys
 
-from signpose.cli.common import (Parser, RawDescriptionHelpFormatter, add_flag, debug_requested, int_at_least,
-                                 package_version, run_command, walk_parsers)
+from signpose.cli.common import (
+    Parser,
+    RawDescriptionHelpFormatter,
+    add_flag,
+    debug_requested,
+    int_at_least,
+    package_version,
+    run_command,
+    walk_parsers,
+)
 from signpose.cli.dataset import add_parser as add_dataset_commands
 from signpose.cli.io import add_parser as add_io_commands
 from signpose.cli.kfp import add_parser as add_kfp_commands

@@ -17,9 +17,22 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from signpose.cli.common import add_flag, connection_failure, int_at_least
-from signpose.deploy.submit import (DEFAULT_EXPERIMENT, DEFAULT_PACKAGE, DEFAULT_SCHEDULE_NAME, PACKAGE_VAR,
-                                    REPO_ROOT, TOKEN_VAR, SubmitError, collect_params, make_client,
-                                    resolve_package, schedule_run, submit_run, ui_prefix, validate_cron)
+from signpose.deploy.submit import (
+    DEFAULT_EXPERIMENT,
+    DEFAULT_PACKAGE,
+    DEFAULT_SCHEDULE_NAME,
+    PACKAGE_VAR,
+    REPO_ROOT,
+    TOKEN_VAR,
+    SubmitError,
+    collect_params,
+    make_client,
+    resolve_package,
+    schedule_run,
+    submit_run,
+    ui_prefix,
+    validate_cron,
+)
 
 HOST_VAR = "KF_PIPELINES_ENDPOINT"
 

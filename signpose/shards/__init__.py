@@ -22,16 +22,44 @@ Where each thing lives (the public names are all re-exported here):
 The command line over it, ``signpose dataset info|verify URI``, is :mod:`signpose.cli.dataset`.
 """
 
-from signpose.shards.codec import (PackedImages, build_shard, decode_images, decode_points, decode_shard,
-                                   encode_images, encode_points, encode_shard, read_shard)
-from signpose.shards.format import (DEFAULT_SHARD_SIZE, MANIFEST_NAME, PLAN_DIR, READABLE_SHARD_FORMATS,
-                                    SCHEMA_VERSION, SHARD_DIR, SHARD_FIELDS, SHARD_FORMAT, SHARD_FORMAT_V1,
-                                    SPLIT_ORDER, STORED_FIELDS, STORED_FIELDS_V1, ManifestNotFoundError,
-                                    ShardCorruptError, ShardError)
+from signpose.shards.codec import (
+                                   PackedImages,
+                                   build_shard,
+                                   decode_images,
+                                   decode_points,
+                                   decode_shard,
+                                   encode_images,
+                                   encode_points,
+                                   encode_shard,
+                                   read_shard,
+)
+from signpose.shards.format import (
+                                   DEFAULT_SHARD_SIZE,
+                                   MANIFEST_NAME,
+                                   PLAN_DIR,
+                                   READABLE_SHARD_FORMATS,
+                                   SCHEMA_VERSION,
+                                   SHARD_DIR,
+                                   SHARD_FIELDS,
+                                   SHARD_FORMAT,
+                                   SHARD_FORMAT_V1,
+                                   SPLIT_ORDER,
+                                   STORED_FIELDS,
+                                   STORED_FIELDS_V1,
+                                   ManifestNotFoundError,
+                                   ShardCorruptError,
+                                   ShardError,
+)
 from signpose.shards.manifest import Manifest, ShardInfo, read_manifest
-from signpose.shards.plan import (DatasetPlan, compute_dataset_hash, plan_dataset, plan_shards, prepare_fan_out,
-                                  shard_index_ranges)
-from signpose.shards.plan import _split_order  # noqa: F401  (not public: the tests reach it here)
+from signpose.shards.plan import (
+                                   DatasetPlan,
+                                   _split_order,  # noqa: F401  (not public: the tests reach it here)
+                                   compute_dataset_hash,
+                                   plan_dataset,
+                                   plan_shards,
+                                   prepare_fan_out,
+                                   shard_index_ranges,
+)
 from signpose.shards.write import merge_manifest, verify_dataset, write_dataset, write_shard_range
 
 __all__ = [

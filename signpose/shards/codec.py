@@ -22,8 +22,16 @@ import numpy as np
 
 from signpose import layout
 from signpose.render import RenderSettings, render_frames
-from signpose.shards.format import (_ID_FIELDS, _ZIP_COMPRESSLEVEL, _ZIP_DATE_TIME, SHARD_FIELDS, STORED_FIELDS,
-                                    STORED_FIELDS_V1, ShardCorruptError, ShardError)
+from signpose.shards.format import (
+    _ID_FIELDS,
+    _ZIP_COMPRESSLEVEL,
+    _ZIP_DATE_TIME,
+    SHARD_FIELDS,
+    STORED_FIELDS,
+    STORED_FIELDS_V1,
+    ShardCorruptError,
+    ShardError,
+)
 from signpose.shards.manifest import ShardInfo
 from signpose.store import ObjectNotFoundError, ObjectStore, open_store
 

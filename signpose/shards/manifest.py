@@ -9,8 +9,16 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from signpose.render import RENDERER_VERSION, RenderSettings
-from signpose.shards.format import (DEFAULT_SHARD_SIZE, MANIFEST_NAME, READABLE_SHARD_FORMATS, SCHEMA_VERSION,
-                                    SHARD_FORMAT, SHARD_FORMAT_V1, ManifestNotFoundError, ShardError)
+from signpose.shards.format import (
+    DEFAULT_SHARD_SIZE,
+    MANIFEST_NAME,
+    READABLE_SHARD_FORMATS,
+    SCHEMA_VERSION,
+    SHARD_FORMAT,
+    SHARD_FORMAT_V1,
+    ManifestNotFoundError,
+    ShardError,
+)
 from signpose.store import ObjectNotFoundError, ObjectStore, open_store
 
 log = logging.getLogger(__name__)

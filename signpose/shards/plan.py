@@ -20,8 +20,15 @@ import numpy as np
 
 from signpose import layout
 from signpose.render import RENDERER_VERSION, RenderSettings
-from signpose.shards.format import (_ID_FIELDS, DEFAULT_SHARD_SIZE, PLAN_DIR, SCHEMA_VERSION, SHARD_DIR,
-                                    SHARD_FORMAT, SPLIT_ORDER)
+from signpose.shards.format import (
+    _ID_FIELDS,
+    DEFAULT_SHARD_SIZE,
+    PLAN_DIR,
+    SCHEMA_VERSION,
+    SHARD_DIR,
+    SHARD_FORMAT,
+    SPLIT_ORDER,
+)
 from signpose.shards.manifest import _try_read_manifest
 from signpose.store import ObjectStore, open_store
 

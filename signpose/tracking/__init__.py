@@ -15,8 +15,8 @@ Typical use in a training stage::
                            dataset_hash=manifest.dataset_hash, evaluate=evaluator)
 """
 
-from signpose.tracking.callback import FINAL_PANEL_FILE, PANEL_KEY, MlflowCallback
 from signpose.panels import face_panel, skeleton_panel
+from signpose.tracking.callback import FINAL_PANEL_FILE, PANEL_KEY, MlflowCallback
 from signpose.tracking.registry import (
     CHALLENGER,
     CHAMPION,

@@ -28,12 +28,25 @@ from signpose.metrics import MetricSums
 from signpose.models import cpu_state_dict
 from signpose.tasks import Objective, get_task
 from signpose.train.config import TrainConfig
-from signpose.train.data_order import (ResumableSampler, fixed_length, iterable_samples_per_rank, make_loader,
-                                       shard_stream_across_ranks)
+from signpose.train.data_order import (
+    ResumableSampler,
+    fixed_length,
+    iterable_samples_per_rank,
+    make_loader,
+    shard_stream_across_ranks,
+)
 from signpose.train.distributed import DistContext, autocast, resolve_device, seed_everything, setup_distributed
 from signpose.train.optim import make_optimizer, make_scheduler, warmup_cosine
-from signpose.train.state import (CHECKPOINT_FORMAT, CHECKPOINT_KEY, TrainState, check_checkpoint_task,
-                                  load_checkpoint, rng_state, save_checkpoint, set_rng_state)
+from signpose.train.state import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_KEY,
+    TrainState,
+    check_checkpoint_task,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 
 log = logging.getLogger(__name__)
 
