@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from signpose.io import KeypointFrames
 from signpose.render import RenderSettings, render_frames
 from signpose.shards import (
     MANIFEST_NAME,
+    READABLE_SHARD_FORMATS,
     ManifestNotFoundError,
     ShardCorruptError,
     ShardError,
@@ -27,6 +29,8 @@ from signpose.shards import (
     write_dataset,
     write_shard_range,
 )
+from signpose.shards.codec import XZ, ZSTD, StreamCodec
+from signpose.shards.format import SHARD_FORMAT_V2, STORED_FIELDS_V2
 from signpose.store import open_store
 
 SETTINGS = RenderSettings(image_size=48)
@@ -541,3 +545,80 @@ def test_packed_images_decode_frame_by_frame_like_the_whole_stack(tmp_path):
     np.testing.assert_array_equal(np.asarray(packed), full)
     with pytest.raises(IndexError):
         packed[8]
+
+
+FIXTURES = Path(__file__).resolve().parent / "data"
+V2_SHARD = FIXTURES / "shard-npz-v2-6x32.npz"  # written by the v2 writer (git 5a9ea4f) before zstd came
+
+
+def test_a_v2_shard_written_by_the_xz_writer_still_reads_and_the_kept_xz_encoder_rewrites_it():
+    # The fixture: 6 generated frames (signpose.synth seed 3), 32 px, encoded by build_shard at v2;
+    # the expected arrays next to it were decoded then (np.savez_compressed of the SHARD_FIELDS).
+    blob = V2_SHARD.read_bytes()
+    with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
+        assert list(npz.files) == list(STORED_FIELDS_V2)
+    decoded = shards.decode_shard(blob, "v2 fixture")
+    with np.load(FIXTURES / "shard-npz-v2-6x32.expected.npz", allow_pickle=False) as expected:
+        assert set(decoded) == set(expected.files) == set(shards.SHARD_FIELDS)
+        for name in expected.files:
+            np.testing.assert_array_equal(decoded[name], expected[name], err_msg=name)
+    assert shards.encode_shard(decoded, XZ) == blob  # the xz writer is kept: same bytes as before
+    assert SHARD_FORMAT_V2 in READABLE_SHARD_FORMATS
+
+
+@pytest.mark.parametrize("codec", [XZ, ZSTD, StreamCodec("zstd", 1)], ids=lambda c: f"{c.name}{c.level}")
+def test_every_stream_codec_round_trips_a_shard_byte_exact_and_deterministically(codec):
+    from signpose.synth import generate_signer_frames
+
+    frames = generate_signer_frames(n_videos=2, frames_per_video=16, seed=1)
+    keypoints = frames.keypoints.astype(np.float32)
+    images = render_frames(keypoints, SETTINGS)
+    keypoints[0, :5] = [np.nan, np.inf, -0.0]  # odd bit patterns survive too
+    arrays = {"keypoints": keypoints, "face": np.ascontiguousarray(keypoints[:, layout.FACE]),
+              "images": images, "split": frames.split,
+              "video_id": frames.video_id, "frame_index": frames.frame_index.astype(np.int64)}
+    blob = shards.encode_shard(arrays, codec)
+    with np.load(io.BytesIO(blob), allow_pickle=False) as npz:
+        assert [name for name in npz.files if name.endswith(("_xz", "_zst"))] == [
+            "points" + codec.suffix, "images_mask" + codec.suffix, "images_values" + codec.suffix]
+    decoded = shards.decode_shard(blob)
+    for name, value in arrays.items():
+        assert decoded[name].tobytes() == np.asarray(value).tobytes(), name
+    assert shards.encode_shard(arrays, codec) == blob
+
+
+def test_a_zstd_stream_that_inflates_beyond_the_shard_shape_is_refused_from_its_header():
+    import zstandard
+
+    big = np.zeros((20_000, layout.N_POINTS, 3), np.float32)  # 51 MB of points, a few KB of zstd
+    stream = shards.encode_points(big, big[:, layout.FACE], ZSTD)
+    decompress = zstandard.ZstdDecompressor.decompress
+    with pytest.MonkeyPatch.context() as patch:  # refused before any output buffer exists
+        patch.setattr(zstandard.ZstdDecompressor, "decompress", lambda *a, **k: pytest.fail("decompressed"))
+        with pytest.raises(ShardCorruptError, match="'points_zst' would decompress to more than the 7596 bytes"):
+            shards.decode_points(stream, 3, "shard z", ZSTD)
+    assert decompress is zstandard.ZstdDecompressor.decompress
+    images = shards.encode_images(np.zeros((2000, 64, 64), np.uint8) + 1, ZSTD)
+    images["images_shape"] = np.array([1, 64, 64])
+    with pytest.raises(ShardCorruptError, match="image streams would decompress to more than"):
+        shards.decode_images(images, "shard z")
+    # A frame that does not state its size (a streaming writer's) is refused too: nothing to bound by.
+    writer = zstandard.ZstdCompressor().compressobj()
+    unsized = np.frombuffer(writer.compress(b"\0" * 7596) + writer.flush(), np.uint8)
+    with pytest.raises(ShardCorruptError, match="without its content size"):
+        shards.decode_points(unsized, 3, "shard z", ZSTD)
+
+
+def test_damaged_zstd_streams_are_a_corrupt_shard_naming_the_field():
+    stream = shards.encode_points(np.ones((3, layout.N_POINTS, 3), np.float32),
+                                  np.ones((3, layout.N_FACE, 3), np.float32), ZSTD)
+    with pytest.raises(ShardCorruptError, match="shard z: field 'points_zst' holds .* expected .* for 4 frames"):
+        shards.decode_points(stream, 4, "shard z", ZSTD)  # decoded size under the bound, but wrong
+    for bad in (stream[:-6], np.frombuffer(b"not zstd", np.uint8), stream[:3],
+                np.concatenate([stream, stream])):  # truncated, garbage, no header, trailing data
+        with pytest.raises(ShardCorruptError, match="shard z: field 'points_zst' cannot be decompressed"):
+            shards.decode_points(bad, 3, "shard z", ZSTD)
+    flipped = stream.copy()
+    flipped[len(flipped) // 2] ^= 0xFF  # caught by the frame's checksum if not before
+    with pytest.raises(ShardCorruptError, match="cannot be decompressed"):
+        shards.decode_points(flipped, 3, "shard z", ZSTD)

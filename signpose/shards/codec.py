@@ -5,10 +5,12 @@ A shard holds ``keypoints`` (n, 143, 3) float32, ``images`` (n, S, S) uint8 (ren
 :func:`signpose.render.render_frames`), ``face`` (n, 68, 3) float32 (= keypoints[:, layout.FACE]),
 ``split`` / ``video_id`` (n,) fixed-width unicode and ``frame_index`` (n,) int64. Strings are stored as
 fixed-width unicode arrays so shards load with ``allow_pickle=False``. Keypoints and face are stored
-losslessly as one byte-shuffled xz stream (:func:`encode_points`), the images as a bit mask plus the lit
-pixels' values (:func:`encode_images`); shards of the first format (``SHARD_FORMAT_V1``: keypoints and
-face as deflated .npy entries) are still read. The bytes are deterministic: the zip entries carry a
-fixed timestamp and a fixed order.
+losslessly as one byte-shuffled stream (:func:`encode_points`), the images as a bit mask plus the lit
+pixels' values (:func:`encode_images`); a :class:`StreamCodec` compresses those three streams, xz or
+zstd, and each entry's suffix (``_xz``, ``_zst``) says which, so a reader needs neither the level nor
+the format's name. Shards of the first format (``SHARD_FORMAT_V1``: keypoints and face as deflated
+.npy entries) are still read. The bytes are deterministic: the zip entries carry a fixed timestamp
+and a fixed order, and both codecs give the same bytes for the same input, parameters and library.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import hashlib
 import io
 import lzma
 import zipfile
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -27,8 +30,9 @@ from signpose.shards.format import (
     _ZIP_COMPRESSLEVEL,
     _ZIP_DATE_TIME,
     SHARD_FIELDS,
-    STORED_FIELDS,
     STORED_FIELDS_V1,
+    STORED_FIELDS_V2,
+    STORED_FIELDS_ZSTD,
     ShardCorruptError,
     ShardError,
 )
@@ -42,13 +46,47 @@ def _str_array(values) -> np.ndarray:
     return arr if arr.size else np.zeros(0, dtype="<U1")
 
 
-def encode_images(images: np.ndarray) -> dict[str, np.ndarray]:
+_SUFFIXES = {"xz": "_xz", "zstd": "_zst"}
+
+
+@dataclass(frozen=True)
+class StreamCodec:
+    """How a shard's three compressed streams (points, image mask, image values) are compressed:
+    ``name`` "xz" (shard format v2; ``level`` = preset) or "zstd" (``level`` = zstd level). Decoding
+    needs only the name, which the entries' suffix carries; the level only changes the bytes."""
+
+    name: str
+    level: int
+
+    def __post_init__(self):
+        if self.name not in _SUFFIXES:
+            raise ValueError(f"unknown stream codec {self.name!r} (known: {', '.join(_SUFFIXES)})")
+
+    @property
+    def suffix(self) -> str:
+        return _SUFFIXES[self.name]
+
+    def compress(self, data: bytes, span: bool = False) -> np.ndarray:
+        """``span``: let matches reach back over the whole stream (the points' face columns)."""
+        return (_xz if self.name == "xz" else _zstd)(data, self.level, span)
+
+    def decompress(self, stream: np.ndarray, limit: int, where: str, what: str) -> bytes:
+        return (_unxz if self.name == "xz" else _unzstd)(stream, limit, where, what)
+
+
+XZ = StreamCodec("xz", 0)  # shard format v2: preset 0, nearly preset 6's ratio at ~9x the speed
+ZSTD = StreamCodec("zstd", 9)
+# What new shards are written with (the codec of SHARD_FORMAT).
+WRITE_CODEC = XZ
+
+
+def encode_images(images: np.ndarray, codec: StreamCodec = WRITE_CODEC) -> dict[str, np.ndarray]:
     """(n, S, S) uint8 -> the compact, lossless stored form (see the module docstring).
 
     Skeleton images are ~95 % zeros: a bit-packed "pixel is lit" mask plus the lit pixels' grey
-    values, each xz-compressed at preset 0, take ~1.9 KB a 256x256 anti-aliased frame against ~2.9 KB
-    for the whole image deflated (docs/storage.md has the measurements). Non-anti-aliased images are
-    all 0/255, so their value stream compresses to almost nothing.
+    values, each compressed, take ~1.9-2.0 KB a 256x256 anti-aliased frame against ~2.9 KB for the
+    whole image deflated (docs/storage.md has the measurements). Non-anti-aliased images are all
+    0/255, so their value stream compresses to almost nothing.
     """
     images = np.ascontiguousarray(images, dtype=np.uint8)
     if images.ndim != 3:
@@ -56,8 +94,8 @@ def encode_images(images: np.ndarray) -> dict[str, np.ndarray]:
     lit = images > 0
     return {
         "images_shape": np.asarray(images.shape, dtype=np.int64),
-        "images_mask_xz": _xz(np.packbits(lit, axis=-1).tobytes()),
-        "images_values_xz": _xz(images[lit].tobytes()),
+        "images_mask" + codec.suffix: codec.compress(np.packbits(lit, axis=-1).tobytes()),
+        "images_values" + codec.suffix: codec.compress(images[lit].tobytes()),
     }
 
 
@@ -112,16 +150,18 @@ class PackedImages:
 
 def decode_images(stored: dict[str, np.ndarray], where: str = "shard", packed: bool = False
                   ) -> np.ndarray | PackedImages:
-    """Inverse of :func:`encode_images` (a :class:`PackedImages` when ``packed``); inconsistent
-    sizes are a ShardCorruptError naming ``where``."""
+    """Inverse of :func:`encode_images` with either codec (a :class:`PackedImages` when ``packed``);
+    inconsistent sizes are a ShardCorruptError naming ``where``."""
+    codec = ZSTD if "images_mask_zst" in stored else XZ
     shape = tuple(int(v) for v in stored["images_shape"])
     if len(shape) != 3 or min(shape) < 0:
         raise ShardCorruptError(f"{where}: field 'images_shape': expected (n, S, S), got {shape}")
     n, height, width = shape
     row_bytes = (width + 7) // 8
-    mask_bytes = _unxz(stored["images_mask_xz"], n * height * row_bytes, where, "image streams")
-    values = np.frombuffer(_unxz(stored["images_values_xz"], n * height * width, where, "image streams"),
-                           dtype=np.uint8)
+    mask_bytes = codec.decompress(stored["images_mask" + codec.suffix], n * height * row_bytes, where,
+                                  "image streams")
+    values = np.frombuffer(codec.decompress(stored["images_values" + codec.suffix], n * height * width, where,
+                                            "image streams"), dtype=np.uint8)
     if len(mask_bytes) != n * height * row_bytes:
         raise ShardCorruptError(f"{where}: image mask holds {len(mask_bytes)} bytes, "
                                 f"expected {n * height * row_bytes} for images {shape}")
@@ -134,28 +174,30 @@ def decode_images(stored: dict[str, np.ndarray], where: str = "shard", packed: b
 _STORED_POINTS = layout.N_POINTS + layout.N_FACE
 
 
-def encode_points(keypoints: np.ndarray, face: np.ndarray) -> np.ndarray:
-    """Keypoints (n, 143, 3) and face (n, 68, 3) float32 -> one lossless xz stream (uint8 array).
+def encode_points(keypoints: np.ndarray, face: np.ndarray, codec: StreamCodec = WRITE_CODEC) -> np.ndarray:
+    """Keypoints (n, 143, 3) and face (n, 68, 3) float32 -> one lossless compressed stream (uint8 array).
 
     The float32 bytes are split into four byte planes and each plane is laid out time-major (every
     frame's value of one coordinate in a row): sign/exponent bytes and successive frames of one point
-    are then near-identical neighbours, which xz turns into ~650-700 B a frame against ~1,450-1,560 B
-    for the two arrays deflated (docs/storage.md). The face columns repeat the first 68 keypoints;
-    with a dictionary that spans the stream they cost ~2 B a frame.
+    are then near-identical neighbours, which xz or zstd turn into ~650-700 B a frame against
+    ~1,450-1,560 B for the two arrays deflated (docs/storage.md). The face columns repeat the first 68
+    keypoints; with a window that spans the stream they cost ~2 B a frame.
     """
     points = np.concatenate([np.asarray(keypoints, dtype="<f4"), np.asarray(face, dtype="<f4")], axis=1)
     n = len(points)
     values = _STORED_POINTS * 3
     planes = points.reshape(n, values).view(np.uint8).reshape(n, values, 4).transpose(2, 1, 0)
-    return _xz(np.ascontiguousarray(planes).tobytes(), span=True)
+    return codec.compress(np.ascontiguousarray(planes).tobytes(), span=True)
 
 
-def decode_points(stream: np.ndarray, n: int, where: str = "shard") -> tuple[np.ndarray, np.ndarray]:
+def decode_points(stream: np.ndarray, n: int, where: str = "shard", codec: StreamCodec = WRITE_CODEC
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """Inverse of :func:`encode_points`: (keypoints (n, 143, 3), face (n, 68, 3)) float32."""
     values = _STORED_POINTS * 3
-    raw = _unxz(stream, n * values * 4, where, "field 'points_xz'")
+    field = f"field 'points{codec.suffix}'"
+    raw = codec.decompress(stream, n * values * 4, where, field)
     if len(raw) != n * values * 4:
-        raise ShardCorruptError(f"{where}: field 'points_xz' holds {len(raw)} bytes, expected {n * values * 4} "
+        raise ShardCorruptError(f"{where}: {field} holds {len(raw)} bytes, expected {n * values * 4} "
                                 f"for {n} frames of {_STORED_POINTS} points")
     planes = np.frombuffer(raw, dtype=np.uint8).reshape(4, values, n)
     points = np.ascontiguousarray(planes.transpose(2, 1, 0)).view("<f4").reshape(n, _STORED_POINTS, 3)
@@ -180,29 +222,63 @@ def _unxz(stream: np.ndarray, limit: int, where: str, what: str) -> bytes:
     return data
 
 
-def _xz(data: bytes, span: bool = False) -> np.ndarray:
+def _xz(data: bytes, preset: int = 0, span: bool = False) -> np.ndarray:
     # Preset 0: nearly the ratio of preset 6 on these streams at ~9x the speed (docs/storage.md).
     # ``span``: a dictionary as long as the stream (up to 32 MiB) so matches reach back to its start.
-    filters = [{"id": lzma.FILTER_LZMA2, "preset": 0}]
+    filters = [{"id": lzma.FILTER_LZMA2, "preset": preset}]
     if span:
         filters[0]["dict_size"] = min(max(len(data), 1 << 16), 1 << 25)
     return np.frombuffer(lzma.compress(data, format=lzma.FORMAT_XZ, filters=filters), dtype=np.uint8)
 
 
-def encode_shard(arrays: dict[str, np.ndarray]) -> bytes:
-    """Arrays (the SHARD_FIELDS) -> deterministic .npz bytes (fixed entry order and timestamps)."""
+def _zstd(data: bytes, level: int, span: bool = False) -> np.ndarray:
+    # One frame with its content size (what _unzstd bounds the output by) and a checksum, as xz has.
+    # ``span``: a window as long as the stream (up to 32 MiB) so matches reach back to its start.
+    import zstandard  # here, not at the top: reading xz shards must not need it
+
+    window = {"window_log": min(max((len(data) - 1).bit_length(), 10), 25)} if span else {}
+    params = zstandard.ZstdCompressionParameters.from_level(
+        level, source_size=len(data), write_content_size=True, write_checksum=True, threads=0, **window)
+    return np.frombuffer(zstandard.ZstdCompressor(compression_params=params).compress(data), dtype=np.uint8)
+
+
+def _unzstd(stream: np.ndarray, limit: int, where: str, what: str) -> bytes:
+    """Decompress one zstd frame of a shard, never to more than ``limit`` bytes: the frame must state
+    its content size, a size above ``limit`` is refused before decompressing, and the output buffer
+    is that size (a frame that inflates past it is an error, not a bigger buffer)."""
+    import zstandard
+
+    data = stream.tobytes()
+    try:
+        size = zstandard.get_frame_parameters(data).content_size
+    except zstandard.ZstdError as e:
+        raise ShardCorruptError(f"{where}: {what} cannot be decompressed ({e})") from e
+    if size == zstandard.CONTENTSIZE_UNKNOWN:
+        raise ShardCorruptError(f"{where}: {what} cannot be decompressed (zstd frame without its content size)")
+    if size > limit:
+        raise ShardCorruptError(f"{where}: {what} would decompress to more than the {limit} bytes the "
+                                "shard's shape allows")
+    try:
+        return zstandard.ZstdDecompressor().decompress(data, allow_extra_data=False)
+    except zstandard.ZstdError as e:
+        raise ShardCorruptError(f"{where}: {what} cannot be decompressed ({e})") from e
+
+
+def encode_shard(arrays: dict[str, np.ndarray], codec: StreamCodec = WRITE_CODEC) -> bytes:
+    """Arrays (the SHARD_FIELDS) -> deterministic .npz bytes (fixed entry order and timestamps), the
+    streams compressed by ``codec`` (default: that of SHARD_FORMAT; ``XZ`` writes shard format v2)."""
     stored = {name: arrays[name] for name in _ID_FIELDS}
-    stored["points_xz"] = encode_points(arrays["keypoints"], arrays["face"])
-    stored.update(encode_images(arrays["images"]))
+    stored["points" + codec.suffix] = encode_points(arrays["keypoints"], arrays["face"], codec)
+    stored.update(encode_images(arrays["images"], codec))
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, allowZip64=True) as archive:
-        for name in STORED_FIELDS:
+        for name in STORED_FIELDS_ZSTD if codec.name == "zstd" else STORED_FIELDS_V2:
             entry = io.BytesIO()
             np.lib.format.write_array(entry, np.ascontiguousarray(stored[name]), allow_pickle=False)
             info = zipfile.ZipInfo(name + ".npy", date_time=_ZIP_DATE_TIME)
             info.external_attr = 0o644 << 16
-            # The xz streams are compressed already; deflating them again would only cost time.
-            method = zipfile.ZIP_STORED if name.endswith("_xz") else zipfile.ZIP_DEFLATED
+            # The streams are compressed already; deflating them again would only cost time.
+            method = zipfile.ZIP_STORED if name.endswith(("_xz", "_zst")) else zipfile.ZIP_DEFLATED
             archive.writestr(info, entry.getvalue(), compress_type=method, compresslevel=_ZIP_COMPRESSLEVEL)
     return buffer.getvalue()
 
@@ -215,7 +291,8 @@ def decode_shard(data: bytes, where: str = "shard", packed_images: bool = False,
     a shard's decoding cost, are not decompressed."""
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-            names = STORED_FIELDS if "points_xz" in npz.files else STORED_FIELDS_V1
+            names = (STORED_FIELDS_ZSTD if "points_zst" in npz.files else
+                     STORED_FIELDS_V2 if "points_xz" in npz.files else STORED_FIELDS_V1)
             stored = {name: npz[name] for name in names}
     except KeyError as e:
         raise ShardCorruptError(f"{where}: missing field {e}") from None
@@ -226,8 +303,9 @@ def decode_shard(data: bytes, where: str = "shard", packed_images: bool = False,
         "frame_index": ((n,), np.int64),
         "images_shape": ((3,), np.int64),
     }
-    if "points_xz" in stored:
-        expected["points_xz"] = ((len(stored["points_xz"]),), np.uint8)
+    points = names[0] if names[0].startswith("points") else None
+    if points:
+        expected[points] = ((len(stored[points]),), np.uint8)
     else:
         expected.update({"keypoints": ((n, layout.N_POINTS, 3), np.float32),
                          "face": ((n, layout.N_FACE, 3), np.float32)})
@@ -244,8 +322,9 @@ def decode_shard(data: bytes, where: str = "shard", packed_images: bool = False,
     if images_shape[0] != n or images_shape[1] != images_shape[2]:
         raise ShardCorruptError(f"{where}: field 'images_shape': expected ({n}, S, S), got {images_shape}")
     arrays = {name: stored[name] for name in _ID_FIELDS}
-    if "points_xz" in stored:
-        arrays["keypoints"], arrays["face"] = decode_points(stored["points_xz"], n, where)
+    if points:
+        codec = ZSTD if points.endswith("_zst") else XZ
+        arrays["keypoints"], arrays["face"] = decode_points(stored[points], n, where, codec)
     else:
         arrays["keypoints"], arrays["face"] = stored["keypoints"], stored["face"]
     if images:

@@ -10,10 +10,11 @@ from signpose.errors import UserError
 
 SCHEMA_VERSION = 1
 # Identifies how a shard's bytes are laid out; part of the dataset hash. New shards are written in
-# SHARD_FORMAT; both are read.
-SHARD_FORMAT = "npz-v2+points-shuffled-xz+images-mask-values-xz"
+# SHARD_FORMAT; all the READABLE_SHARD_FORMATS are read.
+SHARD_FORMAT_V2 = "npz-v2+points-shuffled-xz+images-mask-values-xz"
 SHARD_FORMAT_V1 = "npz-v1+images-mask-values-xz"
-READABLE_SHARD_FORMATS = (SHARD_FORMAT, SHARD_FORMAT_V1)
+SHARD_FORMAT = SHARD_FORMAT_V2
+READABLE_SHARD_FORMATS = (SHARD_FORMAT_V2, SHARD_FORMAT_V1)
 MANIFEST_NAME = "manifest.json"
 SHARD_DIR = "shards"
 PLAN_DIR = "plans"
@@ -30,8 +31,11 @@ SHARD_FIELDS = ("keypoints", "images", "face", "split", "video_id", "frame_index
 _ID_FIELDS = ("split", "video_id", "frame_index")
 _IMAGE_FIELDS = ("images_shape", "images_mask_xz", "images_values_xz")
 # The .npz entries, in this order (fixed: part of the byte-identical guarantee). Keypoints and face
-# are stored in the compact form of encode_points, images in that of encode_images.
-STORED_FIELDS = ("points_xz", *_ID_FIELDS, *_IMAGE_FIELDS)
+# are stored in the compact form of encode_points, images in that of encode_images; the suffix of a
+# compressed entry names its codec (``_xz``: xz, ``_zst``: zstd).
+STORED_FIELDS_V2 = ("points_xz", *_ID_FIELDS, *_IMAGE_FIELDS)
+STORED_FIELDS_ZSTD = ("points_zst", *_ID_FIELDS, "images_shape", "images_mask_zst", "images_values_zst")
+STORED_FIELDS = STORED_FIELDS_V2
 STORED_FIELDS_V1 = ("keypoints", "face", *_ID_FIELDS, *_IMAGE_FIELDS)
 
 
