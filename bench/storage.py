@@ -21,7 +21,11 @@ Candidates (all lossless for the images unless marked):
 The keypoint columns (keypoints + face) are compared separately: ``signpose.shards.encode_points``
 (what the shards store) against deflated .npy (the first shard format) and lossy alternatives.
 
-Also the whole shard (``signpose.shards.encode_shard``: images + keypoints + face + ids) per frame.
+Also the whole shard (``signpose.shards.encode_shard``: images + keypoints + face + ids) per frame,
+and the shard's stream codec side by side (``--codecs-only`` runs just that table): the same
+whole-shard encode and decode (``encode_shard(arrays, codec)`` / ``decode_shard``) with xz preset 0
+(shard format v2) and zstd at several levels, on one default-sized shard (4,096 generated frames) and
+the real samples, candidates taking turns repeat by repeat (``measure_side_by_side``).
 Encode/decode cost is CPU time of this process per frame (frames/s per core), median of repeats.
 """
 
@@ -33,7 +37,7 @@ import zlib
 
 import common  # noqa: F401
 import numpy as np
-from common import Report, add_recording_arguments, fmt, measure
+from common import Report, add_recording_arguments, fmt, measure, measure_side_by_side
 
 SIZE = 256
 
@@ -212,22 +216,82 @@ def load_frames(n_generated: int):
     return sets
 
 
+ZSTD_LEVELS = (3, 6, 9, 12)
+
+
+def shard_arrays(kp: np.ndarray, images: np.ndarray) -> dict[str, np.ndarray]:
+    from signpose import layout
+
+    n = len(images)
+    return {"keypoints": np.ascontiguousarray(kp, np.float32), "images": images,
+            "face": np.ascontiguousarray(kp[:, layout.FACE], np.float32),
+            "split": np.full(n, "train"), "video_id": np.asarray([f"v{i // 64:05d}" for i in range(n)]),
+            "frame_index": np.arange(n, dtype=np.int64)}
+
+
+def codec_comparison(report: Report, sets, repeats: int) -> None:
+    """Whole-shard encode and decode with each stream codec, side by side, on the same frames."""
+    from signpose.render import RenderSettings, render_frames
+    from signpose.shards.codec import XZ, StreamCodec, decode_shard, encode_images, encode_points, encode_shard
+
+    codecs = {"xz preset 0 (v2)": XZ, **{f"zstd {level}": StreamCodec("zstd", level) for level in ZSTD_LEVELS}}
+    table = report.table(
+        "Shard codecs side by side: whole-shard encode (encode_shard) and decode (decode_shard), "
+        "frames/s per core (CPU time); ratios against xz in the same run",
+        ["frames", "antialias", "codec", "bytes/frame", "vs xz", "points / mask / values B/frame",
+         "encode frames/s", "encode vs xz", "decode frames/s", "decode vs xz", "wall spread enc/dec"])
+    for label, kp in sets:
+        for antialias in ((True, False) if label.startswith("generated") else (True,)):
+            images = render_frames(kp, RenderSettings(image_size=SIZE, antialias=antialias))
+            arrays, n = shard_arrays(kp, images), len(images)
+            blobs = {name: encode_shard(arrays, codec) for name, codec in codecs.items()}
+            for name, blob in blobs.items():
+                decoded = decode_shard(blob)
+                assert all(np.array_equal(decoded[k], arrays[k]) for k in arrays), f"{name} is not lossless"
+            enc = measure_side_by_side({name: (lambda c=codec: encode_shard(arrays, c)) for name, codec in codecs.items()},
+                                       repeats=repeats, warmup=0, items=n)
+            dec = measure_side_by_side({name: (lambda b=blob: decode_shard(b)) for name, blob in blobs.items()},
+                                       repeats=repeats, warmup=0, items=n)
+            base = "xz preset 0 (v2)"
+            for name, codec in codecs.items():
+                points = len(encode_points(arrays["keypoints"], arrays["face"], codec)) / n
+                mask, values = (len(v) / n for k, v in encode_images(images, codec).items() if k != "images_shape")
+                table.add(f"{label}, {n}", antialias, name, fmt(len(blobs[name]) / n),
+                          f"{len(blobs[name]) / len(blobs[base]):.3f}x", f"{points:,.0f} / {mask:,.0f} / {values:,.0f}",
+                          fmt(enc[name].per_s_cpu), f"{enc[name].per_s_cpu / enc[base].per_s_cpu:.2f}x",
+                          fmt(dec[name].per_s_cpu), f"{dec[name].per_s_cpu / dec[base].per_s_cpu:.2f}x",
+                          f"{enc[name].spread} / {dec[name].spread}")
+                print(f"{label} aa={antialias} {name}: {len(blobs[name]) / n:,.0f} B/frame, encode "
+                      f"{enc[name].per_s_cpu:,.0f}/s, decode {dec[name].per_s_cpu:,.0f}/s", flush=True)
+    report.note("issue 14 target: whole-shard encode >= 2,000 frames/s per core; the per-stream sizes "
+                "are each stream compressed alone, as encode_shard does")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=2048, help="generated frames")
+    parser.add_argument("--shard-frames", type=int, default=4096,
+                        help="generated frames of the shard the codecs are compared on (default: the shard size)")
+    parser.add_argument("--codecs-only", action="store_true", help="only the shard codec comparison")
     parser.add_argument("--repeats", type=int, default=3)
     add_recording_arguments(parser)
     args = parser.parse_args(argv)
     if args.quick:
-        args.frames, args.repeats = 64, 1
+        args.frames, args.shard_frames, args.repeats = 64, 64, 1
 
     import cv2
 
-    from signpose import layout, shards
+    from signpose import shards
     from signpose.render import RenderSettings, render_frames
 
     cv2.setNumThreads(1)
     report = Report("Storage: bytes per frame and encode/decode cost (256x256 images)", args)
+    codec_sets = load_frames(args.shard_frames)
+    codec_comparison(report, [(f"generated (one {args.shard_frames}-frame shard)" if label == "generated" else label,
+                               kp) for label, kp in codec_sets], args.repeats)
+    if args.codecs_only:
+        report.finish()
+        return
     sets = load_frames(args.frames)
     if not any(label.startswith("real") for label, _ in sets):
         report.note("real samples absent: real rows skipped")
@@ -263,10 +327,7 @@ def main(argv=None) -> None:
                           fmt(t_enc.per_s_cpu), fmt(t_dec.per_s_cpu), "yes" if exact else "**no**")
                 print(f"{label} aa={antialias} {enc.name}: {per_frame:,.0f} B/frame, "
                       f"decode {t_dec.per_s_cpu:,.0f}/s", flush=True)
-            arrays = {"keypoints": np.ascontiguousarray(kp, np.float32), "images": images,
-                      "face": np.ascontiguousarray(kp[:, layout.FACE], np.float32),
-                      "split": np.full(n, "train"), "video_id": np.asarray([f"v{i // 64:05d}" for i in range(n)]),
-                      "frame_index": np.arange(n, dtype=np.int64)}
+            arrays = shard_arrays(kp, images)
             blob = shards.encode_shard(arrays)
             assert np.array_equal(shards.decode_shard(blob)["images"], images)
             image_bytes = len(ShardImages().encode(images, kp))
