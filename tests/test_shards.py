@@ -336,23 +336,24 @@ def test_points_stream_is_less_than_half_the_deflated_columns():
     assert len(shards.encode_points(keypoints, face)) < deflated / 2
 
 
-def test_points_stream_of_the_wrong_length_is_a_corrupt_shard():
+def test_points_stream_of_the_wrong_length_is_a_corrupt_shard():  # xz (v2); zstd: test_damaged_zstd_streams_...
     stream = shards.encode_points(np.zeros((3, layout.N_POINTS, 3), np.float32),
-                                  np.zeros((3, layout.N_FACE, 3), np.float32))
+                                  np.zeros((3, layout.N_FACE, 3), np.float32), XZ)
     with pytest.raises(ShardCorruptError, match="shard z: field 'points_xz' holds .* expected .* for 4 frames"):
-        shards.decode_points(stream, 4, "shard z")
+        shards.decode_points(stream, 4, "shard z", XZ)
     with pytest.raises(ShardCorruptError, match="shard z: field 'points_xz' cannot be decompressed"):
-        shards.decode_points(stream[:-8], 3, "shard z")
+        shards.decode_points(stream[:-8], 3, "shard z", XZ)
     with pytest.raises(ShardCorruptError, match="shard z: field 'points_xz' cannot be decompressed"):
-        shards.decode_points(np.frombuffer(b"not xz", np.uint8), 3, "shard z")
+        shards.decode_points(np.frombuffer(b"not xz", np.uint8), 3, "shard z", XZ)
 
 
-def test_a_stream_that_inflates_beyond_the_shard_shape_is_refused_without_inflating_it():
+@pytest.mark.parametrize("codec", [XZ, ZSTD], ids=lambda c: c.name)
+def test_a_stream_that_inflates_beyond_the_shard_shape_is_refused_without_inflating_it(codec):
     big = np.zeros((20_000, layout.N_POINTS, 3), np.float32)  # 34 MB of zeros, a few KB of xz
-    stream = shards.encode_points(big, big[:, layout.FACE])
+    stream = shards.encode_points(big, big[:, layout.FACE], codec)
     with pytest.raises(ShardCorruptError, match="would decompress to more than the 7596 bytes"):
-        shards.decode_points(stream, 3, "shard z")
-    images = shards.encode_images(np.zeros((2000, 64, 64), np.uint8) + 1)
+        shards.decode_points(stream, 3, "shard z", codec)
+    images = shards.encode_images(np.zeros((2000, 64, 64), np.uint8) + 1, codec)
     images["images_shape"] = np.array([1, 64, 64])
     with pytest.raises(ShardCorruptError, match="image streams would decompress to more than"):
         shards.decode_images(images, "shard z")
@@ -366,7 +367,7 @@ def test_reading_without_images_skips_their_streams(tmp_path):
     np.testing.assert_array_equal(light["face"], full["face"])
     # Proof the image streams are not even decompressed: garbage there goes unnoticed without images.
     stored = dict(np.load(io.BytesIO(open_store(tmp_path).get_bytes(manifest.shards[0].key)), allow_pickle=False))
-    stored["images_values_xz"] = np.frombuffer(b"not xz at all", np.uint8)
+    stored["images_values_zst"] = np.frombuffer(b"not zstd at all", np.uint8)
     buffer = io.BytesIO()
     np.savez(buffer, **stored)
     np.testing.assert_array_equal(shards.decode_shard(buffer.getvalue(), images=False)["keypoints"],
@@ -382,7 +383,7 @@ def test_shards_of_the_first_format_are_still_read():
               "split": np.asarray(["train"] * 6), "video_id": np.asarray([f"v{i}" for i in range(6)]),
               "frame_index": np.arange(6, dtype=np.int64)}
     images = render_frames(keypoints, SETTINGS)
-    v1 = dict(arrays, **shards.encode_images(images))  # the v1 layout: plain .npy keypoints and face
+    v1 = dict(arrays, **shards.encode_images(images, XZ))  # the v1 layout: plain .npy keypoints and face
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **{name: v1[name] for name in shards.STORED_FIELDS_V1})
     decoded = shards.decode_shard(buffer.getvalue(), "old shard")
@@ -400,14 +401,16 @@ def test_manifest_of_an_unknown_shard_format_is_refused(tmp_path):
         read_manifest(tmp_path)
 
 
-def test_image_streams_that_disagree_are_a_corrupt_shard():
+@pytest.mark.parametrize("codec", [XZ, ZSTD], ids=lambda c: c.name)
+def test_image_streams_that_disagree_are_a_corrupt_shard(codec):
     images = np.zeros((2, 16, 16), np.uint8)
     images[:, 3, 4] = 200
-    stored = shards.encode_images(images)
-    stored["images_values_xz"] = shards.encode_images(images[:1])["images_values_xz"]
+    stored = shards.encode_images(images, codec)
+    values = "images_values" + codec.suffix
+    stored[values] = shards.encode_images(images[:1], codec)[values]
     with pytest.raises(ShardCorruptError, match="shard y: image mask has 2 lit pixels but 1 values"):
         shards.decode_images(stored, "shard y")
-    stored = shards.encode_images(images)
+    stored = shards.encode_images(images, codec)
     stored["images_shape"] = np.array([3, 16, 16])
     with pytest.raises(ShardCorruptError, match="shard y: image mask holds"):
         shards.decode_images(stored, "shard y")
