@@ -16,6 +16,8 @@ def train_skeleton(
     face_weight: float,
     overrides: dict,
     pipeline_run_id: str,
+    gpu_count: int,
+    checkpoint_every: int,
     model: Output[Model],
     metrics: Output[Metrics],
 ) -> str:
@@ -28,11 +30,13 @@ def train_skeleton(
         expected_dataset_hash=dataset.metadata["dataset_hash"],
         mlflow_tracking_uri=mlflow_tracking_uri,
         pipeline_run_id=pipeline_run_id,
-        config=dict(overrides, epochs=epochs, batch_size=batch_size, image_size=image_size,
-                    use_weighted_loss=use_weighted_loss, hand_weight=hand_weight,
+        nproc=max(1, gpu_count),
+        config=dict(overrides, checkpoint_every=checkpoint_every, epochs=epochs, batch_size=batch_size,
+                    image_size=image_size, use_weighted_loss=use_weighted_loss, hand_weight=hand_weight,
                     face_weight=face_weight),
     )
     stages.describe_training_artifacts(result, model, metrics)
+    stages.remove_task_checkpoints(result)
     return f"models:/{result.model_name}/{result.model_version}"
 
 
@@ -46,6 +50,8 @@ def train_face(
     d_region: int,
     overrides: dict,
     pipeline_run_id: str,
+    gpu_count: int,
+    checkpoint_every: int,
     model: Output[Model],
     metrics: Output[Metrics],
 ) -> str:
@@ -58,8 +64,10 @@ def train_face(
         expected_dataset_hash=dataset.metadata["dataset_hash"],
         mlflow_tracking_uri=mlflow_tracking_uri,
         pipeline_run_id=pipeline_run_id,
-        config=dict(overrides, epochs=epochs, batch_size=batch_size, d_global=d_global,
+        nproc=max(1, gpu_count),
+        config=dict(overrides, checkpoint_every=checkpoint_every, epochs=epochs, batch_size=batch_size, d_global=d_global,
                     d_region=d_region),
     )
     stages.describe_training_artifacts(result, model, metrics)
+    stages.remove_task_checkpoints(result)
     return f"models:/{result.model_name}/{result.model_version}"

@@ -40,6 +40,7 @@ def signpose_training(
     face_overrides: dict = {},
     gpu_type: str = "nvidia.com/gpu",
     gpu_count: int = 1,
+    checkpoint_every: int = 500,
 ):
     source = dict(input_uri=input_uri, store_uri=store_uri, image_size=image_size, shard_size=shard_size,
                   synthetic_videos=synthetic_videos, synthetic_frames_per_video=synthetic_frames_per_video)
@@ -65,6 +66,8 @@ def signpose_training(
         face_weight=face_weight,
         overrides=skeleton_overrides,
         pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        gpu_count=gpu_count,
+        checkpoint_every=checkpoint_every,
     ).set_display_name("train-skeleton")
     cluster.configure_training_task(skeleton, accelerator_type=gpu_type, accelerator_limit=gpu_count)
 
@@ -77,6 +80,8 @@ def signpose_training(
         d_region=d_region,
         overrides=face_overrides,
         pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+        gpu_count=gpu_count,
+        checkpoint_every=checkpoint_every,
     ).set_display_name("train-face-autoencoder")
     cluster.configure_training_task(face, accelerator_type=gpu_type, accelerator_limit=gpu_count)
 

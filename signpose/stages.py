@@ -152,21 +152,60 @@ def describe_dataset_artifact(manifest, artifact) -> None:
         Path(artifact.path).write_text(manifest.to_json())
 
 
+CHECKPOINTS_PREFIX = "checkpoints"
+
+
+def task_checkpoint_dir(manifest_uri: str, pipeline_run_id: str, task: str) -> str:
+    """Where a pipeline task's checkpoints live: ``<store>/checkpoints/<pipeline run>/<task>``, next to
+    the data set, so every attempt of the task (a KFP retry) finds the same ones."""
+    from signpose.shards.format import MANIFEST_NAME
+
+    root = manifest_uri.rstrip("/")
+    root = root[: -len(MANIFEST_NAME) - 1] if root.endswith("/" + MANIFEST_NAME) else root
+    safe_run = "".join(c if c.isalnum() or c in "-_." else "_" for c in pipeline_run_id)
+    return f"{root}/{CHECKPOINTS_PREFIX}/{safe_run}/{task}"
+
+
 def train_task(task: str, manifest_uri: str, mlflow_tracking_uri: str = "", config: dict | None = None,
-               pipeline_run_id: str = "", expected_dataset_hash: str = ""):
+               pipeline_run_id: str = "", expected_dataset_hash: str = "", nproc: int = 1):
     """Train one task inside an MLflow run; register the model and gate its promotion.
 
     ``manifest_uri`` is a preprocessed data set (or a raw keypoint file, for the CLI); ``config`` the
     task's training config as (JSON) values. ``expected_dataset_hash`` is the hash the upstream task
     committed: if another run has committed different data to the same store since, training stops
-    instead of silently using that data. Returns the :class:`~signpose.tracking.training.TrackedTraining`."""
+    instead of silently using that data. With a ``pipeline_run_id`` the task checkpoints under
+    :func:`task_checkpoint_dir` (unless ``config`` names a ``checkpoint_dir``), so a retried attempt
+    resumes there and continues the earlier attempt's MLflow run and registered version. ``nproc`` > 1
+    trains on that many local ranks (every GPU of the node). Returns rank 0's
+    :class:`~signpose.tracking.training.TrackedTraining`."""
     from signpose.tasks import get_task
     from signpose.train.entry import run
 
     cfg = get_task(task).config(**{**(config or {}), "data_path": manifest_uri})
-    result = run(cfg, track=True, mlflow_tracking_uri=mlflow_tracking_uri, pipeline_run_id=pipeline_run_id,
-                 expected_dataset_hash=expected_dataset_hash)
-    return result.extra["tracking"]
+    if pipeline_run_id and not cfg.checkpoint_dir:
+        cfg.checkpoint_dir = task_checkpoint_dir(manifest_uri, pipeline_run_id, task)
+    run_kwargs = dict(track=True, mlflow_tracking_uri=mlflow_tracking_uri, pipeline_run_id=pipeline_run_id,
+                      expected_dataset_hash=expected_dataset_hash)
+    if nproc > 1:
+        from signpose.train.launch import train_on_local_ranks
+
+        return train_on_local_ranks(cfg, nproc, **run_kwargs)
+    return run(cfg, **run_kwargs).extra["tracking"]
+
+
+def remove_task_checkpoints(outcome) -> None:
+    """Delete a finished task's checkpoints (the last step of a training task: a retry after it has
+    nothing to resume). Checkpoints of attempts that never finish are left for the retry, and for the
+    store's lifecycle rule on ``checkpoints/`` (docs/deploy.md) once retries are exhausted."""
+    from signpose.store import open_store
+    from signpose.train.state import CHECKPOINT_KEY
+
+    checkpoint_dir = outcome.result.config.checkpoint_dir
+    if checkpoint_dir:
+        store = open_store(checkpoint_dir)
+        if store.exists(CHECKPOINT_KEY):
+            store.delete(CHECKPOINT_KEY)
+            log.info("removed the finished task's checkpoint %s/%s", checkpoint_dir.rstrip("/"), CHECKPOINT_KEY)
 
 
 def describe_training_artifacts(outcome, model_artifact, metrics_artifact) -> None:

@@ -84,3 +84,59 @@ def test_two_gloo_ranks_stream_shards_and_take_the_same_number_of_steps(tmp_path
     # each rank streams its half of the split: steps per epoch = (train frames / 2 ranks) // batch 4
     assert r0["stream_place"] == [0, 2] and r1["stream_place"] == [1, 2]
     assert r0["steps"] == r1["steps"] == 2 * max(1, manifest.splits["train"] // 2 // 4)
+
+
+# --- the product path on several ranks: one MLflow run, one registered version -------------------------
+
+STAGE_CONFIG = dict(batch_size=4, epochs=2, d_region=16, d_global=8, n_heads=2, region_layers=1,
+                    interaction_layers=1, decoder_layers=1, lr=3e-3, device="cpu", amp="off", progress=False)
+
+
+def _preprocessed(tmp_path):
+    from signpose import stages
+
+    store = tmp_path / "data"
+    stages.preprocess("", str(store), image_size=32, shard_size=8, synthetic_videos=4,
+                      synthetic_frames_per_video=8, workers=1)
+    return str(store)
+
+
+def _runs_and_versions(tracking_uri, model_name):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri, tracking_uri)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    return runs, client.search_model_versions(f"name = '{model_name}'")
+
+
+def test_the_training_stage_on_two_gloo_ranks_makes_one_run_and_one_version(tmp_path, monkeypatch):
+    from signpose import stages
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    store = _preprocessed(tmp_path)
+    tracking_uri = f"sqlite:///{tmp_path}/fresh.db"  # a fresh store: only one process may create its tables
+    outcome = stages.train_task("face", store, tracking_uri, STAGE_CONFIG, pipeline_run_id="kfp-2ranks", nproc=2)
+    digests = outcome.result.extra["rank_weights_sha256"]
+    assert len(digests) == 2 and digests[0] == digests[1]  # both ranks ended with identical weights
+    runs, versions = _runs_and_versions(tracking_uri, outcome.model_name)
+    assert [r.info.run_id for r in runs] == [outcome.run_id] and runs[0].info.status == "FINISHED"
+    assert [str(v.version) for v in versions] == [outcome.model_version] == ["1"]
+    from signpose.train.launch import weights_digest
+
+    assert weights_digest({k: v for k, v in outcome.result.model.state_dict().items()}) == digests[0]
+
+
+def test_the_cli_under_torchrun_makes_one_run_and_one_version_on_a_fresh_store(tmp_path):
+    store = _preprocessed(tmp_path)
+    tracking_uri = f"sqlite:///{tmp_path}/fresh.db"
+    flags = [f"--{k}" if v is True else f"--no_{k}" if v is False else f"--{k}={v}" for k, v in STAGE_CONFIG.items()
+             if k != "progress"] + ["--no_progress"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MLFLOW_TRACKING_URI": tracking_uri, "PYTHONPATH": os.getcwd()}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           "-m", "signpose.train.face", "--data_path", store, *flags],
+                          env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    runs, versions = _runs_and_versions(tracking_uri, "face-keypoint-autoencoder")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert [str(v.version) for v in versions] == ["1"]
+    assert proc.stdout.count("registered face-keypoint-autoencoder version 1") == 1

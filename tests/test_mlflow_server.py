@@ -57,12 +57,14 @@ def _datasets(task, frames):
     return KeypointDataset(train.keypoints), KeypointDataset(val.keypoints)
 
 
-def _train(task, frames, settings, **overrides):
+def _train(task, frames, settings, pipeline_run_id="kfp-run-it", **overrides):
+    # One pipeline run trains a task once (a second call with its id is a retry of that training):
+    # each retraining is a pipeline run of its own.
     cfg = (skeleton_config if task == "skeleton" else face_config)(**overrides)
     train_ds, val_ds = _datasets(task, frames)
     return tracked_fit(task, build_model(cfg), train_ds, val_ds, cfg, dataset_hash=DATASET_HASH,
                        manifest_uri="s3://data/synthetic/manifest.json", settings=settings,
-                       pipeline_run_id="kfp-run-it")
+                       pipeline_run_id=pipeline_run_id)
 
 
 @pytest.fixture(scope="module")
@@ -179,12 +181,12 @@ def _retrain_and_check(task, frames, settings, client):
     champion = client.get_model_version_by_alias(name, CHAMPION)
     champion_value = float(champion.tags[metric_tag(metric)])
 
-    better = _train(task, frames, settings, epochs=6)
+    better = _train(task, frames, settings, pipeline_run_id="kfp-run-better", epochs=6)
     assert better.metrics[metric] < champion_value, "precondition: longer training must lower the metric"
     assert better.alias == CHAMPION, better.reason
     assert str(client.get_model_version_by_alias(name, CHAMPION).version) == better.model_version
 
-    worse = _train(task, frames, settings, epochs=1, lr=1e-6)
+    worse = _train(task, frames, settings, pipeline_run_id="kfp-run-worse", epochs=1, lr=1e-6)
     assert worse.metrics[metric] > better.metrics[metric], "precondition: an untrained model must be worse"
     assert worse.alias == CHALLENGER
     assert str(client.get_model_version_by_alias(name, CHAMPION).version) == better.model_version

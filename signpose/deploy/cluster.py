@@ -93,8 +93,9 @@ class ClusterSettings:
     gpu: GpuPool = field(default_factory=GpuPool)
     secrets: SecretRefs = field(default_factory=SecretRefs)
     preprocess_retry: RetryPolicy = RetryPolicy(num_retries=3)
-    # A retry restarts training from scratch, so fewer of them.
-    training_retry: RetryPolicy = RetryPolicy(num_retries=2, backoff_duration="60s")
+    # A retry resumes from the task's last checkpoint (<store>/checkpoints/<run>/<task>) and continues
+    # its MLflow run and registered version (signpose.stages.train_task).
+    training_retry: RetryPolicy = RetryPolicy(num_retries=3, backoff_duration="60s")
     # Preprocessing is a pure function of its inputs: KFP's cache key (component + input values)
     # is exactly "keyed by the input". Training logs and registers models in MLflow, a side effect a
     # cache hit would silently skip, so it always runs.

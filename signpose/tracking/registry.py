@@ -91,12 +91,18 @@ def log_and_register(
     ``model_name`` tagged with the run id, dataset hash, task and ``metric.<name>`` values.
 
     ``example_input`` is a batch of real model inputs; a batch of at least two keeps the exported
-    batch dimension dynamic. Returns ``(run_id, version)``.
+    batch dimension dynamic. Returns ``(run_id, version)``. A run registers one version: called again
+    in the same run (a retried task), it returns the version registered before.
     """
     run = mlflow.active_run()
     if run is None:
         raise RuntimeError("log_and_register needs an active run (signpose.tracking.start_training_run)")
     run_id = run.info.run_id
+    registered = registered_version_of_run(MlflowClient(), model_name, run_id)
+    if registered is not None:  # a retried task: the earlier attempt got this far
+        log.info("%s version %s was already registered from run %s: not registering again", model_name,
+                 registered, run_id)
+        return run_id, registered
     config_dict = config_to_dict(config)
     example = torch.as_tensor(np.asarray(example_input) if not isinstance(example_input, torch.Tensor)
                               else example_input).detach().to("cpu").float()
@@ -140,6 +146,12 @@ def log_and_register(
     registered = mlflow.register_model(model_info.model_uri, model_name, tags=version_tags)
     log.info("registered %s version %s (run %s)", model_name, registered.version, run_id)
     return run_id, str(registered.version)
+
+
+def registered_version_of_run(client: MlflowClient, model_name: str, run_id: str) -> str | None:
+    """The version of ``model_name`` registered from ``run_id``, if there is one (the lowest)."""
+    versions = client.search_model_versions(f"name = '{model_name}' and run_id = '{run_id}'")
+    return str(min(int(v.version) for v in versions)) if versions else None
 
 
 @dataclasses.dataclass(frozen=True)

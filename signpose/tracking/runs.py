@@ -28,6 +28,7 @@ PARAM_MANIFEST_URI = "manifest_uri"
 PARAM_CODE_VERSION = "code_version"
 PARAM_PIPELINE_RUN_ID = "pipeline_run_id"
 TAG_TASK = "signpose.task"
+TAG_PIPELINE_RUN_ID = "kfp.run_id"
 
 
 def configure_mlflow(settings: MlflowSettings | None = None) -> MlflowSettings:
@@ -92,6 +93,17 @@ def code_version() -> str:
         return "unknown"
 
 
+def find_pipeline_task_run(settings: MlflowSettings, experiment_id: str, task: str, pipeline_run_id: str):
+    """The MLflow run an earlier attempt of this pipeline run's ``task`` started, if any."""
+    if "'" in pipeline_run_id or "'" in task:
+        raise ValueError(f"pipeline run id {pipeline_run_id!r} / task {task!r}: quotes are not allowed")
+    client = MlflowClient(settings.tracking_uri, settings.effective_registry_uri)
+    runs = client.search_runs([experiment_id], max_results=1, order_by=["attributes.start_time DESC"],
+                              filter_string=f"tags.`{TAG_PIPELINE_RUN_ID}` = '{pipeline_run_id}' "
+                                            f"and tags.`{TAG_TASK}` = '{task}'")
+    return runs[0] if runs else None
+
+
 def start_training_run(
     task: str,
     config: Any,
@@ -104,19 +116,25 @@ def start_training_run(
     extra_params: Mapping[str, Any] | None = None,
 ) -> mlflow.ActiveRun:
     """Start (and activate) the MLflow run of one training: every config field flattened as a param,
-    plus lineage (dataset hash, manifest URI, code version, KFP run id). Use as a context manager."""
+    plus lineage (dataset hash, manifest URI, code version, KFP run id). Use as a context manager.
+
+    With a ``pipeline_run_id``, a run that an earlier attempt of the same pipeline task started is
+    continued instead (a KFP retry): one MLflow run per pipeline run and task."""
     settings = configure_mlflow(settings)
     experiment_id = ensure_experiment(settings, task)
     pipeline_run_id = pipeline_run_id or os.environ.get(PIPELINE_RUN_ID_ENV) or ""
     tags = {TAG_TASK: task, PARAM_DATASET_HASH: dataset_hash}
     if pipeline_run_id:
-        tags["kfp.run_id"] = pipeline_run_id
-    run = mlflow.start_run(
-        experiment_id=experiment_id,
-        run_name=run_name,
-        tags=tags,
-        log_system_metrics=settings.system_metrics,
-    )
+        tags[TAG_PIPELINE_RUN_ID] = pipeline_run_id
+    earlier = find_pipeline_task_run(settings, experiment_id, task, pipeline_run_id) if pipeline_run_id else None
+    if earlier is not None:
+        # A retried pipeline task continues the run its earlier attempt started (one run per task).
+        log.info("MLflow run %s of an earlier attempt of pipeline run %s (%s): continuing it",
+                 earlier.info.run_id, pipeline_run_id, earlier.info.status)
+        run = mlflow.start_run(run_id=earlier.info.run_id, log_system_metrics=settings.system_metrics)
+    else:
+        run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags,
+                               log_system_metrics=settings.system_metrics)
     params = flatten_params(config)
     params.update(
         {

@@ -35,7 +35,8 @@ def run(cfg: TrainConfig, callbacks: Sequence = (), *, track: bool = False, mlfl
     """Train ``cfg.task`` on ``cfg.data_path``; write ``cfg.output_dir`` when set.
 
     ``track``: train inside an MLflow run, then register the model and gate its promotion; the outcome
-    (run id, registered version, alias) is ``result.extra["tracking"]``.
+    (run id, registered version, alias) is ``result.extra["tracking"]`` (on rank 0; the other ranks of
+    a distributed run train without MLflow and get None).
     ``expected_dataset_hash``: the hash the upstream pipeline task committed; if another run has
     committed different data to the same store since, training stops instead of using that data."""
     data = load_task_data(cfg.task, cfg)
@@ -45,7 +46,8 @@ def run(cfg: TrainConfig, callbacks: Sequence = (), *, track: bool = False, mlfl
                         "the pipeline (or give each input its own store_uri).")
     seed_everything(cfg.seed)
     model = build_model(cfg)
-    if track:
+    # Under torchrun every rank trains (and all-reduces); only rank 0 talks to MLflow: one run, one version.
+    if track and int(os.environ.get("RANK", "0")) == 0:
         from signpose.tracking import load_mlflow_settings
         from signpose.tracking.training import tracked_fit
 
