@@ -435,3 +435,44 @@ def test_mlflow_init_container_script_is_valid_python():
     objects, _ = render()
     prepare = container(one(objects, "Deployment", "signpose-mlflow"), "prepare")
     compile(prepare["args"][0], "prepare", "exec")
+
+
+# ---- multi-node training (Kubeflow Trainer v2 TrainJobs) --------------------------------------------
+
+MULTI_NODE = {"multiNode": {"enabled": True, "serviceAccountName": "default-editor"},
+              "pipelineEnv": {"namespace": "kubeflow-user-example-com"}}
+
+
+def test_multi_node_rbac_is_off_by_default_so_a_cluster_without_kubeflow_trainer_installs_cleanly():
+    objects, _ = render()
+    assert not by_kind(objects, "Role") and not by_kind(objects, "RoleBinding")
+
+
+def test_multi_node_role_grants_the_pipeline_service_account_exactly_the_trainjob_calls():
+    objects, _ = render(MULTI_NODE)
+    assert not chartcheck.schema_problems(objects), chartcheck.schema_problems(objects)
+    role = one(objects, "Role", "signpose-multinode-training")
+    binding = one(objects, "RoleBinding", "signpose-multinode-training")
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == "kubeflow-user-example-com"
+    rules = {(group, resource): sorted(rule["verbs"]) for rule in role["rules"]
+             for group in rule["apiGroups"] for resource in rule["resources"]}
+    assert rules == {("trainer.kubeflow.org", "trainjobs"): ["create", "delete", "get"],
+                     ("", "pods"): ["list"], ("", "pods/log"): ["get"]}
+    assert not any("resourceNames" in rule for rule in role["rules"])  # job names are per run
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                  "name": "signpose-multinode-training"}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "default-editor",
+                                    "namespace": "kubeflow-user-example-com"}]
+    # Namespaced only: nothing cluster-wide for a pipeline's service account.
+    assert not by_kind(objects, "ClusterRole") and not by_kind(objects, "ClusterRoleBinding")
+
+
+def test_multi_node_rbac_defaults_to_single_user_kfps_pipeline_runner_in_the_release_namespace():
+    objects, _ = render({"multiNode": {"enabled": True}})
+    binding = one(objects, "RoleBinding", "signpose-multinode-training")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "pipeline-runner", "namespace": "mlops"}]
+
+
+def test_multi_node_without_a_service_account_name_is_refused():
+    with pytest.raises(helm.HelmValuesError, match="serviceAccountName"):
+        render({"multiNode": {"enabled": True, "serviceAccountName": ""}})
