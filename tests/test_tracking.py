@@ -413,3 +413,40 @@ def test_ui_serves_the_configured_local_store_and_its_artifact_folder(clean_mlfl
     clean_mlflow_env.setenv("MLFLOW_TRACKING_URI", "http://mlflow.cluster:5000")
     with pytest.raises(ValueError, match="already a server"):
         ui_command(load_mlflow_settings(REPO / "mlflow.yaml", workdir=tmp_path))
+
+
+def test_the_run_logs_its_data_set_as_an_mlflow_dataset_input(store):
+    settings, tracked, _, _ = store
+    run = MlflowClient(settings.tracking_uri).get_run(tracked.run_id)
+    [dataset_input] = run.inputs.dataset_inputs
+    dataset = dataset_input.dataset
+    assert dataset.digest == "hash-A"
+    assert json.loads(dataset.source)["uri"] == "s3://bucket/data/manifest.json"
+    assert [tag.value for tag in dataset_input.tags if tag.key == "mlflow.data.context"] == ["training"]
+    columns = json.loads(dataset.schema)["mlflow_colspec"]
+    assert [(c["name"], c["tensor-spec"]["shape"]) for c in columns] == [("keypoints", [-1, 143, 3])]
+
+
+def test_a_manifests_splits_and_image_size_are_the_dataset_profile_and_schema():
+    from signpose.tracking.datasets import training_dataset
+
+    dataset = training_dataset("d", "s3://b/data/manifest.json", "f" * 64, (143, 3),
+                               {"image_size": 64, "splits": {"train": 30, "dev": 4}, "manifest_uri": "x"})
+    as_logged = dataset.to_dict()
+    assert json.loads(as_logged["profile"]) == {"image_size": 64, "splits": {"dev": 4, "train": 30}}
+    columns = json.loads(as_logged["schema"])["mlflow_colspec"]
+    assert [(c["name"], c["tensor-spec"]["dtype"], c["tensor-spec"]["shape"]) for c in columns] == [
+        ("keypoints", "float32", [-1, 143, 3]), ("image", "uint8", [-1, 64, 64])]
+    assert as_logged["digest"] == "f" * 40 and as_logged["source_type"] == "s3"
+
+
+def test_the_logged_model_carries_the_metrics_of_the_epoch_whose_weights_it_holds(store):
+    settings, tracked, cfg, _ = store
+    client = MlflowClient(settings.tracking_uri)
+    [output] = client.get_run(tracked.run_id).outputs.model_outputs
+    logged = mlflow.get_logged_model(output.model_id)
+    best = tracked.result.best_epoch
+    assert best > 0, "precondition: the best epoch is not the first (MLflow's default step)"
+    by_key = {m.key: m for m in logged.metrics}
+    assert by_key["val/loss"].step == best
+    assert by_key["val/loss"].value == pytest.approx(tracked.result.history[best]["val/loss"])

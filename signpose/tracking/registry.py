@@ -85,13 +85,15 @@ def log_and_register(
     task: str | None = None,
     metrics: Mapping[str, float] | None = None,
     dataset_hash: str | None = None,
+    step: int = 0,
 ) -> tuple[str, str]:
     """Log ``model`` to the active run with ``mlflow.pytorch`` (pt2, signature + input example, the
     config as ``config.json`` inside the model and on the run) and register a new version of
     ``model_name`` tagged with the run id, dataset hash, task and ``metric.<name>`` values.
 
     ``example_input`` is a batch of real model inputs; a batch of at least two keeps the exported
-    batch dimension dynamic. Returns ``(run_id, version)``. A run registers one version: called again
+    batch dimension dynamic. ``step``: the epoch whose weights these are (MLflow links that step's
+    metrics to the logged model). Returns ``(run_id, version)``. A run registers one version: called again
     in the same run (a retried task), it returns the version registered before.
     """
     run = mlflow.active_run()
@@ -130,6 +132,7 @@ def log_and_register(
             input_example=example_np,
             signature=signature,
             serialization_format="pt2",
+            step=step,
             extra_files=[str(config_path)],
             pip_requirements=_pip_requirements(),
             metadata={"task": task or "", "dataset_hash": dataset_hash or "",

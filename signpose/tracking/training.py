@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +13,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
+from signpose.tasks import get_task
 from signpose.tracking.callback import MlflowCallback
+from signpose.tracking.datasets import log_training_data
 from signpose.tracking.registry import PromotionDecision, log_and_register, promote
 from signpose.tracking.runs import log_system_metrics_sample, start_training_run
 from signpose.tracking.settings import MlflowSettings, load_mlflow_settings
@@ -101,10 +104,12 @@ def tracked_fit(
     pipeline_run_id: str | None = None,
     extra_callbacks: tuple = (),
     panel_samples: int = PANEL_SAMPLES,
+    data_info: Mapping[str, Any] | None = None,
 ) -> TrackedTraining:
     """Train with ``signpose.train.engine.fit`` inside an MLflow run, then log, register and gate
     the new version. The registered metrics are those of the weights that are logged (the engine's
-    best epoch when ``cfg.restore_best``, else the last epoch)."""
+    best epoch when ``cfg.restore_best``, else the last epoch), and the logged model is linked to that
+    epoch's step. The data set is the run's dataset input (``data_info``: splits, sizes)."""
     from signpose.train import engine
 
     settings = settings or load_mlflow_settings()
@@ -112,16 +117,19 @@ def tracked_fit(
     panel_inputs, panel_targets = first_samples(val_ds, panel_samples)
     with start_training_run(task, cfg, dataset_hash=dataset_hash, manifest_uri=manifest_uri, settings=settings,
                             run_name=run_name, pipeline_run_id=pipeline_run_id) as run:
+        log_training_data(task, manifest_uri, dataset_hash, get_task(task).input_shape, data_info or {})
         callback = MlflowCallback(task, panel_inputs, panel_targets, run_id=run.info.run_id)
         result = engine.fit(task, model, train_ds, val_ds, cfg, callbacks=[callback, *extra_callbacks])
         if settings.system_metrics:
             log_system_metrics_sample(run.info.run_id, settings.tracking_uri)
-        final = result.best_metrics if getattr(cfg, "restore_best", False) else result.history[-1]
+        restored = getattr(cfg, "restore_best", False) and result.best_epoch >= 0
+        final = result.best_metrics if restored else result.history[-1]
+        weights_epoch = result.best_epoch if restored else len(result.history) - 1
         # Quality metrics only: throughput and learning rate say nothing about the model.
         metrics = {k: float(v) for k, v in final.items() if k.startswith("val/") or k == "train/loss"}
         mlflow.log_metric("best_epoch", result.best_epoch)
         run_id, version = log_and_register(result.model, cfg, panel_inputs[:2], policy.model_name, task=task,
-                                           metrics=metrics, dataset_hash=dataset_hash)
+                                           metrics=metrics, dataset_hash=dataset_hash, step=weights_epoch)
         decision: PromotionDecision = promote(
             policy.model_name, version, metrics, policy, dataset_hash=dataset_hash,
             evaluate=make_evaluator(task, val_ds, cfg),

@@ -54,7 +54,8 @@ def run(cfg: TrainConfig, callbacks: Sequence = (), *, track: bool = False, mlfl
         outcome = tracked_fit(cfg.task, model, data.train, data.val, cfg, dataset_hash=data.dataset_hash,
                               manifest_uri=cfg.data_path,
                               settings=load_mlflow_settings(tracking_uri=mlflow_tracking_uri or None),
-                              pipeline_run_id=pipeline_run_id or None, extra_callbacks=tuple(callbacks))
+                              pipeline_run_id=pipeline_run_id or None, extra_callbacks=tuple(callbacks),
+                              data_info=data.info)
         result = outcome.result
         result.extra["tracking"] = outcome
     else:
