@@ -73,21 +73,25 @@ def run_nodes(trainjob: dict, workdir: Path, observe_dir: Path) -> list[subproce
     return done
 
 
-def test_two_nodes_by_one_process_train_one_model_over_a_loopback_rendezvous(tmp_path, tiny_dataset_uri):
+def train_on_two_nodes(tmp_path: Path, data_path: str, *args: str, run_id: str = "local-run"):
+    """Build the TrainJob (2 nodes x 1 CPU process) and run its nodes; returns (nodes' results,
+    per-rank weight digests, model.pt's directory)."""
     output_dir, observe_dir = tmp_path / "out", tmp_path / "observed"
     observe_dir.mkdir()
     # No Secrets or ConfigMap outside a cluster: every env var of this job is a plain value.
     settings = ClusterSettings(secrets=SecretRefs(s3_secret=None, mlflow_secret=None, env_config_map=None))
     request = TrainJobRequest(
-        name=job_name("face", "local-run"), namespace="kubeflow", task="face", nodes=2, gpus_per_node=0,
-        image="signpose-train", pipeline_run_id="local-run", settings=settings,
-        command_args=("--data_path", tiny_dataset_uri, *TINY, "--output_dir", str(output_dir), "--no_track"))
+        name=job_name("face", run_id), namespace="kubeflow", task="face", nodes=2, gpus_per_node=0,
+        image="signpose-train", pipeline_run_id=run_id, settings=settings,
+        command_args=("--data_path", data_path, *TINY, "--output_dir", str(output_dir), *args))
     done = run_nodes(build_trainjob(request), tmp_path, observe_dir)
-
     for rank, node in enumerate(done):
         assert node.returncode == 0, f"node {rank} exited {node.returncode}:\n{node.stdout[-6000:]}"
+    return done, {p.name: p.read_text() for p in observe_dir.iterdir()}, output_dir
+
+
+def assert_one_model_across_both_nodes(digests: dict, output_dir: Path) -> None:
     # One process group across both launchers: world size 2, each node's process its own global rank.
-    digests = {p.name: p.read_text() for p in observe_dir.iterdir()}
     assert sorted(digests) == ["rank0.sha256", "rank1.sha256"], digests
     assert digests["rank0.sha256"] == digests["rank1.sha256"]  # both trained the same weights
     # ... which are the weights rank 0 wrote, and only rank 0 wrote.
@@ -95,4 +99,35 @@ def test_two_nodes_by_one_process_train_one_model_over_a_loopback_rendezvous(tmp
 
     written = torch.load(output_dir / "model.pt", weights_only=True)
     assert weights_digest(written["state_dict"]) == digests["rank0.sha256"]
+
+
+def test_two_nodes_by_one_process_train_one_model_over_a_loopback_rendezvous(tmp_path, tiny_dataset_uri):
+    done, digests, output_dir = train_on_two_nodes(tmp_path, tiny_dataset_uri, "--no_track")
+    assert_one_model_across_both_nodes(digests, output_dir)
     assert '"best_epoch"' in done[0].stdout and '"best_epoch"' not in done[1].stdout
+
+
+def test_two_tracked_nodes_make_one_mlflow_run_and_one_version_which_the_task_reads_back(
+        tmp_path, tiny_dataset_uri, monkeypatch):
+    """With tracking on (a fresh SQLite store): only rank 0 talks to MLflow, so the job leaves one run
+    and one registered version, and the task-side lookup finds exactly that one."""
+    from mlflow import MlflowClient
+
+    from signpose.deploy.trainjob_result import TAG_PIPELINE_RUN_ID, rank0_registration
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # the nodes inherit it, as pods get the ConfigMap's
+    done, digests, output_dir = train_on_two_nodes(tmp_path, tiny_dataset_uri, run_id="pipeline-run-7")
+    assert_one_model_across_both_nodes(digests, output_dir)
+    registered = [line for node in done for line in node.stdout.splitlines() if line.startswith("registered ")]
+    assert len(registered) == 1 and registered[0] in done[0].stdout, registered
+
+    client = MlflowClient(uri)
+    experiments = client.search_experiments()
+    runs = client.search_runs([e.experiment_id for e in experiments])
+    assert len(runs) == 1 and runs[0].data.tags[TAG_PIPELINE_RUN_ID] == "pipeline-run-7"
+    versions = client.search_model_versions()
+    assert len(versions) == 1 and versions[0].run_id == runs[0].info.run_id
+    outcome = rank0_registration("face", "pipeline-run-7", uri)
+    assert (outcome["run_id"], outcome["model_version"]) == (runs[0].info.run_id, str(versions[0].version))
+    assert f"registered {outcome['model_name']} version {outcome['model_version']}" in registered[0]
