@@ -19,6 +19,7 @@ from mlflow.data.meta_dataset import MetaDataset
 from mlflow.types.schema import Schema, TensorSpec
 
 DATASET_CONTEXT = "training"
+MAX_DIGEST_CHARS = 36  # MLflow refuses longer dataset digests
 
 
 class TrainingDataset(MetaDataset):
@@ -60,7 +61,7 @@ def training_dataset(name: str, uri: str, dataset_hash: str, input_shape: tuple[
     image_size = info.get("image_size")
     profile = {key: info[key] for key in ("splits", "n_frames", "shards", "image_size", "stream") if key in info}
     local = uri if "://" in uri else f"file://{uri}" if uri.startswith("/") else uri
-    return TrainingDataset(_source(local), name=name, digest=dataset_hash[:40] or None,
+    return TrainingDataset(_source(local), name=name, digest=dataset_hash[:MAX_DIGEST_CHARS] or None,
                            schema=dataset_schema(input_shape, image_size), profile=profile)
 
 
