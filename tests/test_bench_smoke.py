@@ -55,6 +55,17 @@ def test_storage_benchmark_finds_the_shard_image_encoding_lossless(tmp_path):
     assert table_rows(out, "Keypoint columns") and table_rows(out, "Whole shard")
 
 
+def test_scale_benchmark_preprocesses_and_streams_an_epoch_measuring_every_phase(tmp_path):
+    out = run_bench("scale.py", tmp_path, "--no-record", "--frames", "600")
+    rows = {row[0].split(" (")[0]: row for row in table_rows(out, "Wall and CPU time")}
+    assert set(rows) == {"generate", "preprocess", "stream 1 epoch of train"}, rows
+    assert rows["generate"][1] == rows["preprocess"][1] == "600"
+    for row in rows.values():
+        assert all(cell.replace(",", "").replace(".", "").isdigit() for cell in row[2:7]), row
+    assert "B/frame in shards" in rows["preprocess"][8] and "extrapolation" in out
+    assert not any((tmp_path / "work").glob("scale-*/manifest.json"))  # the data set is removed afterwards
+
+
 def test_data_vs_model_benchmark_measures_both_tasks(tmp_path):
     out = run_bench("data_vs_model.py", tmp_path, "--no-record")
     rows = table_rows(out, "ratio = loader / step")
