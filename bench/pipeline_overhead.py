@@ -8,7 +8,7 @@ training task logging to MLflow and registering its model.
 
 - kfp.local: ``pipelines.local_run.run_local`` -- the compiled DAG executed by kfp.local's
   SubprocessRunner (one Python subprocess per task, artifacts passed through the pipeline root);
-- direct: ``signpose.stages.preprocess`` / ``train_skeleton`` / ``train_face`` called in one process
+- direct: ``signpose.stages.preprocess`` / ``train_task("skeleton")`` / ``train_task("face")`` called in one process
   with the parameters the components pass.
 
 Each run is a fresh subprocess in its own empty folder (MLflow on SQLite there: nothing touches the
@@ -59,12 +59,12 @@ def run_direct(workdir: Path, params: dict) -> dict:
         synthetic_frames_per_video=params["synthetic_frames_per_video"])
     timings["preprocess"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    stages.train_skeleton(manifest.uri, tracking_uri, config=dict(
+    stages.train_task("skeleton", manifest.uri, tracking_uri, config=dict(
         params["skeleton_overrides"], epochs=params["skeleton_epochs"], batch_size=params["skeleton_batch_size"],
         image_size=params["image_size"], use_weighted_loss=True, hand_weight=2.0, face_weight=1.5))
     timings["train_skeleton"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    stages.train_face(manifest.uri, tracking_uri, config=dict(
+    stages.train_task("face", manifest.uri, tracking_uri, config=dict(
         params["face_overrides"], epochs=params["face_epochs"], batch_size=params["face_batch_size"],
         d_global=params["d_global"], d_region=params["d_region"]))
     timings["train_face"] = time.perf_counter() - t0

@@ -18,26 +18,21 @@ def train_skeleton(
     pipeline_run_id: str,
     gpu_count: int,
     checkpoint_every: int,
+    nodes: int,
+    gpu_type: str,
+    train_image: str,
     model: Output[Model],
     metrics: Output[Metrics],
 ) -> str:
     """Train HierarchicalSkeletonTransformer on the shards; log, register and gate it in MLflow."""
     from signpose import stages
 
-    result = stages.train_task(
-        "skeleton",
-        manifest_uri=dataset.metadata["manifest_uri"],
-        expected_dataset_hash=dataset.metadata["dataset_hash"],
-        mlflow_tracking_uri=mlflow_tracking_uri,
-        pipeline_run_id=pipeline_run_id,
-        nproc=max(1, gpu_count),
-        config=dict(overrides, checkpoint_every=checkpoint_every, epochs=epochs, batch_size=batch_size,
-                    image_size=image_size, use_weighted_loss=use_weighted_loss, hand_weight=hand_weight,
-                    face_weight=face_weight),
-    )
-    stages.describe_training_artifacts(result, model, metrics)
-    stages.remove_task_checkpoints(result)
-    return f"models:/{result.model_name}/{result.model_version}"
+    config = dict(overrides, checkpoint_every=checkpoint_every, epochs=epochs, batch_size=batch_size,
+                  image_size=image_size, use_weighted_loss=use_weighted_loss, hand_weight=hand_weight,
+                  face_weight=face_weight)
+    return stages.training_stage("skeleton", dataset, model, metrics, config=config,
+                                 mlflow_tracking_uri=mlflow_tracking_uri, pipeline_run_id=pipeline_run_id,
+                                 nodes=nodes, gpu_count=gpu_count, gpu_type=gpu_type, train_image=train_image)
 
 
 @dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
@@ -52,22 +47,17 @@ def train_face(
     pipeline_run_id: str,
     gpu_count: int,
     checkpoint_every: int,
+    nodes: int,
+    gpu_type: str,
+    train_image: str,
     model: Output[Model],
     metrics: Output[Metrics],
 ) -> str:
     """Train the HierarchicalKeypointTransformer face auto-encoder; log, register and gate it."""
     from signpose import stages
 
-    result = stages.train_task(
-        "face",
-        manifest_uri=dataset.metadata["manifest_uri"],
-        expected_dataset_hash=dataset.metadata["dataset_hash"],
-        mlflow_tracking_uri=mlflow_tracking_uri,
-        pipeline_run_id=pipeline_run_id,
-        nproc=max(1, gpu_count),
-        config=dict(overrides, checkpoint_every=checkpoint_every, epochs=epochs, batch_size=batch_size, d_global=d_global,
-                    d_region=d_region),
-    )
-    stages.describe_training_artifacts(result, model, metrics)
-    stages.remove_task_checkpoints(result)
-    return f"models:/{result.model_name}/{result.model_version}"
+    config = dict(overrides, checkpoint_every=checkpoint_every, epochs=epochs, batch_size=batch_size,
+                  d_global=d_global, d_region=d_region)
+    return stages.training_stage("face", dataset, model, metrics, config=config,
+                                 mlflow_tracking_uri=mlflow_tracking_uri, pipeline_run_id=pipeline_run_id,
+                                 nodes=nodes, gpu_count=gpu_count, gpu_type=gpu_type, train_image=train_image)

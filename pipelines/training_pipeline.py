@@ -11,6 +11,8 @@ from kfp import compiler, dsl
 
 from components import commit_dataset, plan_dataset, train_face, train_skeleton, write_shards
 from signpose.deploy import cluster
+from signpose.deploy.images import TRAIN_IMAGE
+from signpose.deploy.trainjob import configure_launcher_task
 
 PIPELINE_NAME = "signpose-training"
 COMPILED_PATH = Path(__file__).parent / "compiled" / "signpose_training.yaml"
@@ -41,6 +43,7 @@ def signpose_training(
     gpu_type: str = "nvidia.com/gpu",
     gpu_count: int = 1,
     checkpoint_every: int = 500,
+    nodes: int = 1,
 ):
     source = dict(input_uri=input_uri, store_uri=store_uri, image_size=image_size, shard_size=shard_size,
                   synthetic_videos=synthetic_videos, synthetic_frames_per_video=synthetic_frames_per_video)
@@ -55,7 +58,7 @@ def signpose_training(
     cluster.configure_preprocess_task(commit)
     dataset = commit.outputs["dataset"]
 
-    skeleton = train_skeleton(
+    skeleton_args = dict(
         dataset=dataset,
         mlflow_tracking_uri=mlflow_tracking_uri,
         epochs=skeleton_epochs,
@@ -68,10 +71,9 @@ def signpose_training(
         pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         gpu_count=gpu_count,
         checkpoint_every=checkpoint_every,
-    ).set_display_name("train-skeleton")
-    cluster.configure_training_task(skeleton, accelerator_type=gpu_type, accelerator_limit=gpu_count)
-
-    face = train_face(
+        nodes=nodes, gpu_type=gpu_type, train_image=TRAIN_IMAGE,
+    )
+    face_args = dict(
         dataset=dataset,
         mlflow_tracking_uri=mlflow_tracking_uri,
         epochs=face_epochs,
@@ -82,8 +84,18 @@ def signpose_training(
         pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         gpu_count=gpu_count,
         checkpoint_every=checkpoint_every,
-    ).set_display_name("train-face-autoencoder")
-    cluster.configure_training_task(face, accelerator_type=gpu_type, accelerator_limit=gpu_count)
+        nodes=nodes, gpu_type=gpu_type, train_image=TRAIN_IMAGE,
+    )
+    # One node: the task trains on its own gpu_count GPUs. Several: a CPU-only task submits and follows
+    # a Kubeflow Trainer TrainJob of `nodes` pods x gpu_count GPUs (docs/deploy.md, "Many GPUs").
+    with dsl.If(nodes <= 1, name="one-node"):
+        skeleton = train_skeleton(**skeleton_args).set_display_name("train-skeleton")
+        cluster.configure_training_task(skeleton, accelerator_type=gpu_type, accelerator_limit=gpu_count)
+        face = train_face(**face_args).set_display_name("train-face-autoencoder")
+        cluster.configure_training_task(face, accelerator_type=gpu_type, accelerator_limit=gpu_count)
+    with dsl.Else(name="many-nodes"):
+        configure_launcher_task(train_skeleton(**skeleton_args).set_display_name("train-skeleton-on-nodes"))
+        configure_launcher_task(train_face(**face_args).set_display_name("train-face-autoencoder-on-nodes"))
 
 
 def compile_pipeline(path=COMPILED_PATH) -> Path:

@@ -197,15 +197,73 @@ def remove_task_checkpoints(outcome) -> None:
     """Delete a finished task's checkpoints (the last step of a training task: a retry after it has
     nothing to resume). Checkpoints of attempts that never finish are left for the retry, and for the
     store's lifecycle rule on ``checkpoints/`` (docs/deploy.md) once retries are exhausted."""
+    remove_checkpoint(outcome.result.config.checkpoint_dir)
+
+
+def remove_checkpoint(checkpoint_dir: str) -> None:
     from signpose.store import open_store
     from signpose.train.state import CHECKPOINT_KEY
 
-    checkpoint_dir = outcome.result.config.checkpoint_dir
     if checkpoint_dir:
         store = open_store(checkpoint_dir)
         if store.exists(CHECKPOINT_KEY):
             store.delete(CHECKPOINT_KEY)
             log.info("removed the finished task's checkpoint %s/%s", checkpoint_dir.rstrip("/"), CHECKPOINT_KEY)
+
+
+def train_task_on_nodes(task: str, manifest_uri: str, *, nodes: int, gpus_per_node: int, image: str,
+                        accelerator_type: str = "nvidia.com/gpu", mlflow_tracking_uri: str = "",
+                        config: dict | None = None, pipeline_run_id: str = "", expected_dataset_hash: str = "") -> dict:
+    """Train one task as a Kubeflow Trainer TrainJob of ``nodes`` x ``gpus_per_node`` processes running
+    the training CLI (:func:`signpose.deploy.trainjob.run_multinode_training`); returns what its rank 0
+    registered (``run_id, model_name, model_version, alias, reason, metrics, model_uri, trainjob``)."""
+    from signpose.deploy.trainjob import config_to_cli_args, run_multinode_training
+
+    config = dict(config or {})
+    if pipeline_run_id and not config.get("checkpoint_dir"):
+        config["checkpoint_dir"] = task_checkpoint_dir(manifest_uri, pipeline_run_id, task)
+    args = ["--data_path", manifest_uri, "--no_progress", *config_to_cli_args(task, config)]
+    outcome = run_multinode_training(task, nodes, gpus_per_node, image, args, pipeline_run_id=pipeline_run_id,
+                                     mlflow_tracking_uri=mlflow_tracking_uri, accelerator_type=accelerator_type,
+                                     expected_dataset_hash=expected_dataset_hash)
+    remove_checkpoint(config.get("checkpoint_dir", ""))
+    return outcome
+
+
+def training_stage(task: str, dataset, model_artifact, metrics_artifact, *, config: dict,
+                   mlflow_tracking_uri: str = "", pipeline_run_id: str = "", nodes: int = 1, gpu_count: int = 1,
+                   gpu_type: str = "nvidia.com/gpu", train_image: str = "") -> str:
+    """What a training component does: train ``task`` on the committed ``dataset`` (a KFP Dataset
+    artifact: its metadata names the manifest and hash) in this pod on ``gpu_count`` ranks, or as a
+    TrainJob on ``nodes`` nodes; fill the KFP outputs; remove the finished task's checkpoint. Returns
+    the registered model's URI."""
+    common = dict(manifest_uri=dataset.metadata["manifest_uri"], expected_dataset_hash=dataset.metadata["dataset_hash"],
+                  mlflow_tracking_uri=mlflow_tracking_uri, pipeline_run_id=pipeline_run_id, config=config)
+    if nodes > 1:
+        outcome = train_task_on_nodes(task, nodes=nodes, gpus_per_node=gpu_count, image=train_image,
+                                      accelerator_type=gpu_type, **common)
+        describe_node_training_artifacts(outcome, model_artifact, metrics_artifact)
+        return outcome["model_uri"]
+    result = train_task(task, nproc=max(1, gpu_count), **common)
+    describe_training_artifacts(result, model_artifact, metrics_artifact)
+    remove_task_checkpoints(result)
+    return f"models:/{result.model_name}/{result.model_version}"
+
+
+def describe_node_training_artifacts(outcome: dict, model_artifact, metrics_artifact) -> None:
+    """KFP outputs of a multi-node training: the registered model (its weights stay in MLflow) and the
+    metrics it was registered with."""
+    import json
+
+    Path(model_artifact.path).parent.mkdir(parents=True, exist_ok=True)
+    Path(model_artifact.path).write_text(json.dumps(outcome, indent=2) + "\n")
+    model_artifact.metadata.update({
+        "mlflow_run_id": outcome["run_id"], "registered_model": outcome["model_name"],
+        "version": outcome["model_version"], "alias": outcome["alias"], "model_uri": outcome["model_uri"],
+        "trainjob": outcome["trainjob"],
+    })
+    for name, value in outcome["metrics"].items():
+        metrics_artifact.log_metric(name.replace("/", "_"), float(value))
 
 
 def describe_training_artifacts(outcome, model_artifact, metrics_artifact) -> None:

@@ -18,6 +18,7 @@ from signpose.deploy.images import PREPROCESS_IMAGE, TRAIN_IMAGE
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAINING_COMPONENTS = ("comp-train-skeleton", "comp-train-face")
+NODES_COMPONENTS = ("comp-train-skeleton-2", "comp-train-face-2")  # nodes > 1: they submit a TrainJob
 PREPROCESS_COMPONENTS = ("comp-plan-dataset", "comp-write-shards", "comp-commit-dataset")
 
 
@@ -66,7 +67,8 @@ def platform(ir, component: str) -> dict:
 
 def test_dag_is_plan_then_parallel_shard_writers_then_commit_then_the_two_trainings(ir):
     assert {t["componentRef"]["name"] for t in all_tasks(ir).values()} == \
-        {"comp-for-loop-1", *PREPROCESS_COMPONENTS, *TRAINING_COMPONENTS}
+        {"comp-for-loop-1", *PREPROCESS_COMPONENTS, *TRAINING_COMPONENTS, *NODES_COMPONENTS,
+         "comp-condition-branches-2", "comp-condition-3", "comp-condition-4"}
     plan_name, plan = task_for(ir, "comp-plan-dataset")
     assert not plan.get("dependentTasks")
     loop_name, loop = task_for(ir, "comp-for-loop-1")
@@ -77,11 +79,27 @@ def test_dag_is_plan_then_parallel_shard_writers_then_commit_then_the_two_traini
         "pipelinechannel--plan-dataset-Output-loop-item"
     commit_name, commit = task_for(ir, "comp-commit-dataset")
     assert set(commit["dependentTasks"]) == {plan_name, loop_name}
-    for component in TRAINING_COMPONENTS:
+    # The trainings run after the commit, on its data set: on one node, or on several (nodes > 1).
+    _, branches = task_for(ir, "comp-condition-branches-2")
+    assert branches["dependentTasks"] == [commit_name]
+    _, one_node = task_for(ir, "comp-condition-3")
+    _, many_nodes = task_for(ir, "comp-condition-4")
+    assert one_node["triggerPolicy"]["condition"] == "int(inputs.parameter_values['pipelinechannel--nodes']) <= 1"
+    assert many_nodes["triggerPolicy"]["condition"] == f"!({one_node['triggerPolicy']['condition']})"
+    for component in (*TRAINING_COMPONENTS, *NODES_COMPONENTS):
         _, train = task_for(ir, component)
-        assert train["dependentTasks"] == [commit_name], component
-        dataset = train["inputs"]["artifacts"]["dataset"]["taskOutputArtifact"]
-        assert dataset == {"outputArtifactKey": "dataset", "producerTask": commit_name}
+        dataset = train["inputs"]["artifacts"]["dataset"]["componentInputArtifact"]
+        assert dataset == "pipelinechannel--commit-dataset-dataset", component
+
+
+@pytest.mark.parametrize("component", NODES_COMPONENTS)
+def test_on_several_nodes_the_training_task_only_launches_a_trainjob_and_asks_for_no_gpu(ir, component):
+    assert "accelerator" not in container(ir, component)["resources"]
+    assert "nodeSelector" not in platform(ir, component) and "tolerations" not in platform(ir, component)
+    _, task = task_for(ir, component)
+    wired = task["inputs"]["parameters"]
+    assert wired["nodes"]["componentInputParameter"] == "pipelinechannel--nodes"
+    assert wired["train_image"]["runtimeValue"]["constant"] == TRAIN_IMAGE
 
 
 def test_pipeline_parameters_cover_data_tracking_hyperparameters_image_size_and_gpu(ir):
@@ -153,8 +171,8 @@ def test_training_requests_the_gpu_chosen_by_pipeline_parameters(ir, component):
     assert "pipelinechannel--gpu_count" in accelerator["resourceCount"]
     _, task = task_for(ir, component)
     wired = task["inputs"]["parameters"]
-    assert wired["pipelinechannel--gpu_type"]["componentInputParameter"] == "gpu_type"
-    assert wired["pipelinechannel--gpu_count"]["componentInputParameter"] == "gpu_count"
+    assert wired["pipelinechannel--gpu_type"]["componentInputParameter"] == "pipelinechannel--gpu_type"
+    assert wired["pipelinechannel--gpu_count"]["componentInputParameter"] == "pipelinechannel--gpu_count"
 
 
 @pytest.mark.parametrize("component", PREPROCESS_COMPONENTS)
