@@ -21,14 +21,15 @@ def train_skeleton(
     nodes: int,
     gpu_type: str,
     train_image: str,
+    real_eval_uri: str,
     model: Output[Model],
     metrics: Output[Metrics],
 ) -> str:
     """Train HierarchicalSkeletonTransformer on the shards; log, register and gate it in MLflow."""
     from signpose import stages
 
-    config = dict(overrides, checkpoint_every=checkpoint_every, epochs=epochs, batch_size=batch_size,
-                  image_size=image_size, use_weighted_loss=use_weighted_loss, hand_weight=hand_weight,
+    config = dict(overrides, checkpoint_every=checkpoint_every, real_eval_path=real_eval_uri, epochs=epochs,
+                  batch_size=batch_size, image_size=image_size, use_weighted_loss=use_weighted_loss, hand_weight=hand_weight,
                   face_weight=face_weight)
     return stages.training_stage("skeleton", dataset, model, metrics, config=config,
                                  mlflow_tracking_uri=mlflow_tracking_uri, pipeline_run_id=pipeline_run_id,
@@ -50,14 +51,15 @@ def train_face(
     nodes: int,
     gpu_type: str,
     train_image: str,
+    real_eval_uri: str,
     model: Output[Model],
     metrics: Output[Metrics],
 ) -> str:
     """Train the HierarchicalKeypointTransformer face auto-encoder; log, register and gate it."""
     from signpose import stages
 
-    config = dict(overrides, checkpoint_every=checkpoint_every, epochs=epochs, batch_size=batch_size,
-                  d_global=d_global, d_region=d_region)
+    config = dict(overrides, checkpoint_every=checkpoint_every, real_eval_path=real_eval_uri, epochs=epochs,
+                  batch_size=batch_size, d_global=d_global, d_region=d_region)
     return stages.training_stage("face", dataset, model, metrics, config=config,
                                  mlflow_tracking_uri=mlflow_tracking_uri, pipeline_run_id=pipeline_run_id,
                                  nodes=nodes, gpu_count=gpu_count, gpu_type=gpu_type, train_image=train_image)

@@ -43,6 +43,7 @@ def signpose_training(
     gpu_type: str = "nvidia.com/gpu",
     gpu_count: int = 1,
     checkpoint_every: int = 500,
+    real_eval_uri: str = "",
     nodes: int = 1,
 ):
     source = dict(input_uri=input_uri, store_uri=store_uri, image_size=image_size, shard_size=shard_size,
@@ -71,7 +72,7 @@ def signpose_training(
         pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         gpu_count=gpu_count,
         checkpoint_every=checkpoint_every,
-        nodes=nodes, gpu_type=gpu_type, train_image=TRAIN_IMAGE,
+        nodes=nodes, gpu_type=gpu_type, train_image=TRAIN_IMAGE, real_eval_uri=real_eval_uri,
     )
     face_args = dict(
         dataset=dataset,
@@ -84,7 +85,7 @@ def signpose_training(
         pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         gpu_count=gpu_count,
         checkpoint_every=checkpoint_every,
-        nodes=nodes, gpu_type=gpu_type, train_image=TRAIN_IMAGE,
+        nodes=nodes, gpu_type=gpu_type, train_image=TRAIN_IMAGE, real_eval_uri=real_eval_uri,
     )
     # One node: the task trains on its own gpu_count GPUs. Several: a CPU-only task submits and follows
     # a Kubeflow Trainer TrainJob of `nodes` pods x gpu_count GPUs (docs/deploy.md, "Many GPUs").

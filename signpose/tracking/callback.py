@@ -54,6 +54,7 @@ class MlflowCallback:
         run_id: str | None = None,
         client: MlflowClient | None = None,
         log_panel_every: int = 1,
+        extra_panels: Mapping[str, tuple[Any, Any]] | None = None,
     ) -> None:
         self.spec = get_task(task)  # an unknown task is refused here, before the run logs anything
         if run_id is None:
@@ -73,22 +74,28 @@ class MlflowCallback:
             raise ValueError(
                 f"panel_inputs has {len(self.panel_inputs)} samples but panel_targets {len(self.panel_targets)}"
             )
+        # name -> fixed (inputs, targets) of another evaluation set, logged as the image "<name>_panel"
+        self.extra_panels = {name: (_as_batch(inputs, f"{name} inputs"), _as_batch(targets, f"{name} targets"))
+                             for name, (inputs, targets) in (extra_panels or {}).items()}
         self.log_panel_every = max(1, int(log_panel_every))
         self.last_panel: np.ndarray | None = None
         self.last_metrics: dict[str, float] = {}
         self.last_epoch: int | None = None
 
-    def render_panel(self, model: torch.nn.Module) -> np.ndarray:
+    def render_panel(self, model: torch.nn.Module, inputs=None, targets=None) -> np.ndarray:
+        """The panel of ``inputs``/``targets`` (default: the validation samples) with the model's outputs."""
+        inputs = self.panel_inputs if inputs is None else inputs
+        targets = self.panel_targets if targets is None else targets
         model = _unwrap(model)
         was_training = model.training
         device = next(model.parameters()).device
         model.eval()
         try:
             with torch.no_grad():
-                outputs = model(self.panel_inputs.to(device))
+                outputs = model(inputs.to(device))
         finally:
             model.train(was_training)
-        return self.spec.panel(self.panel_inputs, self.panel_targets, outputs)
+        return self.spec.panel(inputs, targets, outputs)
 
     def on_epoch_end(self, epoch: int, metrics: Mapping[str, float], model: torch.nn.Module) -> None:
         timestamp = int(time.time() * 1000)
@@ -107,6 +114,9 @@ class MlflowCallback:
             self.last_panel = self.render_panel(model)
             self.client.log_image(self.run_id, self.last_panel, key=PANEL_KEY, step=int(epoch),
                                   timestamp=timestamp)
+            for name, (inputs, targets) in self.extra_panels.items():
+                self.client.log_image(self.run_id, self.render_panel(model, inputs, targets), key=f"{name}_panel",
+                                      step=int(epoch), timestamp=timestamp)
 
     def on_train_end(self, result: Any = None) -> None:
         if self.last_panel is None:

@@ -105,6 +105,7 @@ def tracked_fit(
     extra_callbacks: tuple = (),
     panel_samples: int = PANEL_SAMPLES,
     data_info: Mapping[str, Any] | None = None,
+    eval_sets: Mapping[str, Dataset] | None = None,
 ) -> TrackedTraining:
     """Train with ``signpose.train.engine.fit`` inside an MLflow run, then log, register and gate
     the new version. The registered metrics are those of the weights that are logged (the engine's
@@ -118,15 +119,18 @@ def tracked_fit(
     with start_training_run(task, cfg, dataset_hash=dataset_hash, manifest_uri=manifest_uri, settings=settings,
                             run_name=run_name, pipeline_run_id=pipeline_run_id) as run:
         log_training_data(task, manifest_uri, dataset_hash, get_task(task).input_shape, data_info or {})
-        callback = MlflowCallback(task, panel_inputs, panel_targets, run_id=run.info.run_id)
-        result = engine.fit(task, model, train_ds, val_ds, cfg, callbacks=[callback, *extra_callbacks])
+        extra_panels = {name: first_samples(ds, panel_samples) for name, ds in (eval_sets or {}).items()}
+        callback = MlflowCallback(task, panel_inputs, panel_targets, run_id=run.info.run_id,
+                                  extra_panels=extra_panels)
+        result = engine.fit(task, model, train_ds, val_ds, cfg, callbacks=[callback, *extra_callbacks],
+                            eval_sets=eval_sets)
         if settings.system_metrics:
             log_system_metrics_sample(run.info.run_id, settings.tracking_uri)
         restored = getattr(cfg, "restore_best", False) and result.best_epoch >= 0
         final = result.best_metrics if restored else result.history[-1]
         weights_epoch = result.best_epoch if restored else len(result.history) - 1
         # Quality metrics only: throughput and learning rate say nothing about the model.
-        metrics = {k: float(v) for k, v in final.items() if k.startswith("val/") or k == "train/loss"}
+        metrics = {k: float(v) for k, v in final.items() if k.startswith(("val/", "val_real/")) or k == "train/loss"}
         mlflow.log_metric("best_epoch", result.best_epoch)
         run_id, version = log_and_register(result.model, cfg, panel_inputs[:2], policy.model_name, task=task,
                                            metrics=metrics, dataset_hash=dataset_hash, step=weights_epoch)

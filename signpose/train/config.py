@@ -38,6 +38,8 @@ class TrainConfig:
     restore_best: bool = True        # end with the weights of the best val/loss epoch
     progress: bool = True            # tqdm bars
     output_dir: str = ""             # the CLI writes model.pt and metrics.json here ('' = nowhere)
+    real_eval_path: str = ""         # real signers' keypoint files (file, folder or s3:// prefix) scored
+                                     # every epoch as val_real/* next to the generated validation
     track: bool = True               # the CLI trains inside an MLflow run, registers and gates the model
                                      # (mlflow.yaml / MLFLOW_TRACKING_URI); --no_track trains only
     stream: bool = False             # manifests: stream shards (bounded memory) instead of loading splits

@@ -16,7 +16,7 @@ import math
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Protocol, Sequence
+from typing import Any, Iterable, Mapping, Protocol, Sequence
 
 import torch
 import torch.distributed as dist
@@ -91,10 +91,11 @@ class Loaders:
     val: DataLoader | None
     sampler: ResumableSampler | None  # None for a stream (which can only skip by reading)
     steps_per_epoch: int
+    extra_val: dict[str, DataLoader] = field(default_factory=dict)  # name -> loader (metrics "<name>/...")
 
 
 def make_loaders(train_ds: Dataset, val_ds: Dataset | None, cfg: TrainConfig, ctx: DistContext,
-                 device: torch.device) -> Loaders:
+                 device: torch.device, eval_sets: Mapping[str, Dataset] | None = None) -> Loaders:
     pin = device.type == "cuda"
     if isinstance(train_ds, IterableDataset):
         sampler = None
@@ -114,7 +115,11 @@ def make_loaders(train_ds: Dataset, val_ds: Dataset | None, cfg: TrainConfig, ct
             val_sampler = ResumableSampler(len(val_ds), shuffle=False, seed=cfg.seed, rank=ctx.rank,
                                            world_size=ctx.world_size, pad=False)
         val = make_loader(val_ds, cfg.batch_size, val_sampler, cfg.num_workers, cfg.seed, pin)
-    return Loaders(train, val, sampler, steps)
+    extra = {name: make_loader(ds, cfg.batch_size, ResumableSampler(len(ds), shuffle=False, seed=cfg.seed,
+                                                                    rank=ctx.rank, world_size=ctx.world_size,
+                                                                    pad=False), 0, cfg.seed, pin)
+             for name, ds in (eval_sets or {}).items()}
+    return Loaders(train, val, sampler, steps, extra)
 
 
 @dataclass
@@ -144,7 +149,7 @@ class Run:
 
 
 def prepare(objective: Objective, model: nn.Module, train_ds: Dataset, val_ds: Dataset | None, cfg: TrainConfig,
-            callbacks: list, ctx: DistContext) -> Run:
+            callbacks: list, ctx: DistContext, eval_sets: Mapping[str, Dataset] | None = None) -> Run:
     if cfg.batch_size < 1 or cfg.epochs < 1:
         raise ValueError(f"batch_size and epochs must be >= 1, got {cfg.batch_size} and {cfg.epochs}")
     seed_everything(cfg.seed + ctx.rank)
@@ -156,7 +161,7 @@ def prepare(objective: Objective, model: nn.Module, train_ds: Dataset, val_ds: D
             model, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile:
         train_model = torch.compile(train_model)
-    loaders = make_loaders(train_ds, val_ds, cfg, ctx, device)
+    loaders = make_loaders(train_ds, val_ds, cfg, ctx, device, eval_sets)
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, cfg.epochs * loaders.steps_per_epoch)
     return Run(objective, model, train_model, loaders, optimizer, scheduler, device, cfg, ctx, callbacks)
@@ -272,6 +277,9 @@ def end_epoch(run: Run, state: TrainState, samples: int, elapsed: float) -> dict
         # The plain module: no DDP sync is needed without gradients (weights agree on every rank),
         # and a compiled model would recompile for eval mode.
         metrics.update(evaluate(run.objective, run.model, run.loaders.val, run.device, cfg.amp))
+    for name, loader in run.loaders.extra_val.items():  # e.g. real signers: "val_real/..."
+        scored = evaluate(run.objective, run.model, loader, run.device, cfg.amp)
+        metrics.update({f"{name}/{key.split('/', 1)[1]}": value for key, value in scored.items()})
     state.history.append(metrics)
     value = metrics.get(MONITOR, metrics["train/loss"])
     if value < state.best_value:
@@ -294,12 +302,14 @@ def end_epoch(run: Run, state: TrainState, samples: int, elapsed: float) -> dict
 # --- the loop ------------------------------------------------------------------------------------------
 
 def fit(task: str | Objective, model: nn.Module, train_ds: Dataset, val_ds: Dataset | None, cfg: TrainConfig,
-        callbacks: Sequence[Any] = ()) -> TrainResult:
-    """Train ``model`` on ``train_ds``, validating on ``val_ds`` after every epoch; see module docstring."""
+        callbacks: Sequence[Any] = (), eval_sets: Mapping[str, Dataset] | None = None) -> TrainResult:
+    """Train ``model`` on ``train_ds``, validating on ``val_ds`` after every epoch; see module docstring.
+    ``eval_sets``: more data sets scored every epoch, each under its name (``{"val_real": ds}`` ->
+    ``val_real/loss``, ``val_real/nme``, ...); they do not choose the best epoch."""
     objective = make_task(task, cfg)
     ctx = setup_distributed(cfg.device)
     try:
-        run = prepare(objective, model, train_ds, val_ds, cfg, list(callbacks), ctx)
+        run = prepare(objective, model, train_ds, val_ds, cfg, list(callbacks), ctx, eval_sets)
         state = restore(run)
         while state.epoch < cfg.epochs and not state.stopped_early:
             samples, elapsed = train_one_epoch(run, state)

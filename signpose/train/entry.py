@@ -22,6 +22,7 @@ from signpose.train.config import TrainConfig
 from signpose.train.distributed import seed_everything
 from signpose.train.engine import TrainResult, fit
 from signpose.train.inputs import load_task_data
+from signpose.train.real_eval import REAL_EVAL_NAME, load_real_eval
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ def run(cfg: TrainConfig, callbacks: Sequence = (), *, track: bool = False, mlfl
         raise DatasetReplacedError(f"{cfg.data_path}: holds data set {data.dataset_hash[:12]}, but this pipeline "
                         f"committed {expected_dataset_hash[:12]}; another run replaced it. Re-run "
                         "the pipeline (or give each input its own store_uri).")
+    real = load_real_eval(cfg.task, cfg.real_eval_path, getattr(cfg, "image_size", 0))
+    eval_sets = {REAL_EVAL_NAME: real} if real is not None else {}
     seed_everything(cfg.seed)
     model = build_model(cfg)
     # Under torchrun every rank trains (and all-reduces); only rank 0 talks to MLflow: one run, one version.
@@ -55,11 +58,11 @@ def run(cfg: TrainConfig, callbacks: Sequence = (), *, track: bool = False, mlfl
                               manifest_uri=cfg.data_path,
                               settings=load_mlflow_settings(tracking_uri=mlflow_tracking_uri or None),
                               pipeline_run_id=pipeline_run_id or None, extra_callbacks=tuple(callbacks),
-                              data_info=data.info)
+                              data_info=data.info, eval_sets=eval_sets)
         result = outcome.result
         result.extra["tracking"] = outcome
     else:
-        result = fit(cfg.task, model, data.train, data.val, cfg, callbacks)
+        result = fit(cfg.task, model, data.train, data.val, cfg, callbacks, eval_sets=eval_sets)
     result.extra["data"] = {"source": data.source, "dataset_hash": data.dataset_hash, **data.info}
     # Under torchrun every rank gets here with the same weights; one writes.
     if cfg.output_dir and int(os.environ.get("RANK", "0")) == 0:
