@@ -10,9 +10,11 @@ WORKDIR ?= work
 
 venv: $(STAMP)
 
-$(STAMP): requirements.lock pyproject.toml
+# The venv gets the developer lock (runtime pins + test, lint and bench tools); the stage images install
+# requirements.lock alone. Either lock changing reinstalls.
+$(STAMP): requirements.lock requirements-dev.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.lock
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
