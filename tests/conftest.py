@@ -4,7 +4,6 @@ preprocessed data set, and MLflow URIs isolated between tests."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,11 +12,38 @@ import uuid
 
 import pytest
 
+# The server binds port 0 itself and prints the port it got: a port picked here and passed on could be
+# taken by another process (another test run on this machine) before the server binds it.
+_MOTO_SERVER = """
+import os, threading
+from moto.server import ThreadedMotoServer
+server = ThreadedMotoServer("127.0.0.1", 0, verbose=False)
+server.start()
+port = server.get_host_and_port()[1]
+os.environ["MOTO_PORT"] = str(port)  # as moto's own command line does
+print(port, flush=True)
+os.dup2(2, 1)  # nobody reads the pipe after the port: later output goes to the log
+threading.Event().wait()
+"""
+_SERVER_START_GUARD_S = 120  # a hang guard only: the server is up in seconds, slower on a loaded machine
 
-def _free_loopback_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+
+def _read_port(server: subprocess.Popen, log_path, deadline: float) -> int:
+    """The port the server process announces on its first stdout line, waiting for it until ``deadline``."""
+    import selectors
+
+    with selectors.DefaultSelector() as selector:
+        selector.register(server.stdout, selectors.EVENT_READ)
+        while not selector.select(timeout=max(0.0, deadline - time.monotonic())):
+            if time.monotonic() >= deadline:
+                server.kill()
+                pytest.fail(f"moto server announced no port within {_SERVER_START_GUARD_S} s: "
+                            f"{log_path.read_text()[-2000:]}")
+    line = server.stdout.readline()
+    if not line.strip().isdigit():
+        server.wait()
+        pytest.fail(f"moto server exited with {server.returncode}: {log_path.read_text()[-2000:]}")
+    return int(line)
 
 
 @pytest.fixture(scope="session")
@@ -27,25 +53,21 @@ def s3_endpoint(tmp_path_factory):
     For the session, the environment points every boto3 client at it with fake credentials
     (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...), so subprocesses and DataLoader workers use it too.
     """
-    port = _free_loopback_port()
-    endpoint = f"http://127.0.0.1:{port}"
     log_path = tmp_path_factory.mktemp("moto") / "moto_server.log"
     with open(log_path, "wb") as log_file:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=log_file, stderr=subprocess.STDOUT,
-        )
+        server = subprocess.Popen([sys.executable, "-c", _MOTO_SERVER], stdout=subprocess.PIPE, stderr=log_file)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + _SERVER_START_GUARD_S
+        endpoint = f"http://127.0.0.1:{_read_port(server, log_path, deadline)}"
         while True:
             if server.poll() is not None:
                 pytest.fail(f"moto server exited with {server.returncode}: {log_path.read_text()[-2000:]}")
             try:
-                urllib.request.urlopen(endpoint + "/moto-api/", timeout=1).close()
+                urllib.request.urlopen(endpoint + "/moto-api/", timeout=5).close()
                 break
             except OSError:
                 if time.monotonic() > deadline:
-                    pytest.fail(f"moto server did not answer on {endpoint} within 60 s")
+                    pytest.fail(f"moto server did not answer on {endpoint} within {_SERVER_START_GUARD_S} s")
                 time.sleep(0.1)
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("AWS_ENDPOINT_URL", endpoint)
@@ -65,6 +87,7 @@ def s3_endpoint(tmp_path_factory):
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+        server.stdout.close()
 
 
 @pytest.fixture(scope="session")

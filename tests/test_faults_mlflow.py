@@ -136,7 +136,9 @@ def test_server_restarted_mid_run_is_ridden_out_by_retries_and_the_model_registe
         threading.Thread(target=start_again, daemon=True).start()
 
     outcome = tracked(server, tiny_dataset_uri, str(tmp_path / "ckpt"), [AtEpochEnd(0, restart)])
-    assert restarted.is_set()
+    # The client can get through before the restarting thread's health poll sees the server up: wait for
+    # that thread rather than assume it has finished (the timeout only guards against a hang).
+    assert restarted.wait(timeout=300), "the server never came back"
     [version] = server.versions()
     assert str(version.version) == outcome.model_version
     run = MlflowClient(server.url).get_run(outcome.run_id)

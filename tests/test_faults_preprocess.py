@@ -155,11 +155,15 @@ def test_preprocess_with_render_workers_killed_as_a_process_group_resumes_byte_i
     child = subprocess.Popen([sys.executable, "-c", KILLED_PREPROCESS, store_uri, "pause", "1", "2", str(marker)],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        # Wait for the child to reach its pause point (it announces it with the marker file).
+        # Wait for the child to reach its pause point (it announces it with the marker file); the
+        # deadline only turns a hang into a failure.
+        deadline = time.monotonic() + 300
         while not marker.exists():
             if child.poll() is not None:
                 pytest.fail(f"preprocess exited with {child.returncode} before its pause point:\n"
                             f"{child.stdout.read().decode()[-3000:]}")
+            if time.monotonic() > deadline:
+                pytest.fail("preprocess did not reach its pause point within 300 s")
             time.sleep(0.05)
         assert_no_reader_accepts(store_uri, lambda: capsys.readouterr().err)
     finally:
