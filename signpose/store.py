@@ -9,6 +9,13 @@ Writes are atomic: an object is either absent or complete.
 - S3: a single PUT is atomic per object; large objects go through boto3's multipart upload, which
   only becomes visible when ``CompleteMultipartUpload`` succeeds.
 
+Conditional writes (compare-and-set on one object, for ``signpose.tracking.lease``; an ETag is an
+opaque token of an object's content): S3 (AWS, MinIO, moto) sends ``If-None-Match: *`` / ``If-Match``
+on PUT and the server refuses a stale condition (412). No conditional DELETE: MinIO ignores ``If-Match``
+there. A local folder takes an exclusive ``flock`` of the object's folder, links a complete temporary
+file onto a new key (``os.link`` fails if it exists) and uses the content's SHA-256 as ETag: one
+machine only (not NFS).
+
 S3 configuration follows the AWS conventions so MinIO and moto work unchanged: the endpoint comes
 from the ``endpoint_url`` argument, else ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` (boto3 reads
 them natively), else ``MLFLOW_S3_ENDPOINT_URL`` (what MLflow deployments on MinIO already set);
@@ -17,9 +24,13 @@ credentials come from the standard AWS chain; retries use botocore's retry modes
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import io
 import os
 import tempfile
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,6 +119,20 @@ class ObjectStore(ABC):
     @abstractmethod
     def delete(self, key: str) -> None:
         """Remove the object; a missing object is not an error."""
+
+    # --- conditional writes: compare-and-set on one object (leases, locks) ---------------------------
+
+    def put_if_absent(self, key: str, data: bytes) -> str | None:
+        """Create ``key`` only if no object has that key: the new ETag, or None if one exists."""
+        raise NotImplementedError(f"{type(self).__name__} has no conditional writes")
+
+    def get_with_etag(self, key: str) -> tuple[bytes, str] | None:
+        """The object and its ETag, or None if absent."""
+        raise NotImplementedError(f"{type(self).__name__} has no conditional writes")
+
+    def replace_if_match(self, key: str, data: bytes, etag: str) -> str | None:
+        """Overwrite ``key`` only if its ETag is still ``etag``: the new ETag, else None."""
+        raise NotImplementedError(f"{type(self).__name__} has no conditional writes")
 
     def join(self, *parts: str) -> str:
         return join_key(*parts)
@@ -205,6 +230,63 @@ class LocalStore(ObjectStore):
             self._path(key).unlink()
         except FileNotFoundError:
             pass
+
+    # --- conditional writes ---------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _locked_folder(self, key: str):
+        """An exclusive ``flock`` of the object's folder (this machine's conditional operations take
+        turns; closing the descriptor releases it, also when the process dies): (path, current ETag)."""
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield path, (_etag(path.read_bytes()) if path.is_file() else None)
+            os.fsync(fd)  # persist the new directory entry (link or rename)
+        finally:
+            os.close(fd)
+
+    def _conditional_write(self, key: str, data: bytes, etag: str | None) -> str | None:
+        """Create (``etag`` None: the key must be absent) or replace (the key must have ``etag``): the
+        complete content goes to a temporary file, then is linked or renamed onto the key."""
+        tmp = None
+        try:
+            with self._locked_folder(key) as (path, current):
+                if current != etag:
+                    return None
+                fd, tmp = tempfile.mkstemp(dir=path.parent, prefix="." + path.name + ".", suffix=_TMP_SUFFIX)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                (os.link if etag is None else os.replace)(tmp, path)
+        except FileExistsError:  # a plain put_bytes got there first
+            return None
+        except OSError as e:
+            raise StoreWriteError(f"{self.url(key)}: conditional write failed: {e}") from e
+        finally:
+            if tmp is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+        return _etag(data)
+
+    def put_if_absent(self, key: str, data: bytes) -> str | None:
+        return self._conditional_write(key, data, None)
+
+    def get_with_etag(self, key: str) -> tuple[bytes, str] | None:
+        try:
+            data = self._path(key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            return None
+        return data, _etag(data)
+
+    def replace_if_match(self, key: str, data: bytes, etag: str) -> str | None:
+        return self._conditional_write(key, data, etag)
+
+
+def _etag(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -337,6 +419,44 @@ class S3Store(ObjectStore):
             self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
         except (ClientError, BotoCoreError) as e:
             raise StoreError(f"{self.url(key)}: delete failed: {e}") from e
+
+    # --- conditional writes: If-None-Match / If-Match (AWS S3, MinIO, moto) --------------------------
+
+    _CONFLICT_RETRIES = 6  # S3 may answer concurrent conditional requests 409: retry those
+
+    def _conditional(self, key: str, what: str, call):
+        """``call()``'s response, or None when the server refuses the condition (412, or the object is
+        gone). A transport-level retry of a request that had succeeded also ends here: callers that
+        must know compare the stored content with what they wrote."""
+        for attempt in range(self._CONFLICT_RETRIES):
+            try:
+                return call()
+            except ClientError as e:
+                code = str(e.response.get("Error", {}).get("Code", ""))
+                status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+                if code == "PreconditionFailed" or status == 412 or self._is_not_found(e):
+                    return None
+                if code != "ConditionalRequestConflict" and status != 409:
+                    raise StoreError(f"{self.url(key)}: {what} failed: {e}") from e
+            except BotoCoreError as e:
+                raise StoreError(f"{self.url(key)}: {what} failed: {e}") from e
+            time.sleep(0.05 * 2 ** attempt)
+        raise StoreError(f"{self.url(key)}: {what} kept conflicting with concurrent requests")
+
+    def put_if_absent(self, key: str, data: bytes) -> str | None:
+        response = self._conditional(key, "conditional create", lambda: self.client.put_object(
+            Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*"))
+        return response["ETag"] if response is not None else None
+
+    def get_with_etag(self, key: str) -> tuple[bytes, str] | None:
+        response = self._conditional(key, "download", lambda: self.client.get_object(
+            Bucket=self.bucket, Key=self._key(key)))
+        return (response["Body"].read(), response["ETag"]) if response is not None else None
+
+    def replace_if_match(self, key: str, data: bytes, etag: str) -> str | None:
+        response = self._conditional(key, "conditional replace", lambda: self.client.put_object(
+            Bucket=self.bucket, Key=self._key(key), Body=data, IfMatch=etag))
+        return response["ETag"] if response is not None else None
 
 
 def open_store(uri: str | os.PathLike | ObjectStore, *, endpoint_url: str | None = None,

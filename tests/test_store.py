@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import threading
 
 import boto3
 import pytest
@@ -49,6 +50,73 @@ def test_missing_object_error_names_the_key(store_uri):
         store.get_bytes("nothing/here")
     with pytest.raises(FileNotFoundError):
         store.size("nothing/here")
+
+
+# --- conditional writes (compare-and-set): what signpose.tracking.lease builds on -------------------------
+
+def test_conditional_create_and_replace_check_the_etag(store_uri):
+    store = open_store(store_uri)
+    etag = store.put_if_absent("locks/a.json", b"first")
+    assert etag and store.put_if_absent("locks/a.json", b"second") is None  # exists: refused
+    assert store.get_with_etag("locks/a.json") == (b"first", etag)
+    newer = store.replace_if_match("locks/a.json", b"third", etag)
+    assert newer and newer != etag
+    assert store.replace_if_match("locks/a.json", b"stale writer", etag) is None
+    assert store.get_with_etag("locks/a.json") == (b"third", newer)
+    store.delete("locks/a.json")
+    assert store.get_with_etag("locks/a.json") is None
+    # Gone: nothing to replace; a create works again.
+    assert store.replace_if_match("locks/a.json", b"x", newer) is None
+    assert store.put_if_absent("locks/a.json", b"again")
+    assert store.list() == ["locks/a.json"]
+
+
+def test_of_concurrent_conditional_creates_exactly_one_wins(store_uri):
+    store = open_store(store_uri)
+    barrier, results = threading.Barrier(6), {}
+
+    def create(i):
+        barrier.wait()
+        results[i] = store.put_if_absent("lock.json", f"writer {i}".encode())
+
+    threads = [threading.Thread(target=create, args=(i,)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    winners = [i for i, etag in results.items() if etag is not None]
+    assert len(results) == 6 and len(winners) == 1
+    assert store.get_with_etag("lock.json") == (f"writer {winners[0]}".encode(), results[winners[0]])
+
+
+def test_compare_and_set_increments_from_many_threads_lose_no_update(store_uri):
+    store = open_store(store_uri)
+    store.put_if_absent("counter", b"0")
+    barrier = threading.Barrier(4)
+
+    def increment_ten_times():
+        barrier.wait()
+        for _ in range(10):
+            while True:
+                data, etag = store.get_with_etag("counter")
+                if store.replace_if_match("counter", str(int(data) + 1).encode(), etag) is not None:
+                    break
+
+    threads = [threading.Thread(target=increment_ten_times) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert store.get_bytes("counter") == b"40"
+
+
+def test_local_conditional_writes_leave_no_temporary_files(tmp_path):
+    store = LocalStore(tmp_path)
+    etag = store.put_if_absent("d/k", b"one")
+    assert store.put_if_absent("d/k", b"two") is None
+    assert store.replace_if_match("d/k", b"three", "not-the-etag") is None
+    store.replace_if_match("d/k", b"four", etag)
+    assert os.listdir(tmp_path / "d") == ["k"] and store.get_bytes("d/k") == b"four"
 
 
 @pytest.mark.parametrize("key", ["../escape", "a/../../b", "/abs/path", "a//b", "a/./b", "", "a\\b"])
