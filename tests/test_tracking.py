@@ -111,6 +111,64 @@ def test_bad_settings_file_is_refused_naming_file_and_key(clean_mlflow_env, tmp_
     assert message in str(info.value)
 
 
+LOCK_ENV = ("SIGNPOSE_PROMOTION_LOCK", "SIGNPOSE_PROMOTION_LOCK_TTL", "SIGNPOSE_PROMOTION_LOCK_WAIT")
+
+
+def test_promotion_lock_settings_come_from_the_yaml_then_the_environment(clean_mlflow_env, tmp_path):
+    for name in LOCK_ENV:
+        clean_mlflow_env.delenv(name, raising=False)
+    shipped = load_mlflow_settings(REPO / "mlflow.yaml", workdir=tmp_path)
+    assert (shipped.promotion_lock, shipped.promotion_lock_ttl, shipped.promotion_lock_wait) == (None, 300, 1800)
+    config = tmp_path / "mlflow.yaml"
+    config.write_text("promotion_lock: locks\npromotion_lock_ttl: 60\npromotion_lock_wait: 0\n")
+    settings = load_mlflow_settings(config, workdir=tmp_path)
+    # A relative folder is made absolute once, like the other local locations.
+    assert settings.promotion_lock == str(tmp_path.resolve() / "locks")
+    assert (settings.promotion_lock_ttl, settings.promotion_lock_wait) == (60, 0)
+    clean_mlflow_env.setenv("SIGNPOSE_PROMOTION_LOCK", "s3://bucket/locks")
+    clean_mlflow_env.setenv("SIGNPOSE_PROMOTION_LOCK_TTL", "30")
+    clean_mlflow_env.setenv("SIGNPOSE_PROMOTION_LOCK_WAIT", "90.5")
+    settings = load_mlflow_settings(config, workdir=tmp_path)
+    assert (settings.promotion_lock, settings.promotion_lock_ttl, settings.promotion_lock_wait) == (
+        "s3://bucket/locks", 30, 90.5)
+    clean_mlflow_env.setenv("SIGNPOSE_PROMOTION_LOCK", f"file://{tmp_path}/other")
+    assert load_mlflow_settings(config, workdir=tmp_path).promotion_lock == str(tmp_path / "other")
+    clean_mlflow_env.setenv("SIGNPOSE_PROMOTION_LOCK_TTL", "soon")
+    with pytest.raises(ValueError, match="SIGNPOSE_PROMOTION_LOCK_TTL must be a number of seconds above 0"):
+        load_mlflow_settings(config, workdir=tmp_path)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("promotion_lock: gs://bucket/locks\n", "promotion_lock must be a folder or s3://bucket/prefix"),
+    ("promotion_lock_ttl: 0\n", "promotion_lock_ttl must be a number of seconds above 0"),
+    ("promotion_lock_ttl: true\n", "promotion_lock_ttl must be a number of seconds above 0"),
+    ("promotion_lock_wait: -1\n", "promotion_lock_wait must be a number of seconds"),
+])
+def test_bad_promotion_lock_settings_are_refused_naming_the_file(clean_mlflow_env, tmp_path, text, message):
+    for name in LOCK_ENV:
+        clean_mlflow_env.delenv(name, raising=False)
+    config = tmp_path / "mlflow.yaml"
+    config.write_text(text)
+    with pytest.raises(ValueError, match="mlflow.yaml") as info:
+        load_mlflow_settings(config, workdir=tmp_path)
+    assert message in str(info.value)
+
+
+def test_promotion_lock_defaults_beside_a_local_registry_else_to_a_per_user_folder(tmp_path, monkeypatch, caplog):
+    from signpose.tracking.lease import promotion_lock_location
+
+    assert promotion_lock_location(f"sqlite:///{tmp_path}/mlruns.db") == f"{tmp_path.resolve()}/mlruns.db.locks"
+    assert promotion_lock_location((tmp_path / "mlruns").as_uri()) == f"{tmp_path.resolve()}/mlruns.locks"
+    assert promotion_lock_location(f"sqlite:///{tmp_path}/mlruns.db", "s3://bucket/locks") == "s3://bucket/locks"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with caplog.at_level("WARNING", logger="signpose.tracking.lease"):
+        remote = promotion_lock_location("http://mlflow.settings-test:5000")
+    assert remote == str(tmp_path / "cache" / "signpose" / "promotion-locks" / "mlflow.settings-test%3A5000")
+    assert "only on this machine" in caplog.text and "SIGNPOSE_PROMOTION_LOCK" in caplog.text
+    # Database credentials never end up in a folder name.
+    assert "secret" not in promotion_lock_location("postgresql://user:secret@db.example:5432/mlflow")
+
+
 def test_relative_store_uris_resolve_against_the_workdir_and_others_pass_through(tmp_path):
     assert resolve_store_uri("sqlite:///a/b.db", tmp_path) == f"sqlite:///{tmp_path.resolve()}/a/b.db"
     assert resolve_store_uri("sqlite:////abs.db", tmp_path) == "sqlite:////abs.db"

@@ -1,17 +1,20 @@
 """Typed MLflow settings: ``mlflow.yaml`` at the top level, overridden by MLflow's environment variables.
 
-Precedence (highest first): ``MLFLOW_TRACKING_URI`` / ``MLFLOW_REGISTRY_URI`` / ``MLFLOW_EXPERIMENT_NAME``,
-then the YAML file, then the defaults below (which mirror the shipped ``mlflow.yaml``).
+Precedence (highest first): ``MLFLOW_TRACKING_URI`` / ``MLFLOW_REGISTRY_URI`` / ``MLFLOW_EXPERIMENT_NAME``
+(and ``SIGNPOSE_PROMOTION_LOCK`` / ``_TTL`` / ``_WAIT`` for the promotion lease), then the YAML file, then the
+defaults below (which mirror the shipped ``mlflow.yaml``).
 Relative locations are resolved against ``workdir`` (default: the current working directory) once, here,
 so that every process (KFP component subprocesses included) agrees on the same absolute store.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlparse
 
 import yaml
 
@@ -19,6 +22,10 @@ CONFIG_FILE_NAME = "mlflow.yaml"
 # Lets a deployment point at another settings file without changing the working folder.
 CONFIG_ENV_VAR = "SIGNPOSE_MLFLOW_CONFIG"
 DIRECTIONS = ("lower", "higher")
+# The promotion lease (signpose.tracking.lease; docs/mlflow.md, "Concurrent promotions").
+PROMOTION_LOCK_ENV = "SIGNPOSE_PROMOTION_LOCK"
+PROMOTION_LOCK_TTL_ENV = "SIGNPOSE_PROMOTION_LOCK_TTL"
+PROMOTION_LOCK_WAIT_ENV = "SIGNPOSE_PROMOTION_LOCK_WAIT"
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,13 @@ class MlflowSettings:
     artifact_location: str | None = "mlartifacts"
     system_metrics: bool = True
     tasks: dict[str, TaskTracking] = field(default_factory=_default_tasks)
+    # Where promotions of one registered model take turns: a folder or s3://bucket/prefix. None: a
+    # folder beside a local registry (<database>.locks), else a per-user folder on this machine.
+    promotion_lock: str | None = None
+    # Seconds a lease lives without renewal (the holder renews every third of it), and how long a
+    # promotion waits for a live holder before failing.
+    promotion_lock_ttl: float = 300.0
+    promotion_lock_wait: float = 1800.0
 
     @property
     def effective_registry_uri(self) -> str:
@@ -123,6 +137,28 @@ def resolve_artifact_location(location: str, workdir: Path) -> str:
     return (workdir / location).resolve().as_uri()
 
 
+def resolve_lock_location(location: str, workdir: Path, source: object) -> str:
+    """A local folder (made absolute; ``file:`` accepted) or ``s3://bucket/prefix``; anything else is refused."""
+    if location.startswith("s3://"):
+        return location
+    if location.startswith("file:"):
+        location = urlparse(location).path
+    elif _has_scheme(location):
+        raise ValueError(f"{source}: promotion_lock must be a folder or s3://bucket/prefix, got {location!r}")
+    return str((workdir / location).resolve())
+
+
+def _seconds(value: object, name: str, source: object, *, positive: bool) -> float:
+    try:
+        seconds = math.nan if isinstance(value, bool) else float(value)
+    except (TypeError, ValueError):
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds < 0 or (positive and seconds == 0):
+        raise ValueError(f"{source}: {name} must be a number of seconds{' above 0' if positive else ''}, "
+                         f"got {value!r}")
+    return seconds
+
+
 def _find_config(path: str | os.PathLike | None, workdir: Path) -> Path | None:
     if path is not None:
         candidate = Path(path)
@@ -175,13 +211,32 @@ def _parse_file(source: Path) -> MlflowSettings:
     system_metrics = raw.get("system_metrics", defaults.system_metrics)
     if not isinstance(system_metrics, bool):
         raise ValueError(f"{source}: system_metrics must be true or false, got {system_metrics!r}")
+    ttl, wait = (raw.get(key) if raw.get(key) is not None else getattr(defaults, key)
+                 for key in ("promotion_lock_ttl", "promotion_lock_wait"))
     return MlflowSettings(
         tracking_uri=str(raw.get("tracking_uri") or defaults.tracking_uri),
         registry_uri=str(raw["registry_uri"]) if raw.get("registry_uri") else None,
         artifact_location=str(raw["artifact_location"]) if raw.get("artifact_location") else None,
         system_metrics=system_metrics,
         tasks=tasks,
+        promotion_lock=str(raw["promotion_lock"]) if raw.get("promotion_lock") else None,
+        promotion_lock_ttl=_seconds(ttl, "promotion_lock_ttl", source, positive=True),
+        promotion_lock_wait=_seconds(wait, "promotion_lock_wait", source, positive=False),
     )
+
+
+def _promotion_lock_settings(settings: MlflowSettings, base: Path, source: Path | None) -> dict:
+    """The promotion lease's settings, environment first, the location resolved against ``base``."""
+    env = os.environ
+    location, where = settings.promotion_lock, source or "mlflow settings"
+    if env.get(PROMOTION_LOCK_ENV):
+        location, where = env[PROMOTION_LOCK_ENV], PROMOTION_LOCK_ENV
+    ttl = (_seconds(env[PROMOTION_LOCK_TTL_ENV], PROMOTION_LOCK_TTL_ENV, "environment", positive=True)
+           if env.get(PROMOTION_LOCK_TTL_ENV) else settings.promotion_lock_ttl)
+    wait = (_seconds(env[PROMOTION_LOCK_WAIT_ENV], PROMOTION_LOCK_WAIT_ENV, "environment", positive=False)
+            if env.get(PROMOTION_LOCK_WAIT_ENV) else settings.promotion_lock_wait)
+    return {"promotion_lock": resolve_lock_location(location, base, where) if location else None,
+            "promotion_lock_ttl": ttl, "promotion_lock_wait": wait}
 
 
 def load_mlflow_settings(
@@ -210,4 +265,5 @@ def load_mlflow_settings(
             resolve_artifact_location(settings.artifact_location, base) if settings.artifact_location else None
         ),
         tasks=tasks,
+        **_promotion_lock_settings(settings, base, source),
     )
