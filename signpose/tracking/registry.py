@@ -6,6 +6,8 @@ champion's value *on the same validation data*. "Same data" means the same datas
 champion's recorded value was measured on another dataset, the champion is re-evaluated on this one
 (through the ``evaluate`` callable) and that value is cached on the champion as a tag. Otherwise the
 new version gets ``challenger`` and the reason is tagged. The first version of a model is champion.
+A champion that loses its alias to a better version becomes ``challenger``, its reason naming that
+version. Promotions of one model take turns under a lease (``promote``; docs/mlflow.md).
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
+from signpose.store import ObjectStore
+from signpose.tracking.lease import Lease, promotion_lock_key, promotion_lock_location
 from signpose.tracking.runs import PARAM_DATASET_HASH, TAG_TASK
-from signpose.tracking.settings import TaskTracking
+from signpose.tracking.settings import TaskTracking, load_mlflow_settings
 
 log = logging.getLogger(__name__)
 
@@ -209,6 +213,80 @@ def _champion_value(client, model_name, champion, policy: TaskTracking, dataset_
     return value, "re-evaluated on this dataset"
 
 
+@dataclasses.dataclass(frozen=True)
+class _Verdict:
+    decision: PromotionDecision
+    record: bool = True            # False: nothing to write ("already champion")
+    displaced_reason: str = ""     # for the previous champion when the decision takes its alias
+
+
+def _decide(client: MlflowClient, model_name: str, version: str, value: float, policy: TaskTracking,
+            dataset_hash: str, evaluate: Evaluator | None) -> _Verdict:
+    """The gate's decision for ``version`` against the champion as it is now (reads only, plus the
+    champion's cached re-evaluation tag)."""
+    metric = policy.promotion_metric
+    champion = _champion(client, model_name)
+
+    def verdict(alias, reason, champion_version=None, champion_value=None, displaced="") -> _Verdict:
+        return _Verdict(PromotionDecision(model_name, version, alias, reason, metric, value, champion_version,
+                                          champion_value), displaced_reason=displaced)
+
+    if not math.isfinite(value):
+        return verdict(CHALLENGER, f"{metric} is {value}, not a finite value; never promoted",
+                       str(champion.version) if champion else None)
+    if champion is None:
+        return verdict(CHAMPION, f"first version with a champion: {metric}={value:.6g}")
+    if str(champion.version) == version:
+        return _Verdict(PromotionDecision(model_name, version, CHAMPION, "already champion", metric, value, version,
+                                          value), record=False)
+
+    champion_value, how = _champion_value(client, model_name, champion, policy, dataset_hash, evaluate)
+    if champion_value is None:
+        return verdict(CHALLENGER, f"not comparable: {how}", str(champion.version))
+    comparison = "<" if policy.promotion_direction == "lower" else ">"
+    if policy.is_better(value, champion_value):
+        return verdict(
+            CHAMPION,
+            f"{metric} {value:.6g} {comparison} {champion_value:.6g} of champion v{champion.version} "
+            f"({how}) on dataset {dataset_hash}",
+            str(champion.version), champion_value,
+            displaced=f"displaced as champion by v{version}: {metric} {value:.6g} {comparison} {champion_value:.6g} "
+                      f"of this version ({policy.promotion_direction} is better; {how}) on dataset {dataset_hash}",
+        )
+    return verdict(
+        CHALLENGER,
+        f"{metric} {value:.6g} does not beat {champion_value:.6g} of champion v{champion.version} "
+        f"({policy.promotion_direction} is better; {how}) on dataset {dataset_hash}",
+        str(champion.version), champion_value,
+    )
+
+
+def _record(client: MlflowClient, verdict: _Verdict) -> None:
+    """Write the decision: the alias first (what serving reads), then the tags; a displaced champion
+    becomes ``challenger`` with a reason naming the version that beat it."""
+    d = verdict.decision
+    client.set_registered_model_alias(d.model_name, d.alias, d.version)
+    client.set_model_version_tag(d.model_name, d.version, TAG_PROMOTION, d.alias)
+    client.set_model_version_tag(d.model_name, d.version, TAG_PROMOTION_REASON, d.reason)
+    log.info("%s v%s -> %s: %s", d.model_name, d.version, d.alias, d.reason)
+    if verdict.displaced_reason and d.previous_champion:
+        client.set_model_version_tag(d.model_name, d.previous_champion, TAG_PROMOTION, CHALLENGER)
+        client.set_model_version_tag(d.model_name, d.previous_champion, TAG_PROMOTION_REASON,
+                                     verdict.displaced_reason)
+        client.set_registered_model_alias(d.model_name, CHALLENGER, d.previous_champion)
+
+
+def _promotion_lease(client: MlflowClient, model_name: str, version: str, lock, ttl_s, wait_s) -> Lease:
+    if lock is None or ttl_s is None or wait_s is None:
+        settings = load_mlflow_settings()
+        registry_uri = getattr(client, "_registry_uri", None) or mlflow.get_registry_uri()
+        lock = lock if lock is not None else promotion_lock_location(registry_uri, settings.promotion_lock)
+        ttl_s = ttl_s if ttl_s is not None else settings.promotion_lock_ttl
+        wait_s = wait_s if wait_s is not None else settings.promotion_lock_wait
+    return Lease(lock, promotion_lock_key(model_name), ttl_s=ttl_s, wait_s=wait_s,
+                 purpose=f"promote {model_name} v{version}")
+
+
 def promote(
     model_name: str,
     version: str,
@@ -218,6 +296,9 @@ def promote(
     dataset_hash: str,
     evaluate: Evaluator | None = None,
     client: MlflowClient | None = None,
+    lock: str | ObjectStore | None = None,
+    lock_ttl_s: float | None = None,
+    lock_wait_s: float | None = None,
 ) -> PromotionDecision:
     """Apply the promotion gate to ``version`` (see the module docstring) and record the outcome as
     the ``champion``/``challenger`` alias plus ``promotion``/``promotion_reason`` tags.
@@ -225,43 +306,20 @@ def promote(
     ``metrics`` are the new version's validation metrics on ``dataset_hash``'s validation data;
     ``evaluate(model_uri)`` returns metrics (a mapping or the promotion metric's value) of a
     registered model on that same data, and is only called when the champion was measured elsewhere.
+
+    Promotions of one model take turns: read, compare and write all happen under the model's lease
+    (``signpose.tracking.lease``) in ``lock`` (a folder or ``s3://bucket/prefix``; default: the
+    ``promotion_lock`` setting, else beside a local registry), so a concurrent promotion cannot act on
+    a champion this one is replacing. ``lock_ttl_s`` / ``lock_wait_s`` default to the settings'
+    ``promotion_lock_ttl`` / ``promotion_lock_wait``. If the lease was lost (taken over after it
+    expired) before the writes, LeaseLostError is raised and nothing is written.
     """
     client = client or MlflowClient()
     version = str(version)
-    metric = policy.promotion_metric
-    value = _metric_value(metrics, metric, f"{model_name} v{version}")
-    champion = _champion(client, model_name)
-
-    def decide(alias: str, reason: str, champion_version=None, champion_value=None) -> PromotionDecision:
-        client.set_registered_model_alias(model_name, alias, version)
-        client.set_model_version_tag(model_name, version, TAG_PROMOTION, alias)
-        client.set_model_version_tag(model_name, version, TAG_PROMOTION_REASON, reason)
-        log.info("%s v%s -> %s: %s", model_name, version, alias, reason)
-        return PromotionDecision(model_name, version, alias, reason, metric, value, champion_version,
-                                 champion_value)
-
-    if not math.isfinite(value):
-        return decide(CHALLENGER, f"{metric} is {value}, not a finite value; never promoted",
-                      str(champion.version) if champion else None)
-    if champion is None:
-        return decide(CHAMPION, f"first version with a champion: {metric}={value:.6g}")
-    if str(champion.version) == version:
-        return PromotionDecision(model_name, version, CHAMPION, "already champion", metric, value, version, value)
-
-    champion_value, how = _champion_value(client, model_name, champion, policy, dataset_hash, evaluate)
-    if champion_value is None:
-        return decide(CHALLENGER, f"not comparable: {how}", str(champion.version))
-    comparison = "<" if policy.promotion_direction == "lower" else ">"
-    if policy.is_better(value, champion_value):
-        return decide(
-            CHAMPION,
-            f"{metric} {value:.6g} {comparison} {champion_value:.6g} of champion v{champion.version} "
-            f"({how}) on dataset {dataset_hash}",
-            str(champion.version), champion_value,
-        )
-    return decide(
-        CHALLENGER,
-        f"{metric} {value:.6g} does not beat {champion_value:.6g} of champion v{champion.version} "
-        f"({policy.promotion_direction} is better; {how}) on dataset {dataset_hash}",
-        str(champion.version), champion_value,
-    )
+    value = _metric_value(metrics, policy.promotion_metric, f"{model_name} v{version}")
+    with _promotion_lease(client, model_name, version, lock, lock_ttl_s, lock_wait_s) as lease:
+        verdict = _decide(client, model_name, version, value, policy, dataset_hash, evaluate)
+        if verdict.record:
+            lease.ensure_held()
+            _record(client, verdict)
+    return verdict.decision
