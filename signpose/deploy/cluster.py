@@ -75,6 +75,8 @@ class SecretRefs:
         "AWS_DEFAULT_REGION": "AWS_DEFAULT_REGION",
         "MLFLOW_S3_ENDPOINT_URL": "MLFLOW_S3_ENDPOINT_URL",
         "MLFLOW_TRACKING_URI": "MLFLOW_TRACKING_URI",
+        # Where concurrent promotions of a model take turns (signpose/tracking/lease.py).
+        "SIGNPOSE_PROMOTION_LOCK": "SIGNPOSE_PROMOTION_LOCK",
     })
 
 
