@@ -127,3 +127,12 @@ def _isolate_mlflow_uris():
         set_mlflow_uris(saved["MLFLOW_TRACKING_URI"], saved["MLFLOW_REGISTRY_URI"])
     else:
         set_environ(saved)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _promotion_locks_in_a_temporary_cache(tmp_path_factory):
+    """Promotions against a test's MLflow server without a configured lock use a per-user cache folder
+    (signpose/tracking/lease.py); keep those lease records out of the developer's ~/.cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+        yield
