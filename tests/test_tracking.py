@@ -508,3 +508,37 @@ def test_the_logged_model_carries_the_metrics_of_the_epoch_whose_weights_it_hold
     by_key = {m.key: m for m in logged.metrics}
     assert by_key["val/loss"].step == best
     assert by_key["val/loss"].value == pytest.approx(tracked.result.history[best]["val/loss"])
+
+
+def test_a_gate_set_to_no_regression_on_the_real_set_keeps_a_champion_that_is_better_on_real_signers(store):
+    settings, tracked, _, _ = store
+    client = MlflowClient(settings.tracking_uri)
+    policy = dataclasses.replace(settings.task("skeleton"), no_regression_on="val_real/ssim:higher")
+    name = policy.model_name
+    champion = client.get_model_version_by_alias(name, CHAMPION)  # earlier tests moved it: use its data
+    data, best = champion.tags["dataset_hash"], float(champion.tags[metric_tag(METRIC)])
+    real_champion = _register_copy(settings, tracked, data, best * 0.9)
+    client.set_model_version_tag(name, real_champion, metric_tag("val_real/ssim"), repr(0.8))
+    assert promote(name, real_champion, {METRIC: best * 0.9, "val_real/ssim": 0.8}, policy,
+                   dataset_hash=data).promoted
+
+    # Better on the generated validation, worse on real signers: refused, and the reason says why.
+    candidate = _register_copy(settings, tracked, data, best * 0.5)
+    decision = promote(name, candidate, {METRIC: best * 0.5, "val_real/ssim": 0.7}, policy, dataset_hash=data)
+    assert decision.alias == CHALLENGER
+    assert "val_real/ssim 0.7 regresses from 0.8" in decision.reason and f"v{real_champion}" in decision.reason
+    # Not measured on the real set at all: refused too, while the gate asks for it.
+    unmeasured = _register_copy(settings, tracked, data, best * 0.5)
+    assert "was not measured" in promote(name, unmeasured, {METRIC: best * 0.5}, policy,
+                                         dataset_hash=data).reason
+    # As good on real signers and better on the generated data: promoted.
+    fine = _register_copy(settings, tracked, data, best * 0.5)
+    assert promote(name, fine, {METRIC: best * 0.5, "val_real/ssim": 0.8}, policy, dataset_hash=data).promoted
+    assert str(client.get_model_version_by_alias(name, CHAMPION).version) == fine
+
+
+def test_a_malformed_no_regression_setting_is_refused():
+    from signpose.tracking.settings import TaskTracking
+
+    with pytest.raises(ValueError, match="'val_real/nme' is not 'metric:lower' or 'metric:higher'"):
+        TaskTracking("e", "m", "val/nme", no_regression_on="val_real/nme")

@@ -220,8 +220,24 @@ class _Verdict:
     displaced_reason: str = ""     # for the previous champion when the decision takes its alias
 
 
+def _regression(metrics: Mapping[str, float], champion, policy: TaskTracking) -> str:
+    """Why the candidate may not take the alias under ``policy.no_regression_on`` ('' = it may)."""
+    tags = champion.tags or {}
+    for metric, direction in policy.no_regression_guards.items():
+        if metric not in metrics:
+            return f"{metric} was not measured, but no_regression_on requires it"
+        if metric_tag(metric) not in tags:
+            continue  # the champion never measured it: nothing to regress from
+        candidate, incumbent = float(metrics[metric]), float(tags[metric_tag(metric)])
+        worse = candidate > incumbent if direction == "lower" else candidate < incumbent
+        if worse or not math.isfinite(candidate):
+            return (f"{metric} {candidate:.6g} regresses from {incumbent:.6g} of champion v{champion.version} "
+                    f"({direction} is better; no_regression_on)")
+    return ""
+
+
 def _decide(client: MlflowClient, model_name: str, version: str, value: float, policy: TaskTracking,
-            dataset_hash: str, evaluate: Evaluator | None) -> _Verdict:
+            dataset_hash: str, evaluate: Evaluator | None, metrics: Mapping[str, float] | None = None) -> _Verdict:
     """The gate's decision for ``version`` against the champion as it is now (reads only, plus the
     champion's cached re-evaluation tag)."""
     metric = policy.promotion_metric
@@ -244,6 +260,10 @@ def _decide(client: MlflowClient, model_name: str, version: str, value: float, p
     if champion_value is None:
         return verdict(CHALLENGER, f"not comparable: {how}", str(champion.version))
     comparison = "<" if policy.promotion_direction == "lower" else ">"
+    regression = _regression(metrics or {}, champion, policy) if policy.is_better(value, champion_value) else ""
+    if regression:
+        return verdict(CHALLENGER, f"{metric} {value:.6g} {comparison} {champion_value:.6g} of champion "
+                                   f"v{champion.version}, but {regression}", str(champion.version), champion_value)
     if policy.is_better(value, champion_value):
         return verdict(
             CHAMPION,
@@ -318,7 +338,8 @@ def promote(
     version = str(version)
     value = _metric_value(metrics, policy.promotion_metric, f"{model_name} v{version}")
     with _promotion_lease(client, model_name, version, lock, lock_ttl_s, lock_wait_s) as lease:
-        verdict = _decide(client, model_name, version, value, policy, dataset_hash, evaluate)
+        verdict = _decide(client, model_name, version, value, policy, dataset_hash, evaluate,
+                          metrics if isinstance(metrics, Mapping) else None)
         if verdict.record:
             lease.ensure_held()
             _record(client, verdict)

@@ -36,6 +36,9 @@ class TaskTracking:
     model_name: str
     promotion_metric: str
     promotion_direction: Literal["lower", "higher"] = "lower"
+    # Metrics a new champion must not regress on, "metric:direction" comma-separated, e.g.
+    # "val_real/nme:lower" (real signers, --real_eval_path); '' = none.
+    no_regression_on: str = ""
 
     def __post_init__(self) -> None:
         if self.promotion_direction not in DIRECTIONS:
@@ -43,6 +46,19 @@ class TaskTracking:
                 f"promotion_direction for model {self.model_name!r} must be one of {DIRECTIONS}, "
                 f"got {self.promotion_direction!r}"
             )
+        _ = self.no_regression_guards  # refuse a malformed list when the settings are read
+
+    @property
+    def no_regression_guards(self) -> dict[str, str]:
+        """``no_regression_on`` as {metric: "lower"|"higher"}."""
+        guards = {}
+        for item in filter(None, (part.strip() for part in self.no_regression_on.split(","))):
+            metric, _, direction = item.rpartition(":")
+            if not metric or direction not in DIRECTIONS:
+                raise ValueError(f"no_regression_on for model {self.model_name!r}: {item!r} is not "
+                                 f"'metric:lower' or 'metric:higher'")
+            guards[metric] = direction
+        return guards
 
     def is_better(self, candidate: float, incumbent: float) -> bool:
         """Strictly better: a tie keeps the incumbent (a retraining must earn the alias)."""
@@ -184,7 +200,7 @@ def _parse_task(source: Path, name: str, raw: object, default: TaskTracking | No
         raise ValueError(f"{source}: tasks.{name}: unknown keys {sorted(unknown)}; known: {sorted(known)}")
     values = dict(vars(default)) if default else {}
     values.update({k: v for k, v in raw.items() if v is not None})
-    missing = known - set(values) - {"promotion_direction"}
+    missing = known - set(values) - {"promotion_direction", "no_regression_on"}
     if missing:
         raise ValueError(f"{source}: tasks.{name}: missing keys {sorted(missing)}")
     try:
