@@ -11,6 +11,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from signpose.errors import UserError
+
 log = logging.getLogger(__name__)
 
 SEED_SYNTHETIC = 0
@@ -71,6 +73,7 @@ def preprocess(input_uri: str, store_uri: str, image_size: int = 256, shard_size
     from signpose.render import RenderSettings
     from signpose.shards import write_dataset
 
+    store_uri = _require_store(store_uri)  # before the input is read: an empty store would be the current folder
     frames = load_input_frames(input_uri, synthetic_videos, synthetic_frames_per_video)
     manifest = write_dataset(frames, store_uri, RenderSettings(image_size=image_size), shard_size=shard_size,
                              workers=workers)
@@ -81,9 +84,16 @@ def preprocess(input_uri: str, store_uri: str, image_size: int = 256, shard_size
 
 # --- the fan-out form of preprocessing: plan -> ParallelFor(write shard ranges) -> commit ----------
 
+class StoreRequiredError(UserError, ValueError):
+    """No store given (an empty ``--store`` / ``store_uri``)."""
+
+
 def _require_store(store_uri: str) -> str:
-    if not store_uri:
-        raise ValueError("store_uri is required: a local folder or s3://bucket/prefix for the shards")
+    """``store_uri``, or a one-line error when it names no place: empty, blank or a bare ``file://``
+    would put ``manifest.json``, ``plans/`` and ``shards/`` into the current folder."""
+    if not (store_uri or "").strip() or not store_uri.strip().removeprefix("file://").strip():
+        raise StoreRequiredError(f"store_uri is required (got {store_uri!r}): a local folder or s3://bucket/prefix "
+                                 "for the shards; give --store DIR (use --store . for the current folder)")
     return store_uri
 
 

@@ -9,6 +9,7 @@ prints it as one line and exits 2).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
 import logging
@@ -183,27 +184,87 @@ def run_render(args) -> int:
     if len(frames) == 0:
         raise UserError(f"{args.file}: no frames left after --split/--video/--limit; "
                         f"`signpose inspect {args.file}` shows its splits")
+    plan = render_plan(frames, args.out, args.animation, source=args.file)  # every name checked before rendering
     settings = RenderSettings(image_size=args.image_size, thickness=args.thickness, antialias=not args.no_antialias,
                               joints=args.joints, confidence_scaled=args.confidence_scaled)
     with tqdm(total=len(frames), desc="render", unit="frame", disable=None) as bar:
         images = render_frames(frames.keypoints, settings, workers=args.workers, progress=bar.update)
     os.makedirs(args.out, exist_ok=True)
     n_png, animations = 0, []
-    for video in frames.videos():
-        idx = np.flatnonzero(frames.video_id == video)
-        idx = idx[np.argsort(frames.frame_index[idx], kind="stable")]
-        folder = os.path.join(args.out, _safe_name(video))
-        for i in idx:
-            atomic_write_bytes(os.path.join(folder, f"{int(frames.frame_index[i]):06d}.png"), _png_bytes(images[i]))
+    for idx, pngs, animation in plan:
+        for i, path in zip(idx, pngs):
+            atomic_write_bytes(path, _png_bytes(images[i]))
             n_png += 1
-        if args.animation != "none" and len(idx) > 1:
-            path = os.path.join(args.out, f"{_safe_name(video)}.{args.animation}")
-            _write_animation(path, images[idx], args.fps, args.animation)
-            animations.append(path)
-    print(f"wrote {n_png} PNGs for {len(frames.videos())} video(s) under {args.out}"
+        if animation:
+            _write_animation(animation, images[idx], args.fps, args.animation)
+            animations.append(animation)
+    print(f"wrote {n_png} PNGs for {len(plan)} video(s) under {args.out}"
           + (f" and {len(animations)} {args.animation} animation(s)" if animations else ""))
     return 0
 
 
+# --- output names: every file inside --out, one file per frame --------------------------------------
+
+MAX_NAME_CHARS = 100
+
+
 def _safe_name(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "video"
+    """A video id as one file name: letters, digits, ``-_.`` only, never ``.``/``..``/hidden/empty,
+    at most :data:`MAX_NAME_CHARS` characters (a long id keeps a hash of the whole id)."""
+    cleaned = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    if cleaned.startswith("."):
+        cleaned = "_" + cleaned  # '..' and '.' are folders already; '.x' would be hidden
+    if len(cleaned) > MAX_NAME_CHARS:
+        cleaned = f"{cleaned[:MAX_NAME_CHARS - 9]}~{_digest(name)}"
+    return cleaned or "video"
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+
+
+def video_names(videos: list[str], animation: str = "none") -> dict[str, str]:
+    """Video id -> its folder name under --out: :func:`_safe_name`, made unique. Ids that clean to
+    the same name (``a b`` and ``a_b``), also ignoring case, or a folder that would be another
+    video's animation file (``a.gif`` and ``a``'s animation) get ``~`` and a hash of the id; the
+    first video (in file order) keeps the plain name."""
+    taken: set[str] = set()
+    out = {}
+    for video in videos:
+        name = _safe_name(video)
+        candidates = [name, f"{name[:MAX_NAME_CHARS - 9]}~{_digest(video)}",
+                      *(f"{name[:MAX_NAME_CHARS - 12]}~{_digest(video)}~{k}" for k in range(2, 100))]
+        for candidate in candidates:
+            keys = {candidate.casefold()} | ({f"{candidate}.{animation}".casefold()} if animation != "none" else set())
+            if not keys & taken:
+                break
+        taken |= keys
+        out[video] = candidate
+    return out
+
+
+def render_plan(frames: KeypointFrames, out: str, animation: str, source: str = "") -> list:
+    """Per video: (frame positions in frame order, their PNG paths, the animation path or None).
+
+    Refuses, before anything is rendered or written, a video holding the same frame index twice
+    (its PNGs would overwrite each other); every path is checked to lie inside ``out``."""
+    root = os.path.abspath(out)
+    names = video_names(frames.videos(), animation)
+    plan = []
+    for video, name in names.items():
+        idx = np.flatnonzero(frames.video_id == video)
+        idx = idx[np.argsort(frames.frame_index[idx], kind="stable")]
+        index = frames.frame_index[idx]
+        repeated = index[1:][index[1:] == index[:-1]]
+        if len(repeated):
+            raise UserError(f"{source or frames.source}: video {video!r:.80} holds frame index {int(repeated[0])} "
+                            f"more than once ({len(repeated)} repeats); render names each PNG by its frame index, "
+                            "so pass --split or --video to render one of them, or fix the file's frame_index")
+        folder = os.path.join(root, name)
+        pngs = [os.path.join(folder, f"{int(i):06d}.png") for i in index]
+        movie = os.path.join(root, f"{name}.{animation}") if animation != "none" and len(idx) > 1 else None
+        for path in (folder, movie):
+            if path and os.path.dirname(path) != root:
+                raise AssertionError(f"render would write {path} outside {root}")  # a bug: names are checked
+        plan.append((idx, pngs, movie))
+    return plan
