@@ -256,7 +256,10 @@ def test_external_database_and_s3_replace_the_in_chart_ones():
 def test_every_secret_reference_resolves_to_a_rendered_secret_key_or_a_named_existing_secret(rendered):
     scenario, objects, _ = rendered
     values = SCENARIOS[scenario]
-    existing = {values.get("mlflow", {}).get("auth", {}).get("existingSecret"),
+    auth = values.get("mlflow", {}).get("auth", {})
+    existing = {auth.get("existingSecret"), auth.get("flaskSecretKey", {}).get("existingSecret"),
+                auth.get("pipelineUser", {}).get("existingSecret"), auth.get("readOnlyUser", {}).get("existingSecret"),
+                values.get("minio", {}).get("pipelineUser", {}).get("existingSecret"),
                 values.get("externalDatabase", {}).get("existingSecret"),
                 values.get("externalS3", {}).get("existingSecret"),
                 values.get("minio", {}).get("auth", {}).get("existingSecret"),
@@ -291,14 +294,20 @@ def test_pipeline_secrets_and_configmap_match_what_the_compiled_pipeline_referen
     assert cm["data"]["AWS_ENDPOINT_URL"] == "http://signpose-minio.mlops.svc.cluster.local:9000"
 
 
-def test_generated_credentials_are_the_same_for_the_service_and_for_the_pipeline():
+def test_generated_pipeline_credentials_are_the_pipeline_users_never_the_admin_or_root_ones():
+    # One render: the pipeline namespace's copies equal the release namespace's sources (which the
+    # hook Jobs create the users from), and differ from MLflow's admin and MinIO's root keys.
     objects, _ = render()
     values = chartcheck.secret_values(objects)
-    assert values["signpose-s3/AWS_SECRET_ACCESS_KEY"] == values["signpose-minio/AWS_SECRET_ACCESS_KEY"]
-    assert values["signpose-s3/AWS_ACCESS_KEY_ID"] == values["signpose-minio/AWS_ACCESS_KEY_ID"]
-    assert values["signpose-mlflow/MLFLOW_TRACKING_PASSWORD"] == \
-        values["signpose-mlflow-auth/MLFLOW_TRACKING_PASSWORD"]
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        assert values[f"signpose-s3/{key}"] == values[f"signpose-minio-pipeline/{key}"]
+        assert values[f"signpose-s3/{key}"] != values[f"signpose-minio/{key}"]
+    for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        assert values[f"signpose-mlflow/{key}"] == values[f"signpose-mlflow-pipeline/{key}"]
+        assert values[f"signpose-mlflow/{key}"] != values[f"signpose-mlflow-auth/{key}"]
+    assert values["signpose-mlflow/MLFLOW_TRACKING_USERNAME"] == "signpose-pipeline"
     assert len(values["signpose-mlflow-auth/MLFLOW_TRACKING_PASSWORD"]) >= 12
+    assert len(values["signpose-mlflow-pipeline/MLFLOW_TRACKING_PASSWORD"]) >= 12
     assert len(values["signpose-postgresql/POSTGRES_PASSWORD"]) >= 16
 
 
@@ -327,7 +336,8 @@ def test_network_policies_let_only_mlflow_reach_postgres_and_mlflow_plus_pipelin
 
 def test_retraining_is_off_by_default_so_a_cluster_without_kfp_installs_cleanly():
     objects, notes = render()
-    assert not by_kind(objects, "Job")
+    # The users hook Jobs (MLflow, MinIO) talk only to the chart's own services.
+    assert {job.name for job in by_kind(objects, "Job")} == {"signpose-mlflow-users", "signpose-minio-users"}
     assert "Scheduled retraining is off" in notes
 
 
@@ -395,10 +405,11 @@ def test_mlflow_start_script_is_valid_shell_and_writes_the_auth_config_it_points
     fake_bin.mkdir()
     (fake_bin / "mlflow").write_text('#!/bin/sh\necho "mlflow $*"\n')
     (fake_bin / "mlflow").chmod(0o755)
-    auth_dir = tmp_path / "auth"
+    auth_dir = tmp_path / "mlflow-auth"
     env = {"PATH": f"{fake_bin}:/usr/bin:/bin", "SIGNPOSE_AUTH_DEFAULT_PERMISSION": "READ",
            "MLFLOW_BACKEND_STORE_URI": "postgresql+psycopg2://u:p@db:5432/mlflow?sslmode=disable"}
-    result = subprocess.run(["sh", "-ec", script.replace("/tmp/mlflow-auth", str(auth_dir))],
+    # The pod's /tmp (an emptyDir) is this test's folder: the script also clears /tmp/prometheus.
+    result = subprocess.run(["sh", "-ec", script.replace("/tmp/", f"{tmp_path}/")],
                             env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "--app-name basic-auth" in result.stdout
@@ -476,3 +487,401 @@ def test_multi_node_rbac_defaults_to_single_user_kfps_pipeline_runner_in_the_rel
 def test_multi_node_without_a_service_account_name_is_refused():
     with pytest.raises(helm.HelmValuesError, match="serviceAccountName"):
         render({"multiNode": {"enabled": True, "serviceAccountName": ""}})
+
+
+# ---- MLflow server: secret key, migration, metrics, service account, escape hatches ------------------
+
+def _mlflow_pod(objects):
+    return one(objects, "Deployment", "signpose-mlflow")["spec"]["template"]["spec"]
+
+
+def test_flask_secret_key_is_generated_once_looked_up_before_generating_and_kept():
+    objects, _ = render()
+    secret = one(objects, "Secret", "signpose-mlflow-flask")
+    assert secret["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    key = chartcheck.secret_values(objects)["signpose-mlflow-flask/MLFLOW_FLASK_SERVER_SECRET_KEY"]
+    assert len(key) >= 32
+    ref = env_of(container(one(objects, "Deployment", "signpose-mlflow"), "mlflow"))[
+        "MLFLOW_FLASK_SERVER_SECRET_KEY"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "signpose-mlflow-flask", "key": "MLFLOW_FLASK_SERVER_SECRET_KEY"}
+    # Without a cluster `lookup` finds nothing, so each render generates; with one, the live Secret's
+    # value is read back first: the key comes from signpose.generated, which looks up before it generates.
+    helpers = (CHART / "templates" / "_helpers.tpl").read_text()
+    flask = helpers[helpers.index('define "signpose.mlflow.flaskSecretKey"'):]
+    assert 'include "signpose.generated"' in flask.split("{{- end -}}")[0]
+    generated = helpers[helpers.index('define "signpose.generated"'):].split('define "signpose.mlflow.fullname"')[0]
+    assert generated.index('lookup "v1" "Secret"') < generated.index("randAlphaNum")
+    assert key != chartcheck.secret_values(render()[0])["signpose-mlflow-flask/MLFLOW_FLASK_SERVER_SECRET_KEY"]
+
+
+def test_a_user_supplied_flask_secret_key_is_used_verbatim_and_nothing_is_generated():
+    objects, _ = render({"mlflow": {"auth": {"flaskSecretKey": {"existingSecret": "team-mlflow-flask",
+                                                                 "existingSecretKey": "secret-key"}}}})
+    ref = env_of(container(one(objects, "Deployment", "signpose-mlflow"), "mlflow"))[
+        "MLFLOW_FLASK_SERVER_SECRET_KEY"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "team-mlflow-flask", "key": "secret-key"}
+    assert not [o for o in by_kind(objects, "Secret") if "flask" in o.name]
+
+
+def test_every_generated_credential_is_kept_after_uninstall_and_the_pipeline_copies_are_not():
+    objects, _ = render()
+    kept = {o.name for o in by_kind(objects, "Secret")
+            if (o.doc["metadata"].get("annotations") or {}).get("helm.sh/resource-policy") == "keep"}
+    assert kept == {"signpose-mlflow-auth", "signpose-mlflow-flask", "signpose-mlflow-pipeline",
+                    "signpose-mlflow-viewer", "signpose-postgresql", "signpose-minio", "signpose-minio-pipeline"}
+
+
+def test_schema_migration_runs_in_an_init_container_between_prepare_and_the_server():
+    objects, _ = render()
+    pod = _mlflow_pod(objects)
+    assert [c["name"] for c in pod["initContainers"]] == ["prepare", "migrate"]
+    migrate = container(one(objects, "Deployment", "signpose-mlflow"), "migrate")
+    assert migrate["image"] == container(one(objects, "Deployment", "signpose-mlflow"), "mlflow")["image"]
+    assert migrate["command"] + migrate["args"] == ["/bin/sh", "-ec", 'exec mlflow db upgrade "$MLFLOW_BACKEND_STORE_URI"']
+    server_env = env_of(container(one(objects, "Deployment", "signpose-mlflow"), "mlflow"))
+    assert env_of(migrate)["MLFLOW_BACKEND_STORE_URI"] == server_env["MLFLOW_BACKEND_STORE_URI"]
+    off, _ = render({"mlflow": {"migration": {"enabled": False}}})
+    assert [c["name"] for c in _mlflow_pod(off)["initContainers"]] == ["prepare"]
+
+
+def test_metrics_are_exposed_and_served_by_a_sidecar_on_their_own_port():
+    objects, _ = render()
+    pod = _mlflow_pod(objects)
+    mlflow = container(one(objects, "Deployment", "signpose-mlflow"), "mlflow")
+    assert "--expose-prometheus /tmp/prometheus" in mlflow["args"][0]
+    assert env_of(mlflow)["PROMETHEUS_MULTIPROC_DIR"]["value"] == "/tmp/prometheus"
+    sidecar = container(one(objects, "Deployment", "signpose-mlflow"), "metrics")
+    assert sidecar["command"] == ["python", "-m", "signpose.deploy.mlflow_metrics"]
+    assert sidecar["args"][:2] == ["--dir", "/tmp/prometheus"]
+    assert sidecar["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp", "readOnly": True}]
+    assert {v["name"] for v in pod["volumes"]} == {"tmp"}  # the volume the server writes to
+    service_ports = {p["name"]: p for p in one(objects, "Service", "signpose-mlflow")["spec"]["ports"]}
+    assert service_ports["metrics"]["port"] == sidecar["ports"][0]["containerPort"] == 9464
+    assert not by_kind(objects, "ServiceMonitor")  # needs the Prometheus Operator's CRD
+    off, _ = render({"mlflow": {"metrics": {"enabled": False}}})
+    assert "--expose-prometheus" not in container(one(off, "Deployment", "signpose-mlflow"), "mlflow")["args"][0]
+    assert [c["name"] for c in _mlflow_pod(off)["containers"]] == ["mlflow"]
+
+
+def test_service_monitor_scrapes_the_metrics_port_of_the_mlflow_service():
+    # Not validated against the ServiceMonitor CRD (not vendored here): the fields checked are the
+    # ones Prometheus Operator's monitoring.coreos.com/v1 ServiceMonitor defines.
+    objects, _ = render({"mlflow": {"metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "kps"}}}}})
+    monitor = one(objects, "ServiceMonitor", "signpose-mlflow")
+    service = one(objects, "Service", "signpose-mlflow")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1" and monitor["metadata"]["labels"]["release"] == "kps"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["mlops"]}
+    [endpoint] = monitor["spec"]["endpoints"]
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]} and endpoint["path"] == "/metrics"
+    assert not chartcheck.schema_problems([o for o in objects if o.kind != "ServiceMonitor"])
+
+
+def test_mlflow_runs_as_its_own_annotated_service_account_for_workload_identity():
+    annotations = {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/signpose-mlflow"}
+    objects, _ = render({"mlflow": {"serviceAccount": {"annotations": annotations}},
+                         "minio": {"enabled": False}, "externalS3": {"workloadIdentity": True}})
+    account = one(objects, "ServiceAccount", "signpose-mlflow")
+    assert account["metadata"]["annotations"] == annotations and account["automountServiceAccountToken"] is False
+    pod = _mlflow_pod(objects)
+    assert pod["serviceAccountName"] == "signpose-mlflow"
+    # No static keys anywhere in the pod: the identity signs the S3 requests.
+    for _, c in chartcheck.containers(pod):
+        assert not {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} & set(env_of(c)), c["name"]
+    assert not chartcheck.schema_problems(objects) and not chartcheck.security_problems(objects)
+    existing, _ = render({"mlflow": {"serviceAccount": {"create": False, "name": "team-mlflow"}}})
+    assert _mlflow_pod(existing)["serviceAccountName"] == "team-mlflow"
+    assert not by_kind(existing, "ServiceAccount")
+
+
+def test_external_s3_without_keys_or_workload_identity_is_refused():
+    with pytest.raises(helm.HelmValuesError, match="externalS3"):
+        render({"minio": {"enabled": False}, "externalS3": {"endpoint": ""}})
+
+
+def test_extra_env_and_extra_args_reach_the_server_verbatim(tmp_path):
+    import subprocess
+
+    extra_env = [{"name": "MLFLOW_LOGGING_LEVEL", "value": "DEBUG"}]
+    extra_args = ["--static-prefix", "/mlflow", "--uvicorn-opts", "--timeout-keep-alive 30"]
+    objects, _ = render({"mlflow": {"extraEnv": extra_env, "extraArgs": extra_args}})
+    mlflow = container(one(objects, "Deployment", "signpose-mlflow"), "mlflow")
+    assert mlflow["env"][-1] == extra_env[0]
+    assert mlflow["command"] == ["/bin/sh", "-ec"] and mlflow["args"][2:] == extra_args
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "mlflow").write_text('#!/bin/sh\nfor a in "$@"; do printf "<%s>" "$a"; done\n')
+    (fake_bin / "mlflow").chmod(0o755)
+    script = mlflow["args"][0].replace("/tmp/", f"{tmp_path}/")
+    env = {"PATH": f"{fake_bin}:/usr/bin:/bin", "SIGNPOSE_AUTH_DEFAULT_PERMISSION": "READ",
+           "SIGNPOSE_AUTH_CACHE_SECONDS": "60", "MLFLOW_BACKEND_STORE_URI": "postgresql+psycopg2://u:p@db/m"}
+    result = subprocess.run(["sh", "-ec", script, *mlflow["args"][1:]], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.endswith("<--static-prefix></mlflow><--uvicorn-opts><--timeout-keep-alive 30>")
+    assert "<--app-name><basic-auth>" in result.stdout and "<--expose-prometheus>" in result.stdout
+
+
+# ---- least privilege: the pipelines' own MLflow and MinIO users --------------------------------------
+
+def test_users_hook_job_creates_the_pipeline_and_read_only_users_for_the_tasks_experiments_and_models(monkeypatch):
+    from signpose.deploy import mlflow_users
+    from signpose.tracking.settings import load_mlflow_settings
+
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+
+    objects, _ = render()
+    job = one(objects, "Job", "signpose-mlflow-users")
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
+    c = container(job, "users")
+    assert c["image"] == container(one(objects, "Deployment", "signpose-mlflow"), "mlflow")["image"]
+    assert c["command"] == ["python", "-m", "signpose.deploy.mlflow_users"]
+    args = mlflow_users.build_parser().parse_args(c["args"])
+    settings = load_mlflow_settings(path=ROOT / "mlflow.yaml")
+    assert sorted(args.experiment) == sorted(settings.task(t).experiment for t in ("skeleton", "face"))
+    assert sorted(args.model) == sorted(settings.task(t).model_name for t in ("skeleton", "face"))
+    env = env_of(c)
+    assert env["MLFLOW_TRACKING_URI"]["value"] == "http://signpose-mlflow.mlops.svc.cluster.local:5000"
+    refs = {name: (e["valueFrom"]["secretKeyRef"]["name"]) for name, e in env.items() if "valueFrom" in e}
+    assert refs == {"MLFLOW_TRACKING_USERNAME": "signpose-mlflow-auth", "MLFLOW_TRACKING_PASSWORD": "signpose-mlflow-auth",
+                    "SIGNPOSE_PIPELINE_USERNAME": "signpose-mlflow-pipeline",
+                    "SIGNPOSE_PIPELINE_PASSWORD": "signpose-mlflow-pipeline",
+                    "SIGNPOSE_READER_USERNAME": "signpose-mlflow-viewer", "SIGNPOSE_READER_PASSWORD": "signpose-mlflow-viewer"}
+
+
+def test_users_module_refuses_to_start_without_the_logins_it_needs():
+    from signpose.deploy import mlflow_users
+
+    base = {"MLFLOW_TRACKING_URI": "http://mlflow:5000", "MLFLOW_TRACKING_USERNAME": "admin",
+            "MLFLOW_TRACKING_PASSWORD": "x" * 16}
+    with pytest.raises(SystemExit, match="SIGNPOSE_PIPELINE_USERNAME and SIGNPOSE_PIPELINE_PASSWORD"):
+        mlflow_users.main([], environ=base)
+    with pytest.raises(SystemExit, match="MLFLOW_TRACKING_URI must be the server's http"):
+        mlflow_users.main([], environ={**base, "MLFLOW_TRACKING_URI": "sqlite:///x.db"})
+    with pytest.raises(SystemExit, match="SIGNPOSE_READER_USERNAME and SIGNPOSE_READER_PASSWORD"):
+        mlflow_users.main([], environ={**base, "SIGNPOSE_PIPELINE_USERNAME": "p", "SIGNPOSE_PIPELINE_PASSWORD": "y" * 16,
+                                       "SIGNPOSE_READER_USERNAME": "r"})
+
+
+def test_without_a_pipeline_user_the_pipelines_get_the_admin_login_and_the_notes_warn():
+    objects, notes = render({"mlflow": {"auth": {"pipelineUser": {"enabled": False}}}})
+    values = chartcheck.secret_values(objects)
+    assert values["signpose-mlflow/MLFLOW_TRACKING_USERNAME"] == "admin"
+    assert not [o for o in by_kind(objects, "Job") if o.name == "signpose-mlflow-users"]
+    assert "WARNING: the ADMIN login" in notes
+
+
+def test_external_s3_pipeline_keys_go_to_the_pipelines_and_shared_keys_are_warned_about():
+    external = {"minio": {"enabled": False}, "externalS3": {"accessKeyId": "mlflow-key", "secretAccessKey": "mlflow-s"}}
+    objects, notes = render(external)
+    assert chartcheck.secret_values(objects)["signpose-s3/AWS_ACCESS_KEY_ID"] == "mlflow-key"
+    assert "WARNING: the same keys MLflow uses" in notes
+    external["externalS3"].update(pipelineAccessKeyId="pipeline-key", pipelineSecretAccessKey="pipeline-s")
+    objects, notes = render(external)
+    values = chartcheck.secret_values(objects)
+    assert (values["signpose-s3/AWS_ACCESS_KEY_ID"], values["signpose-s3/AWS_SECRET_ACCESS_KEY"]) == \
+        ("pipeline-key", "pipeline-s")
+    assert values["signpose-external-s3/AWS_ACCESS_KEY_ID"] == "mlflow-key"
+    assert "WARNING" not in notes
+
+
+def _pipeline_policy(values=None) -> dict:
+    objects, _ = render(values)
+    return json.loads(one(objects, "ConfigMap", "signpose-minio-pipeline-policy")["data"]["policy.json"])
+
+
+def test_minio_pipeline_policy_allows_the_pipeline_buckets_objects_and_nothing_else():
+    policy = _pipeline_policy({"minio": {"pipelineUser": {"extraBuckets": ["raw-videos"]}}})
+    assert policy["Version"] == "2012-10-17"
+    statements = {s["Sid"]: s for s in policy["Statement"]}
+    assert set(statements) == {"PipelineBuckets", "PipelineObjects", "NotMlflowArtifacts"}
+    for statement in policy["Statement"]:
+        assert set(statement) == {"Sid", "Effect", "Action", "Resource"}  # no Principal, NotAction, NotResource
+        assert all(a.startswith("s3:") for a in statement["Action"])  # no admin:*, no kms:*
+        assert "*" not in statement["Resource"]
+    allow = [s for s in policy["Statement"] if s["Effect"] == "Allow"]
+    assert not any("*" in a for s in allow for a in s["Action"])
+    assert statements["PipelineBuckets"]["Resource"] == ["arn:aws:s3:::signpose", "arn:aws:s3:::raw-videos"]
+    assert statements["PipelineObjects"]["Resource"] == ["arn:aws:s3:::signpose/*", "arn:aws:s3:::raw-videos/*"]
+    assert not {"s3:CreateBucket", "s3:DeleteBucket", "s3:PutBucketPolicy"} & {a for s in allow for a in s["Action"]}
+    deny = statements["NotMlflowArtifacts"]
+    assert deny["Effect"] == "Deny" and deny["Action"] == ["s3:*"]
+    assert deny["Resource"] == ["arn:aws:s3:::signpose/mlflow", "arn:aws:s3:::signpose/mlflow/*"]
+
+
+def test_minio_pipeline_policy_as_enforced_by_an_iam_evaluator(monkeypatch):
+    """The rendered policy attached to a user of moto's IAM, with moto enforcing IAM on S3 (AWS
+    policy semantics, which MinIO's PBAC implements; MinIO itself is not run here)."""
+    import boto3
+    from botocore.exceptions import ClientError
+    from moto import mock_aws, settings
+
+    policy = json.dumps(_pipeline_policy({"minio": {"pipelineUser": {"extraBuckets": ["raw-videos"]}}}))
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "root")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "root-secret")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    with mock_aws():
+        root_s3, iam = boto3.client("s3"), boto3.client("iam")
+        for bucket in ("signpose", "raw-videos", "someone-elses"):
+            root_s3.create_bucket(Bucket=bucket)
+        root_s3.put_object(Bucket="signpose", Key="mlflow/1/abc/artifacts/model/model.pt2", Body=b"model")
+        root_s3.put_object(Bucket="someone-elses", Key="data.bin", Body=b"x")
+        iam.create_user(UserName="pipeline")  # create_policy below validates the document's grammar
+        arn = iam.create_policy(PolicyName="signpose-pipeline", PolicyDocument=policy)["Policy"]["Arn"]
+        iam.attach_user_policy(UserName="pipeline", PolicyArn=arn)
+        key = iam.create_access_key(UserName="pipeline")["AccessKey"]
+        monkeypatch.setattr(settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)  # from here on, IAM is enforced
+        s3 = boto3.client("s3", aws_access_key_id=key["AccessKeyId"], aws_secret_access_key=key["SecretAccessKey"])
+
+        def outcome(call):
+            try:
+                call()
+                return "ok"
+            except ClientError as exc:
+                return exc.response["Error"]["Code"]
+
+        allowed = {
+            "write a shard": lambda: s3.put_object(Bucket="signpose", Key="shards/x/shard-0.npz", Body=b"1"),
+            "read it": lambda: s3.get_object(Bucket="signpose", Key="shards/x/shard-0.npz"),
+            "list": lambda: s3.list_objects_v2(Bucket="signpose", Prefix="shards/"),
+            "take a lease": lambda: s3.put_object(Bucket="signpose", Key="locks/skeleton-generator", Body=b"l"),
+            "drop a checkpoint": lambda: s3.delete_object(Bucket="signpose", Key="shards/x/shard-0.npz"),
+            "read an extra bucket": lambda: s3.list_objects_v2(Bucket="raw-videos"),
+        }
+        refused = {
+            "overwrite a registered model's files": lambda: s3.put_object(
+                Bucket="signpose", Key="mlflow/1/abc/artifacts/model/model.pt2", Body=b"evil"),
+            "read MLflow's artifacts directly": lambda: s3.get_object(
+                Bucket="signpose", Key="mlflow/1/abc/artifacts/model/model.pt2"),
+            "another bucket": lambda: s3.list_objects_v2(Bucket="someone-elses"),
+            "another bucket's object": lambda: s3.get_object(Bucket="someone-elses", Key="data.bin"),
+            "create a bucket": lambda: s3.create_bucket(Bucket="new-bucket"),
+            "delete the bucket": lambda: s3.delete_bucket(Bucket="raw-videos"),
+            "change the bucket policy": lambda: s3.put_bucket_policy(Bucket="signpose", Policy=policy),
+        }
+        assert {name: outcome(call) for name, call in allowed.items()} == {name: "ok" for name in allowed}
+        assert {name: outcome(call) for name, call in refused.items()} == {name: "AccessDenied" for name in refused}
+
+
+MC_STUB = r'''#!PYTHON
+"""A stand-in for MinIO's client: the admin calls the chart's Job makes, kept in a state file."""
+import json, os, sys
+path = os.path.join(os.environ["HOME"], ".mc", "stub-state.json")
+os.makedirs(os.path.dirname(path), exist_ok=True)
+state = json.load(open(path)) if os.path.exists(path) else {"aliases": {}, "policies": {}, "users": {}, "attached": {}}
+def done(code=0, error=""):
+    json.dump(state, open(path, "w"))
+    if error:
+        print("mc: <ERROR> " + error, file=sys.stderr)
+    sys.exit(code)
+match sys.argv[1:]:
+    case ["alias", "set", alias, url, user, password]:
+        state["aliases"][alias] = [url, user, password]
+    case ["admin", "info", alias] if alias in state["aliases"]:
+        pass
+    case ["admin", "policy", "create", alias, name, file] if alias in state["aliases"]:
+        state["policies"][name] = json.load(open(file))
+    case ["admin", "user", "add", alias, access_key, secret_key] if alias in state["aliases"]:
+        state["users"][access_key] = secret_key
+    case ["admin", "policy", "attach", alias, name, "--user", user] if alias in state["aliases"]:
+        if name not in state["policies"] or user not in state["users"]:
+            done(1, f"Unable to attach {name} to {user}: no such policy or user")
+        if name in state["attached"].get(user, []):
+            done(1, "Unable to make user/group policy association. The specified policy change is already in effect.")
+        state["attached"].setdefault(user, []).append(name)
+    case other:
+        done(1, f"stub does not know {other}")
+done()
+'''
+
+
+def test_minio_users_job_runs_against_an_mc_stand_in_and_is_idempotent(tmp_path):
+    """The rendered Job's script, run as the pod would (chart_pods), with `mc` replaced by a stand-in
+    that keeps MinIO's admin state: not a MinIO server (none is available here, and moto has no
+    MinIO admin API), but the script's calls, arguments, order and re-run behaviour are real."""
+    import sys
+
+    from chart_pods import Rendered, local_container
+
+    objects, _ = render()
+    rendered = Rendered(objects, "mlops")
+    job = rendered.one("Job", "signpose-minio-users")
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
+    stub_bin = tmp_path / "bin"
+    stub_bin.mkdir()
+    (stub_bin / "mc").write_text(MC_STUB.replace("PYTHON", sys.executable, 1))
+    (stub_bin / "mc").chmod(0o755)
+    pod = job["spec"]["template"]["spec"]
+    users = local_container(pod, "users", rendered, tmp_path / "pod", image_env={"PATH": f"{stub_bin}:/usr/bin:/bin"})
+    runs = [users.run(timeout=120) for _ in ("install", "upgrade")]
+    for result in runs:
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "MinIO pipeline user ready: policy signpose-pipeline" in result.stdout
+    assert "already attached" in runs[1].stdout
+    state = json.loads((users.mounts["/tmp"] / ".mc" / "stub-state.json").read_text())
+    root = rendered.secret("signpose-minio")
+    pipeline = rendered.secret("signpose-minio-pipeline")
+    assert state["aliases"] == {"signpose": ["http://signpose-minio.mlops.svc.cluster.local:9000",
+                                             root["AWS_ACCESS_KEY_ID"], root["AWS_SECRET_ACCESS_KEY"]]}
+    assert state["policies"] == {"signpose-pipeline": _policy_of(rendered)}
+    assert state["users"] == {pipeline["AWS_ACCESS_KEY_ID"]: pipeline["AWS_SECRET_ACCESS_KEY"]}
+    assert state["attached"] == {pipeline["AWS_ACCESS_KEY_ID"]: ["signpose-pipeline"]}
+    # The pipelines' Secret holds exactly this user's keys.
+    assert rendered.secret("signpose-s3") == pipeline
+    # The Job reaches MinIO through the NetworkPolicy when that is on.
+    policies, _ = render({"networkPolicy": {"enabled": True}})
+    peers = one(policies, "NetworkPolicy", "signpose-minio")["spec"]["ingress"][0]["from"]
+    assert any(p.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/component") == "minio-users"
+               for p in peers)
+
+
+def _policy_of(rendered) -> dict:
+    return json.loads(rendered.config_maps[("mlops", "signpose-minio-pipeline-policy")]["policy.json"])
+
+
+# ---- the retraining hook, run for real against the KFP API stub ---------------------------------------
+
+def test_retraining_hook_command_registers_then_replaces_the_recurring_run_on_a_kfp_api(tmp_path):
+    """The production values' hook Job, as the pod runs it (chart_pods): its `signpose schedule`
+    command against the KFP API stub of tests/test_submit.py, with the projected ServiceAccount token;
+    the compiled pipeline where the preprocessing image keeps it (SIGNPOSE_PIPELINE_PACKAGE)."""
+    pytest.importorskip("kfp")
+    from chart_pods import Rendered, local_container
+    from test_submit import KfpStub
+
+    from pipelines.training_pipeline import compile_pipeline
+
+    package = compile_pipeline(tmp_path / "signpose_training.yaml")
+    objects, _ = render(PRODUCTION)
+    rendered = Rendered(objects, "mlops")
+    pod = rendered.one("Job", "signpose-retraining")["spec"]["template"]["spec"]
+    stub = KfpStub()
+    stub.thread.start()
+    try:
+        in_cluster = PRODUCTION["retraining"]["kfp"]["host"].split("://", 1)[1]
+        schedule = local_container(pod, "schedule", rendered, tmp_path / "pod",
+                                   image_env={"SIGNPOSE_PIPELINE_PACKAGE": str(package)},
+                                   hosts={in_cluster: stub.url.split("://", 1)[1]}, token="projected-sa-token-42")
+        runs = [schedule.run(timeout=300) for _ in ("install", "upgrade")]
+    finally:
+        stub.server.shutdown()
+        stub.server.server_close()
+    for result in runs:
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "recurring run id:" in result.stdout
+    first, second = stub.posted("recurringruns")
+    body = second["body"]
+    assert body["display_name"] == "signpose-scheduled-retraining"
+    assert body["trigger"]["cron_schedule"]["cron"] == "0 0 3 * * 1" and body["mode"] == "ENABLE"
+    params = body["runtime_config"]["parameters"]
+    assert params["input_uri"] == "s3://acme-signpose/incoming/" and params["skeleton_epochs"] == 100
+    assert params["mlflow_tracking_uri"] == "http://signpose-mlflow.mlops.svc.cluster.local:5000"
+    experiment = stub.experiments[body["experiment_id"]]
+    assert experiment["display_name"] == "signpose-retraining"
+    # The upgrade replaced the install's recurring run: one left, the old one deleted.
+    [deleted] = [r["path"].rsplit("/", 1)[1] for r in stub.requests if r["method"] == "DELETE"]
+    assert len(stub.recurring_runs) == 1 and deleted not in stub.recurring_runs
+    # Every call carried the pod's projected ServiceAccount token (multi-user KFP).
+    assert {r["headers"].get("authorization") for r in stub.requests} == {"Bearer projected-sa-token-42"}
+    assert first["body"]["pipeline_spec"] == body["pipeline_spec"]

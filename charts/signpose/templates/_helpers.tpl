@@ -75,6 +75,45 @@ Args: (dict "ctx" $ "secret" NAME "key" KEY "length" N)
 {{- else -}}{{ include "signpose.generated" (dict "ctx" . "secret" (include "signpose.mlflow.authSecretName" .) "key" "MLFLOW_TRACKING_PASSWORD" "length" 24) }}
 {{- end -}}
 {{- end -}}
+{{/* The basic-auth app's Flask secret key: Secret name and key. */}}
+{{- define "signpose.mlflow.flaskSecretName" -}}
+{{- default (printf "%s-flask" (include "signpose.mlflow.fullname" .)) .Values.mlflow.auth.flaskSecretKey.existingSecret -}}
+{{- end -}}
+{{- define "signpose.mlflow.flaskSecretKeyKey" -}}
+{{- if .Values.mlflow.auth.flaskSecretKey.existingSecret -}}{{ .Values.mlflow.auth.flaskSecretKey.existingSecretKey }}{{- else -}}MLFLOW_FLASK_SERVER_SECRET_KEY{{- end -}}
+{{- end -}}
+{{/* Looked up in the live Secret first (signpose.generated), so an upgrade keeps the key. */}}
+{{- define "signpose.mlflow.flaskSecretKey" -}}
+{{- include "signpose.generated" (dict "ctx" . "secret" (include "signpose.mlflow.flaskSecretName" .) "key" "MLFLOW_FLASK_SERVER_SECRET_KEY" "length" 48) -}}
+{{- end -}}
+{{/* The pipeline's and the read-only MLflow users: Secret names and passwords. */}}
+{{- define "signpose.mlflow.pipelineSecretName" -}}
+{{- default (printf "%s-pipeline" (include "signpose.mlflow.fullname" .)) .Values.mlflow.auth.pipelineUser.existingSecret -}}
+{{- end -}}
+{{- define "signpose.mlflow.pipelinePassword" -}}
+{{- if .Values.mlflow.auth.pipelineUser.password -}}{{ .Values.mlflow.auth.pipelineUser.password }}
+{{- else -}}{{ include "signpose.generated" (dict "ctx" . "secret" (include "signpose.mlflow.pipelineSecretName" .) "key" "MLFLOW_TRACKING_PASSWORD" "length" 32) }}
+{{- end -}}
+{{- end -}}
+{{- define "signpose.mlflow.readerSecretName" -}}
+{{- default (printf "%s-viewer" (include "signpose.mlflow.fullname" .)) .Values.mlflow.auth.readOnlyUser.existingSecret -}}
+{{- end -}}
+{{- define "signpose.mlflow.readerPassword" -}}
+{{- if .Values.mlflow.auth.readOnlyUser.password -}}{{ .Values.mlflow.auth.readOnlyUser.password }}
+{{- else -}}{{ include "signpose.generated" (dict "ctx" . "secret" (include "signpose.mlflow.readerSecretName" .) "key" "MLFLOW_TRACKING_PASSWORD" "length" 32) }}
+{{- end -}}
+{{- end -}}
+{{/* True when the hook Job creates MLflow users (auth on and a pipeline user wanted). */}}
+{{- define "signpose.mlflow.managesUsers" -}}
+{{- if and .Values.mlflow.auth.enabled .Values.mlflow.auth.pipelineUser.enabled -}}true{{- end -}}
+{{- end -}}
+{{- define "signpose.mlflow.serviceAccountName" -}}
+{{- if .Values.mlflow.serviceAccount.create -}}
+{{- default (include "signpose.mlflow.fullname" .) .Values.mlflow.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.mlflow.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
 {{- define "signpose.mlflow.serviceHost" -}}
 {{- printf "%s.%s.svc.cluster.local" (include "signpose.mlflow.fullname" .) .Release.Namespace -}}
 {{- end -}}
@@ -127,10 +166,15 @@ Args: (dict "ctx" $ "secret" NAME "key" KEY "length" N)
 {{- default (printf "%s-external-s3" (include "signpose.fullname" .)) .Values.externalS3.existingSecret -}}
 {{- end -}}
 {{- end -}}
+{{/* True when MLflow reaches S3 with static keys (a Secret); false with externalS3.workloadIdentity,
+where the server's ServiceAccount identity (IRSA, GKE/Azure workload identity) signs the requests. */}}
+{{- define "signpose.s3.hasStaticKeys" -}}
+{{- if or .Values.minio.enabled (not .Values.externalS3.workloadIdentity) -}}true{{- end -}}
+{{- end -}}
 {{/* True when the chart itself knows the S3 credentials (created from values or generated). */}}
 {{- define "signpose.s3.chartOwnsSecret" -}}
 {{- if .Values.minio.enabled -}}{{ if not .Values.minio.auth.existingSecret }}true{{ end }}
-{{- else -}}{{ if and (not .Values.externalS3.existingSecret) .Values.externalS3.accessKeyId }}true{{ end }}
+{{- else -}}{{ if and (not .Values.externalS3.workloadIdentity) (not .Values.externalS3.existingSecret) .Values.externalS3.accessKeyId }}true{{ end }}
 {{- end -}}
 {{- end -}}
 {{- define "signpose.s3.accessKeyId" -}}
@@ -154,6 +198,82 @@ Args: (dict "ctx" $ "secret" NAME "key" KEY "length" N)
 {{- if .Values.minio.enabled -}}
 {{- printf "http://%s.%s.svc.cluster.local:9000" (include "signpose.minio.fullname" .) .Release.Namespace -}}
 {{- else -}}{{ .Values.externalS3.endpoint }}
+{{- end -}}
+{{- end -}}
+
+{{/* ---------- The MinIO user of the pipelines ---------- */}}
+{{- define "signpose.minio.managesPipelineUser" -}}
+{{- if and .Values.minio.enabled .Values.minio.pipelineUser.enabled -}}true{{- end -}}
+{{- end -}}
+{{- define "signpose.minio.pipelineSecretName" -}}
+{{- default (printf "%s-pipeline" (include "signpose.minio.fullname" .)) .Values.minio.pipelineUser.existingSecret -}}
+{{- end -}}
+{{- define "signpose.minio.pipelineAccessKeyId" -}}
+{{- include "signpose.generated" (dict "ctx" . "secret" (include "signpose.minio.pipelineSecretName" .) "key" "AWS_ACCESS_KEY_ID" "length" 20) | lower -}}
+{{- end -}}
+{{- define "signpose.minio.pipelineSecretAccessKey" -}}
+{{- include "signpose.generated" (dict "ctx" . "secret" (include "signpose.minio.pipelineSecretName" .) "key" "AWS_SECRET_ACCESS_KEY" "length" 40) -}}
+{{- end -}}
+{{/*
+The pipeline user's policy (IAM policy grammar, which MinIO implements): list and read/write
+objects in s3.bucket and minio.pipelineUser.extraBuckets; nothing under MLflow's artifact prefix
+(the server proxies artifacts, so the pipelines never need it, and cannot rewrite a registered
+model's files behind MLflow's back); no bucket creation or deletion, no admin actions.
+*/}}
+{{- define "signpose.minio.pipelinePolicy" -}}
+{{- $buckets := prepend .Values.minio.pipelineUser.extraBuckets .Values.s3.bucket | uniq -}}
+{{- $bucketArns := list -}}
+{{- $objectArns := list -}}
+{{- range $buckets -}}
+{{- $bucketArns = append $bucketArns (printf "arn:aws:s3:::%s" .) -}}
+{{- $objectArns = append $objectArns (printf "arn:aws:s3:::%s/*" .) -}}
+{{- end -}}
+{{- $prefix := trimAll "/" .Values.mlflow.artifactsPrefix -}}
+{{- $statements := list
+  (dict "Sid" "PipelineBuckets" "Effect" "Allow" "Resource" $bucketArns
+        "Action" (list "s3:GetBucketLocation" "s3:ListBucket" "s3:ListBucketMultipartUploads"))
+  (dict "Sid" "PipelineObjects" "Effect" "Allow" "Resource" $objectArns
+        "Action" (list "s3:GetObject" "s3:PutObject" "s3:DeleteObject" "s3:AbortMultipartUpload" "s3:ListMultipartUploadParts"))
+  (dict "Sid" "NotMlflowArtifacts" "Effect" "Deny" "Action" (list "s3:*")
+        "Resource" (list (printf "arn:aws:s3:::%s/%s" .Values.s3.bucket $prefix) (printf "arn:aws:s3:::%s/%s/*" .Values.s3.bucket $prefix))) -}}
+{{- toPrettyJson (dict "Version" "2012-10-17" "Statement" $statements) -}}
+{{- end -}}
+
+{{/*
+Where the pipeline Secret's S3 keys come from: "minio-user" (the MinIO pipeline user), "external-user"
+(externalS3.pipeline*), "shared" (the same keys as MLflow's, known to the chart), or "" (not known:
+the Secret is created by hand).
+*/}}
+{{- define "signpose.pipeline.s3Source" -}}
+{{- if include "signpose.minio.managesPipelineUser" . -}}{{ if not .Values.minio.pipelineUser.existingSecret }}minio-user{{ end }}
+{{- else if and (not .Values.minio.enabled) .Values.externalS3.pipelineAccessKeyId -}}external-user
+{{- else if include "signpose.s3.chartOwnsSecret" . -}}shared
+{{- end -}}
+{{- end -}}
+{{- define "signpose.pipeline.s3AccessKeyId" -}}
+{{- $source := include "signpose.pipeline.s3Source" . -}}
+{{- if eq $source "minio-user" -}}{{ include "signpose.minio.pipelineAccessKeyId" . }}
+{{- else if eq $source "external-user" -}}{{ .Values.externalS3.pipelineAccessKeyId }}
+{{- else -}}{{ include "signpose.s3.accessKeyId" . }}
+{{- end -}}
+{{- end -}}
+{{- define "signpose.pipeline.s3SecretAccessKey" -}}
+{{- $source := include "signpose.pipeline.s3Source" . -}}
+{{- if eq $source "minio-user" -}}{{ include "signpose.minio.pipelineSecretAccessKey" . }}
+{{- else if eq $source "external-user" -}}{{ required "externalS3.pipelineSecretAccessKey is required with externalS3.pipelineAccessKeyId" .Values.externalS3.pipelineSecretAccessKey }}
+{{- else -}}{{ include "signpose.s3.secretAccessKey" . }}
+{{- end -}}
+{{- end -}}
+{{/*
+Where the pipeline Secret's MLflow login comes from: "pipeline-user" (the chart knows it), "admin"
+(no pipeline user, the chart knows the admin's), or "" (not known or auth off).
+*/}}
+{{- define "signpose.pipeline.mlflowSource" -}}
+{{- if .Values.mlflow.auth.enabled -}}
+{{- if .Values.mlflow.auth.pipelineUser.enabled -}}
+{{- if not .Values.mlflow.auth.pipelineUser.existingSecret -}}pipeline-user{{- end -}}
+{{- else if not .Values.mlflow.auth.existingSecret -}}admin
+{{- end -}}
 {{- end -}}
 {{- end -}}
 
@@ -188,6 +308,7 @@ Args: (dict "ctx" $ "secret" NAME "key" KEY "length" N)
     secretKeyRef:
       name: {{ include "signpose.db.secretName" . }}
       key: {{ include "signpose.db.secretKey" . }}
+{{- if include "signpose.s3.hasStaticKeys" . }}
 - name: AWS_ACCESS_KEY_ID
   valueFrom:
     secretKeyRef:
@@ -198,6 +319,7 @@ Args: (dict "ctx" $ "secret" NAME "key" KEY "length" N)
     secretKeyRef:
       name: {{ include "signpose.s3.secretName" . }}
       key: AWS_SECRET_ACCESS_KEY
+{{- end }}
 - name: AWS_DEFAULT_REGION
   value: {{ .Values.s3.region | quote }}
 {{- with include "signpose.s3.endpoint" . }}
@@ -208,6 +330,18 @@ Args: (dict "ctx" $ "secret" NAME "key" KEY "length" N)
   value: {{ .Values.s3.bucket | quote }}
 - name: HOME
   value: /tmp
+{{- end -}}
+
+{{/* The backend store URI, from the store environment above (Kubernetes expands $(VAR) from earlier entries). */}}
+{{- define "signpose.mlflow.backendEnv" -}}
+- name: MLFLOW_BACKEND_STORE_URI
+  value: "postgresql+psycopg2://$(DB_USER):$(DB_PASSWORD)@$(DB_HOST):$(DB_PORT)/$(DB_NAME)?sslmode=$(DB_SSLMODE)"
+{{- end -}}
+
+{{/* The annotation that keeps a generated credential when the release is uninstalled: the data it
+protects (Postgres volume, MLflow users) outlives the release, and a reinstall must find it again. */}}
+{{- define "signpose.keepAnnotation" -}}
+helm.sh/resource-policy: keep
 {{- end -}}
 
 {{/* Pod template labels: the selector labels plus the common ones, each key once. (dict "ctx" $ "component" NAME) */}}
