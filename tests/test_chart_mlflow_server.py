@@ -1,0 +1,495 @@
+"""The chart's MLflow, as rendered, started and used for real.
+
+The chart is rendered (Helm's own library) for a release whose database and S3 are this test's: a
+real PostgreSQL 16 server (``pgserver``, TCP on loopback, password authentication) and moto's S3
+server. Then, in the order a pod runs them, the MLflow Deployment's own containers run as local
+processes with exactly their rendered command, arguments and environment (``chart_pods``):
+
+1. the database holds an *older* MLflow schema (what the previous image left: every migration but the
+   newest), which MLflow's server refuses;
+2. ``prepare`` (init) waits for the database and creates the artifact bucket;
+3. ``migrate`` (init) runs ``mlflow db upgrade``: the schema is current;
+4. ``mlflow`` serves with basic auth, the Flask secret key from the rendered Secret, Prometheus
+   metrics; ``metrics`` (sidecar) serves those metrics on their own port;
+5. the users hook Job (``python -m signpose.deploy.mlflow_users``) creates the pipeline and read-only
+   users, twice (install, then upgrade).
+
+Then: unauthenticated requests are refused; the pipeline user, with the credentials the chart gives
+the pipeline pods, logs a training run with artifacts (in the S3 bucket) and registers and aliases a
+model version; the read-only user reads all of it and can change none of it; neither can administer.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("helm_python")
+pgserver = pytest.importorskip("pgserver")
+pytest.importorskip("psycopg2")
+pytest.importorskip("flask_wtf")  # the basic-auth app
+pytest.importorskip("prometheus_flask_exporter")  # --expose-prometheus
+
+from chart_pods import LocalContainer, Rendered, local_container, stop  # noqa: E402
+
+from tools import chartcheck  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CHART = ROOT / "charts" / "signpose"
+NAMESPACE = "mlops"
+PIPELINE_NAMESPACE = "kubeflow"
+DB_PASSWORD = "pg-" + uuid.uuid4().hex[:20]
+SERVICE_HOST = f"signpose-mlflow.{NAMESPACE}.svc.cluster.local"
+# What the MLflow image sets itself (docker/Dockerfile.mlflow ENV): the rest comes from the chart.
+IMAGE_ENV = {"PYTHONDONTWRITEBYTECODE": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# ---- a real PostgreSQL server -------------------------------------------------------------------------
+
+@dataclass
+class Postgres:
+    port: int
+    pgdata: Path
+    system_user: str | None
+
+    def psql(self, sql: str) -> str:
+        psql = Path(pgserver.__file__).parent / "pginstall" / "bin" / "psql"
+        import subprocess
+
+        return subprocess.run([str(psql), "-h", str(self.pgdata), "-p", str(self.port), "-U", "postgres", "-d",
+                               "postgres", "-v", "ON_ERROR_STOP=1", "-c", sql],
+                              check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture(scope="module")
+def postgres(tmp_path_factory):
+    """PostgreSQL on 127.0.0.1:<free port> with password (scram) authentication over TCP, as a
+    database service is reached from a pod; a role and database for MLflow."""
+    pgdata = tmp_path_factory.mktemp("pg") / "data"
+    server = pgserver.get_server(pgdata, cleanup_mode="stop")  # initdb + a first start (socket only)
+    port = _free_port()
+    (pgdata / "pg_hba.conf").write_text("local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n")
+    # Restarted listening on loopback TCP too, its socket in the data folder.
+    pgserver.pg_ctl(["-w", "-m", "fast", "-o", f"-h 127.0.0.1 -p {port} -k {pgdata}", "-l", str(pgdata / "log"),
+                     "restart"], pgdata=pgdata, user=server.system_user, timeout=120)
+    pg = Postgres(port, pgdata, server.system_user)
+    pg.psql(f"CREATE ROLE mlflow LOGIN PASSWORD '{DB_PASSWORD}'")
+    pg.psql("CREATE DATABASE mlflow OWNER mlflow")
+    try:
+        yield pg
+    finally:
+        _stop_postgres(pgdata, server.system_user)
+
+
+def _stop_postgres(pgdata: Path, system_user: str | None) -> None:
+    """pg_ctl's fast shutdown; if pg_ctl gives up, the postmaster is told to quit directly and
+    waited for, so no server outlives the tests."""
+    import os
+    import signal
+    import subprocess
+
+    try:
+        pgserver.pg_ctl(["-w", "-t", "120", "-m", "fast", "stop"], pgdata=pgdata, user=system_user, timeout=180)
+        return
+    except subprocess.CalledProcessError:
+        pass
+    pid_file = pgdata / "postmaster.pid"
+    if not pid_file.exists():
+        return
+    pid = int(pid_file.read_text().split()[0])
+    try:
+        os.kill(pid, signal.SIGQUIT)  # immediate shutdown
+        while True:
+            os.kill(pid, 0)
+            time.sleep(0.1)
+    except ProcessLookupError:
+        return
+
+
+# ---- the chart's MLflow, started ---------------------------------------------------------------------
+
+def _values(pg_port: int, s3_endpoint: str, bucket: str, mlflow_port: int) -> dict:
+    return {
+        # One worker: the same app, fewer seconds of start-up on a small machine.
+        "mlflow": {"port": mlflow_port, "workers": 1, "service": {"type": "ClusterIP", "port": mlflow_port}},
+        "postgresql": {"enabled": False},
+        "externalDatabase": {"host": "127.0.0.1", "port": pg_port, "database": "mlflow", "username": "mlflow",
+                             "password": DB_PASSWORD, "sslmode": "disable"},
+        "minio": {"enabled": False},
+        "externalS3": {"endpoint": s3_endpoint, "accessKeyId": "mlflow-server-key",
+                       "secretAccessKey": "mlflow-server-secret", "pipelineAccessKeyId": "pipeline-key",
+                       "pipelineSecretAccessKey": "pipeline-secret"},
+        "s3": {"bucket": bucket, "region": "us-east-1", "createBucket": True},
+        "pipelineEnv": {"namespace": PIPELINE_NAMESPACE},
+    }
+
+
+def _older_schema(database_uri: str) -> str:
+    """The database an older MLflow leaves: its tables at every migration but the newest. Returns the
+    newest revision."""
+    import sqlalchemy
+    from alembic import command
+    from alembic.script import ScriptDirectory
+    from mlflow.store.db.utils import InitialBase, _get_alembic_config
+
+    engine = sqlalchemy.create_engine(database_uri)
+    config = _get_alembic_config(database_uri)
+    head = ScriptDirectory.from_config(config).get_revision("head")
+    InitialBase.metadata.create_all(engine)
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, head.down_revision)
+    engine.dispose()
+    return head.revision
+
+
+def _schema_problem(database_uri: str) -> str:
+    """What MLflow's server says about the schema on start-up ('' when it would start)."""
+    import sqlalchemy
+    from mlflow.exceptions import MlflowException
+    from mlflow.store.db.utils import _verify_schema
+
+    engine = sqlalchemy.create_engine(database_uri)
+    try:
+        _verify_schema(engine)
+        return ""
+    except MlflowException as exc:
+        return exc.message
+    finally:
+        engine.dispose()
+
+
+def _wait_for_http(url: str, process, log: Path, deadline_s: float = 600) -> None:
+    """Until ``url`` answers (any HTTP status); fails as soon as the process exits."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"{url}: the process exited with {process.returncode}:\n{log.read_text()[-4000:]}")
+        try:
+            urllib.request.urlopen(url, timeout=5).close()
+            return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                pytest.fail(f"{url} did not answer within {deadline_s:.0f} s:\n{log.read_text()[-4000:]}")
+            time.sleep(0.2)
+
+
+@dataclass
+class Stack:
+    url: str
+    metrics_url: str
+    rendered: Rendered
+    bucket: str
+    schema_before: str
+    schema_after: str
+    init_output: dict[str, str]
+    users_output: list[str]
+    users_job: LocalContainer
+
+    def login(self, secret: str, namespace: str = NAMESPACE) -> tuple[str, str]:
+        data = self.rendered.secret(secret, namespace)
+        return data["MLFLOW_TRACKING_USERNAME"], data["MLFLOW_TRACKING_PASSWORD"]
+
+    def pipeline_env(self) -> dict[str, str]:
+        """What a pipeline pod gets (signpose/deploy/cluster.py): the ConfigMap and both Secrets."""
+        env = dict(self.rendered.config_maps[(PIPELINE_NAMESPACE, "signpose-pipeline-env")])
+        env.update(self.rendered.secret("signpose-mlflow", PIPELINE_NAMESPACE))
+        env.update(self.rendered.secret("signpose-s3", PIPELINE_NAMESPACE))
+        return {k: v.replace(SERVICE_HOST, "127.0.0.1") for k, v in env.items()}
+
+
+@pytest.fixture(scope="module")
+def stack(postgres, s3_endpoint, tmp_path_factory):
+    root = tmp_path_factory.mktemp("mlflow-pod")
+    bucket = f"signpose-{uuid.uuid4().hex[:10]}"
+    port = _free_port()
+    objects, _ = chartcheck.render_chart(_values(postgres.port, s3_endpoint, bucket, port), CHART,
+                                         release="signpose", namespace=NAMESPACE)
+    rendered = Rendered(objects, NAMESPACE)
+    pod = rendered.one("Deployment", "signpose-mlflow")["spec"]["template"]["spec"]
+    hosts = {SERVICE_HOST: "127.0.0.1"}
+
+    def container(name: str) -> LocalContainer:
+        return local_container(pod, name, rendered, root / "pod", image_env=IMAGE_ENV, hosts=hosts)
+
+    server_env = container("mlflow").env
+    database_uri = server_env["MLFLOW_BACKEND_STORE_URI"]
+    assert database_uri.startswith(f"postgresql+psycopg2://mlflow:{DB_PASSWORD}@127.0.0.1:{postgres.port}/mlflow")
+
+    _older_schema(database_uri)
+    schema_before = _schema_problem(database_uri)
+
+    # The pod, in order: init containers one after the other, then the containers.
+    assert [c["name"] for c in pod["initContainers"]] == ["prepare", "migrate"]
+    init_output = {}
+    for name in ("prepare", "migrate"):
+        result = container(name).run()
+        assert result.returncode == 0, f"init container {name}:\n{result.stdout}\n{result.stderr}"
+        init_output[name] = result.stdout + result.stderr
+    schema_after = _schema_problem(database_uri)
+
+    processes = []
+    try:
+        for name in ("mlflow", "metrics"):
+            processes.append((container(name).start(root / f"{name}.log"), root / f"{name}.log"))
+        url = f"http://127.0.0.1:{port}"
+        metrics_port = pod["containers"][1]["ports"][0]["containerPort"]
+        metrics_url = f"http://127.0.0.1:{metrics_port}"
+        _wait_for_http(f"{url}/health", *processes[0])
+        _wait_for_http(f"{metrics_url}/metrics", *processes[1])
+
+        job_pod = rendered.one("Job", "signpose-mlflow-users")["spec"]["template"]["spec"]
+        users_job = local_container(job_pod, "users", rendered, root / "users-job", image_env=IMAGE_ENV, hosts=hosts)
+        users_output = []
+        for attempt in ("install", "upgrade"):
+            result = users_job.run()
+            assert result.returncode == 0, f"users hook ({attempt}):\n{result.stdout}\n{result.stderr}"
+            users_output.append(result.stdout)
+        yield Stack(url, metrics_url, rendered, bucket, schema_before, schema_after, init_output, users_output,
+                    users_job)
+    finally:
+        for process, _ in processes:
+            stop(process)
+
+
+# ---- REST helpers --------------------------------------------------------------------------------------
+
+def call(stack: Stack, method: str, path: str, login: tuple[str, str] | None = None, body: dict | None = None,
+         query: str = "") -> tuple[int, dict | str]:
+    headers = {"Content-Type": "application/json"}
+    if login:
+        headers["Authorization"] = "Basic " + base64.b64encode(":".join(login).encode()).decode()
+    request = urllib.request.Request(f"{stack.url}{path}{'?' + query if query else ''}", method=method,
+                                     headers=headers, data=None if body is None else json.dumps(body).encode())
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw.decode(errors="replace")
+
+
+# ---- the start: migration, secret key, auth --------------------------------------------------------------
+
+def test_migration_init_container_brings_an_older_schema_to_the_images_one(stack):
+    assert "out-of-date database schema" in stack.schema_before  # what the server would refuse
+    assert stack.schema_after == ""
+    assert "Updating database tables" in stack.init_output["migrate"]
+    assert f"bucket {stack.bucket} created" in stack.init_output["prepare"]
+
+
+def test_server_runs_the_auth_app_with_the_rendered_flask_secret_key(stack):
+    pod = stack.rendered.one("Deployment", "signpose-mlflow")["spec"]["template"]["spec"]
+    env = {e["name"]: e for e in pod["containers"][0]["env"]}
+    ref = env["MLFLOW_FLASK_SERVER_SECRET_KEY"]["valueFrom"]["secretKeyRef"]
+    assert len(stack.rendered.secret(ref["name"])[ref["key"]]) >= 32
+    # The auth app is what answers: its own endpoint, for the admin.
+    status, body = call(stack, "GET", "/api/2.0/mlflow/users/current", stack.login("signpose-mlflow-auth"))
+    assert status == 200 and body["user"]["is_admin"] is True
+
+
+def test_unauthenticated_and_wrong_password_requests_are_refused(stack):
+    assert call(stack, "GET", "/api/2.0/mlflow/experiments/search", query="max_results=5")[0] == 401
+    admin_name, _ = stack.login("signpose-mlflow-auth")
+    assert call(stack, "GET", "/api/2.0/mlflow/experiments/search", (admin_name, "not-the-password"),
+                query="max_results=5")[0] == 401
+    assert call(stack, "GET", "/api/2.0/mlflow/experiments/search", stack.login("signpose-mlflow-auth"),
+                query="max_results=5")[0] == 200
+    with urllib.request.urlopen(f"{stack.url}/health", timeout=30) as response:  # probes need no login
+        assert response.status == 200
+
+
+def test_metrics_are_served_by_the_sidecar_without_credentials_and_not_by_the_server(stack):
+    call(stack, "GET", "/api/2.0/mlflow/experiments/search", stack.login("signpose-mlflow-auth"),
+         query="max_results=1")
+    with urllib.request.urlopen(f"{stack.metrics_url}/metrics", timeout=30) as response:
+        text = response.read().decode()
+    assert "mlflow_http_request_total" in text, text[:2000]
+    assert call(stack, "GET", "/metrics")[0] == 401  # MLflow's own /metrics: admin only
+
+
+# ---- users ------------------------------------------------------------------------------------------------
+
+def test_users_hook_creates_both_users_and_is_idempotent_on_upgrade(stack):
+    install, upgrade = stack.users_output
+    assert "user signpose-pipeline: created" in install and "user signpose-viewer: created" in install
+    assert "experiment signpose-skeleton" in install and "registered model skeleton-generator: created" in install
+    assert "signpose-pipeline EDIT granted" in install and "signpose-viewer READ granted" in install
+    assert "user signpose-pipeline: password set" in upgrade and "EDIT (unchanged)" in upgrade
+    for text in (install, upgrade):
+        for secret in ("signpose-mlflow-pipeline", "signpose-mlflow-viewer", "signpose-mlflow-auth"):
+            assert stack.login(secret)[1] not in text
+    admin = stack.login("signpose-mlflow-auth")
+    for user in ("signpose-pipeline", "signpose-viewer"):
+        status, body = call(stack, "GET", "/api/2.0/mlflow/users/get", admin, query=f"username={user}")
+        assert status == 200 and body["user"]["is_admin"] is False
+
+
+def test_pipeline_secret_is_the_pipeline_user_not_the_admin(stack):
+    env = stack.pipeline_env()
+    assert env["MLFLOW_TRACKING_USERNAME"] == "signpose-pipeline"
+    assert (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"]) == stack.login("signpose-mlflow-pipeline")
+    assert env["AWS_ACCESS_KEY_ID"] == "pipeline-key"  # externalS3.pipelineAccessKeyId, not MLflow's keys
+    status, body = call(stack, "GET", "/api/2.0/mlflow/users/current",
+                        (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"]))
+    assert status == 200 and body["user"]["is_admin"] is False
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(stack, tmp_path_factory):
+    """A training run logged as the pipeline pods would: their environment, the project's experiment
+    lookup, MLflow's client; artifacts uploaded through the server to S3; a version registered,
+    tagged and aliased."""
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param
+
+    from signpose.tracking.runs import ensure_experiment
+    from signpose.tracking.settings import load_mlflow_settings
+
+    env = stack.pipeline_env()
+    with pytest.MonkeyPatch.context() as mp:
+        for key in ("MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+            mp.setenv(key, env[key])
+        mp.delenv("MLFLOW_REGISTRY_URI", raising=False)
+        mp.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+        mp.chdir(ROOT)  # the shipped mlflow.yaml
+        settings = load_mlflow_settings()
+        client = MlflowClient(settings.tracking_uri)
+        experiment_id = ensure_experiment(settings, "skeleton")
+        run = client.create_run(experiment_id, tags={"signpose.task": "skeleton", "kfp.run_id": "chart-test"})
+        run_id = run.info.run_id
+        now = int(time.time() * 1000)
+        client.log_batch(run_id, metrics=[Metric("val/weighted_loss", 0.5 / (e + 1), now, e) for e in range(3)],
+                         params=[Param("epochs", "3"), Param("dataset_hash", "abc123")])
+        files = tmp_path_factory.mktemp("artifacts")
+        (files / "config.json").write_text(json.dumps({"epochs": 3}))
+        (files / "model").mkdir()
+        (files / "model" / "weights.bin").write_bytes(b"\x00" * 1024)
+        client.log_artifact(run_id, str(files / "config.json"))
+        client.log_artifacts(run_id, str(files / "model"), artifact_path="model")
+        client.set_terminated(run_id)
+        model_name = settings.task("skeleton").model_name
+        version = client.create_model_version(model_name, f"{run.info.artifact_uri}/model", run_id=run_id)
+        # A stand-in for a model (no MLmodel): aliased challenger, so no promotion gate loads it as
+        # the champion to compare with.
+        client.set_model_version_tag(model_name, version.version, "promotion", "challenger")
+        client.set_registered_model_alias(model_name, "challenger", version.version)
+        aliased = client.get_model_version_by_alias(model_name, "challenger")
+        mlflow.set_tracking_uri(None)
+    return {"experiment_id": experiment_id, "run_id": run_id, "model": model_name, "version": version.version,
+            "aliased": aliased, "artifact_uri": run.info.artifact_uri}
+
+
+def test_pipeline_user_logs_a_run_with_artifacts_in_s3_and_registers_and_aliases_a_model(stack, pipeline_run):
+    import boto3
+
+    assert pipeline_run["aliased"].version == pipeline_run["version"]
+    assert pipeline_run["aliased"].run_id == pipeline_run["run_id"]
+    assert pipeline_run["artifact_uri"].startswith("mlflow-artifacts:/")  # proxied: no S3 keys needed
+    keys = [o["Key"] for o in boto3.client("s3").list_objects_v2(Bucket=stack.bucket).get("Contents", [])]
+    assert any(k.startswith("mlflow/") and k.endswith("model/weights.bin") for k in keys), keys
+    assert any(k.startswith("mlflow/") and k.endswith("config.json") for k in keys), keys
+
+
+def test_pipeline_user_cannot_delete_or_administer(stack, pipeline_run):
+    pipeline = stack.login("signpose-mlflow-pipeline")
+    refused = [
+        ("DELETE", "/api/2.0/mlflow/registered-models/delete", {"name": pipeline_run["model"]}),
+        ("POST", "/api/2.0/mlflow/experiments/delete", {"experiment_id": pipeline_run["experiment_id"]}),
+        ("POST", "/api/2.0/mlflow/runs/delete", {"run_id": pipeline_run["run_id"]}),
+        ("POST", "/api/2.0/mlflow/users/create", {"username": "intruder", "password": "intruder-password-1"}),
+        ("PATCH", "/api/2.0/mlflow/users/update-admin", {"username": "signpose-pipeline", "is_admin": True}),
+        ("POST", "/api/3.0/mlflow/users/permissions/grant",
+         {"username": "signpose-viewer", "resource_type": "registered_model", "resource_id": pipeline_run["model"],
+          "permission": "EDIT"}),
+    ]
+    for method, path, body in refused:
+        status, answer = call(stack, method, path, pipeline, body)
+        assert status == 403, (path, status, answer)
+
+
+def test_read_only_user_reads_everything_the_pipeline_wrote_and_can_change_none_of_it(stack, pipeline_run):
+    viewer = stack.login("signpose-mlflow-viewer")
+    model, run_id = pipeline_run["model"], pipeline_run["run_id"]
+    allowed = [
+        ("GET", "/api/2.0/mlflow/runs/get", f"run_id={run_id}"),
+        ("GET", "/api/2.0/mlflow/metrics/get-history", f"run_id={run_id}&metric_key=val/weighted_loss"),
+        ("GET", "/api/2.0/mlflow/registered-models/alias", f"name={model}&alias=challenger"),
+        ("GET", "/api/2.0/mlflow/artifacts/list", f"run_id={run_id}"),
+    ]
+    for method, path, query in allowed:
+        status, answer = call(stack, method, path, viewer, query=query)
+        assert status == 200, (path, status, answer)
+    refused = [
+        ("POST", "/api/2.0/mlflow/runs/create", {"experiment_id": pipeline_run["experiment_id"]}),
+        ("POST", "/api/2.0/mlflow/runs/log-metric",
+         {"run_id": run_id, "key": "val/weighted_loss", "value": 0.0, "timestamp": 0, "step": 9}),
+        ("POST", "/api/2.0/mlflow/model-versions/create",
+         {"name": model, "source": f"{pipeline_run['artifact_uri']}/model", "run_id": run_id}),
+        ("POST", "/api/2.0/mlflow/registered-models/alias", {"name": model, "alias": "champion", "version": "1"}),
+        ("DELETE", "/api/2.0/mlflow/registered-models/alias", {"name": model, "alias": "challenger"}),
+        ("POST", "/api/2.0/mlflow/model-versions/set-tag",
+         {"name": model, "version": pipeline_run["version"], "key": "promotion", "value": "rejected"}),
+        ("DELETE", "/api/2.0/mlflow/runs/delete", {"run_id": run_id}),
+    ]
+    for method, path, body in refused:
+        status, answer = call(stack, method, path, viewer, body)
+        assert status == 403, (path, status, answer)
+    # Nothing changed: the alias still points at the pipeline's version.
+    status, answer = call(stack, "GET", "/api/2.0/mlflow/registered-models/alias", viewer,
+                          query=f"name={model}&alias=challenger")
+    assert answer["model_version"]["version"] == pipeline_run["version"]
+    status, answer = call(stack, "GET", "/api/2.0/mlflow/registered-models/alias", viewer,
+                          query=f"name={model}&alias=champion")
+    assert status in (400, 404) and "champion" in answer["message"], (status, answer)  # never set
+
+
+@pytest.mark.slow
+def test_the_projects_own_tracked_training_runs_as_the_pipeline_user(stack, pipeline_run):
+    """The whole tracked training (params, per-epoch metrics and panels, the dataset input, the pt2
+    model, registration, the promotion gate's tags and alias) with the pipeline pods' login."""
+    from tracking_fixtures import IMAGE_SIZE, build_model, reset_mlflow_globals, skeleton_config
+
+    from signpose.data import SkeletonDataset
+    from signpose.synth import generate_signer_frames
+    from signpose.tracking.settings import load_mlflow_settings
+    from signpose.tracking.training import tracked_fit
+
+    frames = generate_signer_frames(n_videos=2, frames_per_video=6, seed=5)
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in stack.pipeline_env().items():  # ConfigMap + both Secrets, as the pod gets them
+            mp.setenv(key, value)
+        mp.delenv("MLFLOW_REGISTRY_URI", raising=False)
+        mp.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+        mp.chdir(ROOT)
+        try:
+            cfg = skeleton_config(epochs=1)
+            result = tracked_fit("skeleton", build_model(cfg), SkeletonDataset(frames.keypoints, image_size=IMAGE_SIZE),
+                                 SkeletonDataset(frames.keypoints, image_size=IMAGE_SIZE), cfg,
+                                 dataset_hash="chart-test", manifest_uri="s3://data/manifest.json",
+                                 settings=load_mlflow_settings(), pipeline_run_id="chart-test-tracked")
+        finally:
+            reset_mlflow_globals()
+    assert result.model_name == "skeleton-generator" and int(result.model_version) >= 2
+    assert result.alias == "champion"  # the first real model of the registry
