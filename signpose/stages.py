@@ -48,8 +48,11 @@ def _local_copy(input_uri: str, workdir: str) -> str:
     return local
 
 
-def load_input_frames(input_uri: str, synthetic_videos: int = 24, synthetic_frames_per_video: int = 64):
-    """Validated frames in the 143-point layout: from ``input_uri``, or generated signer data when empty."""
+def load_input_frames(input_uri: str, synthetic_videos: int = 24, synthetic_frames_per_video: int = 64,
+                      max_frames: int | None = None, max_rejected: float | None = None):
+    """Validated frames in the 143-point layout: from ``input_uri``, or generated signer data when empty.
+    ``max_frames`` / ``max_rejected``: the reader's ceilings (:mod:`signpose.io.limits`; None: the
+    defaults, or ``SIGNPOSE_MAX_FRAMES`` / ``SIGNPOSE_MAX_REJECTED``)."""
     from signpose.io import read_keypoints, split_by_video
     from signpose.synth import generate_signer_frames
 
@@ -59,7 +62,8 @@ def load_input_frames(input_uri: str, synthetic_videos: int = 24, synthetic_fram
         return generate_signer_frames(n_videos=synthetic_videos, frames_per_video=synthetic_frames_per_video,
                                       seed=SEED_SYNTHETIC)
     with tempfile.TemporaryDirectory(prefix="signpose-input-") as workdir:
-        frames = read_keypoints(_local_copy(resolve_input_uri(input_uri), workdir))
+        frames = read_keypoints(_local_copy(resolve_input_uri(input_uri), workdir), max_frames=max_frames,
+                                max_rejected=max_rejected)
     if set(frames.split) == {"train"}:
         # Sources without splits (.pose, JSON, .pts, face-only pickles): hold out whole videos for
         # validation and test, or contiguous time blocks when there are too few videos.
@@ -68,13 +72,14 @@ def load_input_frames(input_uri: str, synthetic_videos: int = 24, synthetic_fram
 
 
 def preprocess(input_uri: str, store_uri: str, image_size: int = 256, shard_size: int = 4096,
-               synthetic_videos: int = 24, synthetic_frames_per_video: int = 64, workers: int | None = None):
+               synthetic_videos: int = 24, synthetic_frames_per_video: int = 64, workers: int | None = None,
+               max_frames: int | None = None, max_rejected: float | None = None):
     """Read + validate, render every frame, write shards and then the manifest (the commit point)."""
     from signpose.render import RenderSettings
     from signpose.shards import write_dataset
 
     store_uri = _require_store(store_uri)  # before the input is read: an empty store would be the current folder
-    frames = load_input_frames(input_uri, synthetic_videos, synthetic_frames_per_video)
+    frames = load_input_frames(input_uri, synthetic_videos, synthetic_frames_per_video, max_frames, max_rejected)
     manifest = write_dataset(frames, store_uri, RenderSettings(image_size=image_size), shard_size=shard_size,
                              workers=workers)
     log.info("dataset %s: %s frames in %d shards at %s", manifest.dataset_hash[:12], manifest.splits,

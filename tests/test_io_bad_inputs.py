@@ -152,6 +152,91 @@ def _pts(text):
 
 _PTS_OK_ROWS = "\n".join(f"{10 + i} {20 + i}" for i in range(68))
 
+# --- builders of the hostile inputs of issue 17 -----------------------------------------------------
+
+
+def _raw(name: str, data: bytes):
+    return lambda d: _write(d / name, data)
+
+
+def _protocol4(body: bytes) -> bytes:
+    return b"\x80\x04" + body + b"."
+
+
+def _short_str(text: str) -> bytes:
+    return b"\x8c" + bytes([len(text)]) + text.encode()
+
+
+def _global4(module: str, name: str) -> bytes:
+    return _short_str(module) + _short_str(name) + b"\x93"
+
+
+def _int4(n: int) -> bytes:
+    return b"J" + n.to_bytes(4, "little", signed=True)
+
+
+def _object_array_state(n: int, items: int) -> bytes:
+    """numpy's reconstruction of an object array declaring ``n`` elements, with ``items`` of data."""
+    return _protocol4(_global4("numpy._core.multiarray", "_reconstruct") + _global4("numpy", "ndarray")
+                      + b"K\x00\x85C\x01b\x87R(K\x01" + _int4(n) + b"\x85" + _global4("numpy", "dtype")
+                      + _short_str("O8") + b"\x89\x88\x87R(K\x03" + _short_str("|")
+                      + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK?tb\x89](" + b"N" * items + b"etb")
+
+
+def _nested_lists(depth: int) -> bytes:
+    return _protocol4(b"]" * depth + b"a" * (depth - 1))
+
+
+def _npz_of_zeros(frames: int):
+    def build(d):
+        path = d / "data.npz"
+        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+            with archive.open("keypoints.npy", "w") as member:
+                header = io.BytesIO()
+                np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False,
+                                                              "shape": (frames, 143, 3)})
+                member.write(header.getvalue() + bytes(frames * 143 * 3 * 4))
+        return path
+    return build
+
+
+def _fifo(d):
+    os.mkfifo(d / "x.pose")
+    return d / "x.pose"
+
+
+def _json_text(text: str):
+    return lambda d: _write(d / "clip_000000000000_keypoints.json", text.encode())
+
+
+def _png(width: int, height: int) -> bytes:
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00")) + chunk(b"IEND", b""))
+
+
+def _pts_next_to(image: bytes):
+    def build(d):
+        _write(d / "f.png", image)
+        return _write(d / "f.pts", f"version: 1\nn_points: 68\n{{\n{_PTS_OK_ROWS}\n}}\n".encode())
+    return build
+
+
+def _npy_unparsable_header(d):
+    text = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, "
+    text += " " * ((64 - (11 + len(text)) % 64) % 64) + "\n"
+    return _write(d / "x.npy", b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text.encode() + bytes(32))
+
+
+def _pose_folder_with_a_folder(d):
+    _write(d / "a.pose", _pose_bytes())
+    (d / "b.pose").mkdir()
+    return d
+
 
 @dataclass
 class Case:
@@ -281,6 +366,53 @@ CASES = [
                                                      ("b", "version: 1\nn_points: 5\n{\n1 1\n}\n"))][0].parent,
          1, "n_points", "declares 5"),
     Case("unknown-suffix-and-content", lambda d: _write(d / "a.bin", b"\x01\x02\x03"), None, None, "unknown format"),
+    # --- issue 17, class 2: a small file asking for gigabytes -----------------------------------
+    Case("pickle-bytearray-of-1.5e9", _raw("x.pkl", _protocol4(_global4("builtins", "bytearray") + _int4(1_500_000_000)
+                                                             + b"\x85R")), None, None, "would materialise 1.5 GB"),
+    Case("pickle-list-of-bytes-2e8", _raw("x.pkl", _protocol4(_global4("builtins", "list") + _global4("builtins", "bytes")
+                                                            + _int4(200_000_000) + b"\x85R\x85R")), None, None,
+         "builtins.bytes() of int 200000000"),
+    Case("pickle-list-of-a-number", _raw("x.pkl", _protocol4(_global4("builtins", "list") + _int4(5) + b"\x85R")),
+         None, None, "builtins.list() of a int"),
+    Case("pickle-ndarray-of-2e9", _raw("x.pkl", _protocol4(_global4("numpy", "ndarray") + _int4(2_000_000_000)
+                                                         + b"\x85R")), None, None, "numpy.ndarray of shape (2000000000,)"),
+    Case("pickle-object-array-state-of-1e9", _raw("x.pkl", _object_array_state(1_000_000_000, 0)), None, None,
+         "numpy array of shape (1000000000,) and dtype object"),
+    Case("pickle-object-array-state-short", _raw("x.pkl", _object_array_state(10, 2)), None, None,
+         "object array of 10 elements whose data is not a list of them"),
+    Case("pickle-codecs-to-hex", _raw("x.pkl", _protocol4(_global4("_codecs", "encode") + _short_str("a")
+                                                        + _short_str("hex") + b"\x86R")), None, None, "'hex'"),
+    Case("pickle-nested-33-deep", _raw("x.pkl", _nested_lists(40)), None, None, "nested more than 32 levels"),
+    Case("npz-member-inflating-1000x", _npz_of_zeros(2048), None, "keypoints", "compressed data declare"),
+    Case("npz-column-longer-than-the-frames", _npz(keypoints=np.full((4, 143, 3), 0.5, np.float32),
+                                                   video_id=np.array(["v"] * 10)), None, "video_id",
+         "expected one value per frame (4 frames)"),
+    Case("fifo-named-x.pose", _fifo, None, None, "is a FIFO"),
+    Case("pose-folder-holding-a-folder", _pose_folder_with_a_folder, None, None, "is a directory"),
+    # --- class 3: silent wrong data -------------------------------------------------------------
+    Case("outlier-3e38-in-1-of-4-frames", _pkl(_skeleton(_set(2, "face", lambda a: np.where(
+        (np.arange(68) == 3)[:, None] & (np.arange(3) == 1), np.float32(3e38), a).astype(np.float32)))), 2, "face",
+        "1 of 4 frames (25.0%) rejected for outlier coordinates", "train"),
+    Case("frame-size-of-a-million-pixels", _pkl(_skeleton(frame_size=(1_000_000, 480))), None, "frame_size",
+         "at most 100000 pixels"),
+    # --- class 5: odd headers, deep nesting, huge numbers ---------------------------------------
+    Case("json-nested-100000-deep", _json_text("[" * 100_000 + "]" * 100_000), 0, None, "nested too deeply"),
+    Case("json-integer-of-5000-digits", _json_text('{"people": [{"pose_keypoints_2d": [' + "9" * 5000 + "]}]}"), 0,
+         None, "not valid JSON"),
+    Case("json-integer-beyond-float", _json_frames({"pose_keypoints_2d": [10 ** 400] + [1.0] * 74}), 1,
+         "pose_keypoints_2d", "too large for a coordinate"),
+    Case("json-1025-people", _json_text(json.dumps({"people": [{"pose_keypoints_2d": []}] * 1025})), 0, "people",
+         "1025 people in one frame"),
+    Case("pickle-frame-size-of-400-digits", _pkl(_skeleton(frame_size=(10 ** 400, 480))), None, "frame_size",
+         "expected (width, height)"),
+    Case("pickle-video-id-of-a-megabyte", _pkl(_skeleton(train={"keypoints": _frames(), "video_id": ["v" * (1 << 20)] * 4})),
+         None, "video_id", "at most 1024", "train"),
+    Case("pickle-ragged-video-ids", _pkl(_skeleton(train={"keypoints": _frames(), "video_id": [[1], [1, 2], [1], [1]]})),
+         None, "video_id", "nested or mixed", "train"),
+    Case("npy-header-that-does-not-parse", _npy_unparsable_header, None, None, "not a readable .npy array header"),
+    Case("pts-next-to-a-decompression-bomb", _pts_next_to(_png(100_000, 100_000)), None, "frame_size",
+         "DecompressionBombError"),
+    Case("pts-next-to-a-broken-image", _pts_next_to(b"not an image"), None, "frame_size", "cannot take the frame size"),
 ]
 
 

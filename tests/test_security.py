@@ -180,6 +180,123 @@ def python_sources():
         yield from sorted((ROOT / folder).rglob("*.py"))
 
 
+# --- allowed callables with size arguments: bounded by what the pickle can describe -----------------
+
+def _p4(*parts: bytes) -> bytes:
+    return b"\x80\x04" + b"".join(parts) + b"."
+
+
+def _s(text: str) -> bytes:
+    return b"\x8c" + bytes([len(text)]) + text.encode()
+
+
+def _g(module: str, name: str) -> bytes:
+    return _s(module) + _s(name) + b"\x93"
+
+
+def _i(n: int) -> bytes:
+    return b"J" + n.to_bytes(4, "little", signed=True)
+
+
+_MIB_STRING = b"X" + (1 << 20).to_bytes(4, "little") + b"a" * (1 << 20)
+AMPLIFIERS = {  # name -> a pickle of a few bytes (one: 1 MB) asking an allowed callable for gigabytes
+    "bytearray(1.5e9)": _p4(_g("builtins", "bytearray"), _i(1_500_000_000), b"\x85R"),
+    "list(bytes(2e8))": _p4(_g("builtins", "list"), _g("builtins", "bytes"), _i(200_000_000), b"\x85R\x85R"),
+    "bytes(1.5e9) through NEWOBJ": _p4(_g("builtins", "bytes"), _i(1_500_000_000), b"\x85\x81"),
+    "str() of 1000 references to a 1 MB string": _p4(_g("builtins", "str"), _MIB_STRING, b"\x940](",
+                                                     b"h\x00" * 1000, b"e\x85R"),
+    "numpy.ndarray((2e9,))": _p4(_g("numpy", "ndarray"), _i(2_000_000_000), b"\x85R"),
+    "numpy _reconstruct((2e9,))": _p4(_g("numpy._core.multiarray", "_reconstruct"), _g("numpy", "ndarray"),
+                                      _i(2_000_000_000), b"\x85C\x01b\x87R"),
+    "numpy scalar of a 1.5 GB dtype": _p4(_g("numpy._core.multiarray", "scalar"), _g("numpy", "dtype"),
+                                          _s("S1500000000"), b"\x89\x88\x87R\x85R"),
+    "numpy object array state of 1e9 elements": _p4(
+        _g("numpy._core.multiarray", "_reconstruct"), _g("numpy", "ndarray"), b"K\x00\x85C\x01b\x87R(K\x01",
+        _i(1_000_000_000), b"\x85", _g("numpy", "dtype"), _s("O8"), b"\x89\x88\x87R(K\x03", _s("|"),
+        b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK?tb\x89]tb"),
+}
+
+BOUNDED_LOAD = r"""
+import json, pickle, resource, sys
+from signpose.io import KeypointFormatError
+from signpose.io.safe_pickle import loads_pickle
+with open("/proc/self/status") as status:  # what the interpreter and numpy hold already, plus 64 MiB
+    size = int(next(line for line in status if line.startswith("VmSize:")).split()[1]) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (size + (64 << 20), size + (64 << 20)))
+plain = sys.argv[1] == "plain"
+out = {}
+for name, data in json.loads(sys.stdin.read()).items():
+    try:
+        (pickle.loads if plain else loads_pickle)(bytes.fromhex(data))
+        out[name] = "loaded"
+    except KeypointFormatError as err:
+        out[name] = str(err)
+    except MemoryError:
+        out[name] = "MemoryError"
+    except Exception as err:
+        out[name] = f"{type(err).__name__}: {err}"
+print(json.dumps(out))
+"""
+
+
+def _load_bounded(how: str) -> dict[str, str]:
+    result = subprocess.run([sys.executable, "-c", BOUNDED_LOAD, how], input=json.dumps(
+        {name: data.hex() for name, data in AMPLIFIERS.items()}), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS and /proc are Linux's")
+def test_allowed_callables_cannot_allocate_more_than_the_pickle_can_describe():
+    """Each payload is a real amplifier (the control: plain pickle runs out of its 64 MiB headroom), and
+    the restricted unpickler refuses it before the allocation, naming the call and the size."""
+    control = _load_bounded("plain")
+    assert all(outcome == "MemoryError" for outcome in control.values()), control
+    for name, outcome in _load_bounded("restricted").items():
+        assert "refused to load" in outcome and "MemoryError" not in outcome, (name, outcome)
+        assert len(outcome) < 600 and "\n" not in outcome
+
+
+def test_restricted_unpickler_returns_plain_numpy_arrays_for_every_protocol():
+    data = {"train": {"keypoints": [{"face": np.arange(204, dtype=np.float32).reshape(68, 3)}],
+                      "extra": (np.zeros(3), [np.ones(2, np.float64)])}, "scalar": np.float32(1.5)}
+    for protocol in range(0, pickle.HIGHEST_PROTOCOL + 1):
+        loaded = load_pickle_bytes(pickle.dumps(data, protocol=protocol))
+        face = loaded["train"]["keypoints"][0]["face"]
+        assert type(face) is np.ndarray and np.array_equal(face, data["train"]["keypoints"][0]["face"]), protocol
+        assert type(loaded["train"]["extra"][0]) is np.ndarray and type(loaded["train"]["extra"][1][0]) is np.ndarray
+        assert loaded["scalar"] == np.float32(1.5)
+
+
+def load_pickle_bytes(data: bytes):
+    from signpose.io.safe_pickle import loads_pickle
+
+    return loads_pickle(data)
+
+
+def test_a_folder_of_pose_files_cannot_pull_in_files_from_outside_it(tmp_path):
+    """A link in an input folder pointing outside it is refused, even when the target is a valid
+    keypoint file; a FIFO or a device in its place is refused without being opened for reading."""
+    from signpose.io.pose_files import holistic_pose_bytes
+    from signpose.synth import generate_signer_frames
+
+    outside = tmp_path / "private" / "other-user.pose"
+    outside.parent.mkdir()
+    outside.write_bytes(holistic_pose_bytes(generate_signer_frames(1, 4, seed=1).keypoints, 640, 480))
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.pose").write_bytes(outside.read_bytes())
+    (folder / "b.pose").symlink_to(outside)
+    with pytest.raises(KeypointFormatError, match="outside the input folder"):
+        read_keypoints(folder)
+    (folder / "b.pose").unlink()
+    (folder / "b.pose").symlink_to("/dev/zero")
+    with pytest.raises(KeypointFormatError, match="outside the input folder"):
+        read_keypoints(folder)
+    with pytest.raises(KeypointFormatError, match="character device"):
+        read_keypoints(folder / "b.pose")
+
+
 def test_source_never_unpickles_unsafely():
     """Static guard: every torch.load passes weights_only=True, no plain pickle.load(s) outside the
     restricted unpickler, no numpy allow_pickle=True, no unsafe yaml loader."""

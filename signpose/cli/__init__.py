@@ -31,6 +31,7 @@ from signpose.cli.common import (
 )
 from signpose.cli.dataset import add_parser as add_dataset_commands
 from signpose.cli.io import add_parser as add_io_commands
+from signpose.cli.io import add_read_limit_args
 from signpose.cli.kfp import add_parser as add_kfp_commands
 from signpose.cli.registry import add_parser as add_registry_commands
 from signpose.cli.train import add_parser as add_train_commands
@@ -42,7 +43,7 @@ def _run_preprocess(args: argparse.Namespace) -> int:
     manifest = stages.preprocess(args.data_path, args.store, image_size=args.image_size,
                                  shard_size=args.shard_size, synthetic_videos=args.synthetic_videos,
                                  synthetic_frames_per_video=args.synthetic_frames_per_video,
-                                 workers=args.workers)
+                                 workers=args.workers, max_frames=args.max_frames, max_rejected=args.max_rejected)
     print(f"{manifest.uri}: dataset {manifest.dataset_hash[:12]}, {manifest.splits}, "
           f"{len(manifest.shards)} shards")
     return 0
@@ -63,6 +64,7 @@ def _add_preprocess_parser(subparsers) -> None:
              help="videos of generated data when --data_path is not given (default: 24)")
     add_flag(parser, "--synthetic_frames_per_video", type=int_at_least(1), default=64,
              help="frames per generated video (default: 64)")
+    add_read_limit_args(parser)
     parser.set_defaults(func=_run_preprocess)
 
 

@@ -21,9 +21,11 @@ from signpose import layout
 from signpose.cli.common import add_flag, int_at_least
 from signpose.errors import UserError
 from signpose.io.frames import SPLITS, KeypointFrames
+from signpose.io.limits import DEFAULT_MAX_FRAMES, DEFAULT_MAX_REJECTED, MAX_FRAMES_ENV, MAX_REJECTED_ENV
 from signpose.io.readers import read_keypoints
 
 log = logging.getLogger(__name__)
+_CHUNK = 16384
 
 ANIMATIONS = ("gif", "mp4", "none")
 SUFFIXES = ".pkl .npz .npy .pose .json .pts"
@@ -38,6 +40,34 @@ def _frame_size_arg(parser: argparse.ArgumentParser) -> None:
     add_flag(parser, "--frame_size", type=int_at_least(1), nargs=2, metavar=("WIDTH", "HEIGHT"), default=None,
              help="pixel frame size for sources without one (OpenPose JSON, .pts without image); "
                   "overrides a .pose header")
+    add_read_limit_args(parser)
+
+
+def share(text: str) -> float:
+    """argparse ``type`` for a share of frames: a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value:g}")
+    return value
+
+
+def add_read_limit_args(parser: argparse.ArgumentParser) -> None:
+    """``--max_frames`` and ``--max_rejected``: the keypoint reader's ceilings (signpose.io.limits)."""
+    add_flag(parser, "--max_frames", type=int_at_least(1), default=None, metavar="N",
+             help=f"refuse inputs declaring more frames than this, before reading them (default: "
+                  f"{DEFAULT_MAX_FRAMES:,}, or {MAX_FRAMES_ENV})")
+    add_flag(parser, "--max_rejected", type=share, default=None, metavar="SHARE",
+             help=f"fail when validation rejects more than this share of the frames for outlier coordinates "
+                  f"(default: {DEFAULT_MAX_REJECTED:g}, or {MAX_REJECTED_ENV})")
+
+
+def read_input(args) -> KeypointFrames:
+    """``args.file`` read with the command's --frame_size / --max_frames / --max_rejected."""
+    return read_keypoints(args.file, frame_size=args.frame_size, max_frames=args.max_frames,
+                          max_rejected=args.max_rejected)
 
 
 def add_inspect_parser(subparsers) -> argparse.ArgumentParser:
@@ -78,32 +108,60 @@ def add_render_parser(subparsers) -> argparse.ArgumentParser:
 
 # --- inspect -------------------------------------------------------------------------------------
 
+def _part_counts(kp: np.ndarray) -> tuple[dict, list]:
+    """Per part: frames missing / partial, points missing, mean confidence of present points, and the
+    x/y extent of present points -- in blocks, so a large file needs no full-size temporaries."""
+    counts = {name: [0, 0, 0, []] for name in layout.PARTS}
+    extent = [np.inf, -np.inf, np.inf, -np.inf]
+    for start in range(0, len(kp), _CHUNK):
+        block = kp[start:start + _CHUNK]
+        present = block[..., 2] > 0
+        for name in layout.PARTS:
+            sl = layout.PART_SLICES[name]
+            p = present[:, sl]
+            seen, whole = p.any(1), p.all(1)
+            entry = counts[name]
+            entry[0] += int((~seen).sum())
+            entry[1] += int((seen & ~whole).sum())
+            entry[2] += int((~p).sum())
+            if p.any():
+                entry[3].append((block[:, sl, 2][p].mean(), int(p.sum())))
+        if present.any():
+            for axis in (0, 1):
+                values = block[..., axis][present]
+                extent[2 * axis] = min(extent[2 * axis], float(values.min()))
+                extent[2 * axis + 1] = max(extent[2 * axis + 1], float(values.max()))
+    return counts, extent
+
+
+def _mean(parts: list) -> float:
+    if len(parts) == 1:
+        return float(parts[0][0])
+    total = sum(n for _, n in parts)
+    return float(sum(float(m) * n for m, n in parts) / total) if total else 0.0
+
+
 def summarize(frames: KeypointFrames) -> dict:
-    """Numbers `inspect` prints: counts, per-part presence and coordinate extent."""
-    kp = frames.keypoints
-    present = kp[..., 2] > 0
-    parts = {}
-    for name in layout.PARTS:
-        sl = layout.PART_SLICES[name]
-        p = present[:, sl]
-        parts[name] = {
-            "points": sl.stop - sl.start,
-            "frames_missing": float((~p.any(1)).mean()),        # the whole part absent
-            "frames_partial": float((p.any(1) & ~p.all(1)).mean()),
-            "points_missing": float((~p).mean()),
-            "mean_confidence": float(kp[:, sl, 2][p].mean()) if p.any() else 0.0,
-        }
-    xy = kp[..., :2][present]
-    videos = frames.videos()
-    return {
-        "source": frames.source, "format": frames.format, "frames": len(frames), "videos": len(videos),
+    """Numbers `inspect` prints: counts, per-part presence, coordinate extent and the validation summary."""
+    n = len(frames)
+    counts, extent = _part_counts(frames.keypoints)
+    parts = {name: {"points": layout.PART_SLICES[name].stop - layout.PART_SLICES[name].start,
+                    "frames_missing": c[0] / n, "frames_partial": c[1] / n,
+                    "points_missing": c[2] / (n * (layout.PART_SLICES[name].stop - layout.PART_SLICES[name].start)),
+                    "mean_confidence": _mean(c[3]) if c[3] else 0.0}
+             for name, c in counts.items()}
+    _, per_video = np.unique(frames.video_id, return_counts=True)
+    summary = {
+        "source": frames.source, "format": frames.format, "frames": n, "videos": len(per_video),
         "splits": frames.split_counts(),
-        "frames_per_video": {"min": int(min(np.sum(frames.video_id == v) for v in videos)),
-                             "max": int(max(np.sum(frames.video_id == v) for v in videos))},
+        "frames_per_video": {"min": int(per_video.min()), "max": int(per_video.max())},
         "parts": parts,
-        "x_range": [float(xy[:, 0].min()), float(xy[:, 0].max())],
-        "y_range": [float(xy[:, 1].min()), float(xy[:, 1].max())],
+        "x_range": extent[0:2],
+        "y_range": extent[2:4],
     }
+    if frames.report is not None:
+        summary["validation"] = frames.report.to_dict()
+    return summary
 
 
 def format_summary(s: dict) -> str:
@@ -117,6 +175,17 @@ def format_summary(s: dict) -> str:
     for name, p in s["parts"].items():
         lines.append(f"{name:<11} {p['points']:>6} {p['frames_missing']:>12.1%} {p['frames_partial']:>8.1%} "
                      f"{p['points_missing']:>15.1%} {p['mean_confidence']:>10.3f}")
+    if "validation" in s:
+        v = s["validation"]
+        lines.append(f"checked: {v['frames']} frames read, {v['rejected']} rejected (outlier coordinates), "
+                     f"{v['dropped_empty']} dropped (nothing detected), {v['off_frame_points']} points outside the "
+                     "frame set missing")
+        for f in v["files"][:20]:
+            first = f.get("first_rejected") or {}
+            if f["rejected"]:
+                lines.append(f"rejected: {f['file']}: {f['rejected']} of {f['frames']} frames; first: sample "
+                             f"{first.get('sample')}, field '{first.get('field')}' point {first.get('point')} "
+                             f"{first.get('axis')} = {first.get('value', float('nan')):.6g}")
     extent = max(s["x_range"][1] - s["x_range"][0], s["y_range"][1] - s["y_range"][0])
     if extent < 0.35:
         lines.append(f"note:    the keypoints span only {extent:.0%} of the frame; if the frame size in the "
@@ -125,7 +194,7 @@ def format_summary(s: dict) -> str:
 
 
 def run_inspect(args) -> int:
-    frames = read_keypoints(args.file, frame_size=args.frame_size)
+    frames = read_input(args)
     summary = summarize(frames)
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
     return 0
@@ -174,7 +243,7 @@ def run_render(args) -> int:
     from signpose.io.atomic import atomic_write_bytes
     from signpose.render import RenderSettings, render_frames
 
-    frames = read_keypoints(args.file, frame_size=args.frame_size)
+    frames = read_input(args)
     if args.split:
         frames = frames.by_split(args.split)
     if args.video:

@@ -18,7 +18,9 @@ class KeypointFrames:
     ``keypoints`` (N, 143, 3) float32: x, y in [0, 1] of the source frame, confidence in [0, 1];
     a missing point is all zeros. ``split`` (N,) 'train'|'dev'|'test'; ``video_id`` (N,) str;
     ``frame_index`` (N,) int64 (position of the frame in its video); ``source`` the path read;
-    ``format`` a short name of the source format (e.g. 'seed-pickle', 'pose-holistic').
+    ``format`` a short name of the source format (e.g. 'seed-pickle', 'pose-holistic');
+    ``report`` the read's validation summary (a :class:`signpose.io.report.ReadReport`; None for
+    frames not read from a file).
     """
 
     keypoints: np.ndarray
@@ -27,6 +29,7 @@ class KeypointFrames:
     frame_index: np.ndarray
     source: str = ""
     format: str = ""
+    report: object = None
 
     def __post_init__(self):
         self.keypoints = np.ascontiguousarray(self.keypoints, dtype=np.float32)
@@ -50,7 +53,7 @@ class KeypointFrames:
         """Frames selected by a boolean mask or an index array (order kept as given)."""
         sel = np.asarray(mask_or_idx)
         return KeypointFrames(self.keypoints[sel], self.split[sel], self.video_id[sel],
-                              self.frame_index[sel], self.source, self.format)
+                              self.frame_index[sel], self.source, self.format, self.report)
 
     def by_split(self, split: str) -> "KeypointFrames":
         return self.subset(self.split == split)
@@ -90,7 +93,7 @@ class KeypointFrames:
         return KeypointFrames(
             np.concatenate([f.keypoints for f in items]), np.concatenate([f.split for f in items]),
             np.concatenate([f.video_id for f in items]), np.concatenate([f.frame_index for f in items]),
-            source or items[0].source, format or items[0].format)
+            source or items[0].source, format or items[0].format, items[0].report)
 
 
 def split_by_video(frames: KeypointFrames, dev_fraction: float = 0.1, test_fraction: float = 0.1,
@@ -128,4 +131,4 @@ def split_by_video(frames: KeypointFrames, dev_fraction: float = 0.1, test_fract
             split[idx[n - n_test:]] = "test"
             split[idx[n - n_test - n_dev:n - n_test]] = "dev"
     return KeypointFrames(frames.keypoints, split, frames.video_id, frames.frame_index, frames.source,
-                          frames.format)
+                          frames.format, frames.report)

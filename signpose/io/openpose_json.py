@@ -21,19 +21,26 @@ from signpose.io import checks
 from signpose.io.atomic import atomic_write_bytes
 from signpose.io.errors import KeypointFormatError
 from signpose.io.frames import KeypointFrames
+from signpose.io.limits import FrameBudget
 from signpose.io.pose_files import openpose_to_layout, video_frames
+from signpose.io.report import ReadReport
+from signpose.io.safe_files import folder_members, read_regular
 
 PART_KEYS: dict[str, tuple[int, ...]] = {
     "pose_keypoints_2d": (25,), "face_keypoints_2d": (70, 68),
     "hand_left_keypoints_2d": (21,), "hand_right_keypoints_2d": (21,),
 }
-_FRAME_NUMBER = re.compile(r"(\d+)_keypoints\.json$")
+_FRAME_NUMBER = re.compile(r"(\d{1,18})_keypoints\.json$")
+# One frame's JSON: a few kB per person; more than this is not an OpenPose frame.
+MAX_FRAME_FILE_BYTES = 8 << 20
+MAX_PEOPLE = 1024
 
 
-def read_openpose_json(path, frame_size=None) -> KeypointFrames:
+def read_openpose_json(path, frame_size=None, *, budget: FrameBudget | None = None,
+                       report: ReadReport | None = None) -> KeypointFrames:
     root = Path(os.fspath(path))
     if root.is_dir():
-        files = sorted(root.glob("*_keypoints.json"))
+        files = folder_members(root, "*_keypoints.json")
         if not files:
             raise KeypointFormatError(str(root), "directory holds no OpenPose *_keypoints.json files")
         video_id = root.name
@@ -49,10 +56,13 @@ def read_openpose_json(path, frame_size=None) -> KeypointFrames:
         frame_index = np.asarray(numbers, dtype=np.int64)
     else:
         frame_index = np.arange(len(files))
+    (budget or FrameBudget()).take(str(root), len(files), what="frame files")
     kp = np.stack([_read_frame(str(f), i) for i, f in zip(frame_index.tolist(), files)])
     checks.check_finite_and_confidence(kp, file=str(root), sample_ids=frame_index)
-    checks.normalise_coordinates(kp, file=str(root), frame_size=frame_size)
-    return video_frames(kp, str(root), "openpose-json", video_id=video_id, frame_index=frame_index)
+    _, info = checks.normalise_coordinates(kp, file=str(root), frame_size=frame_size, sample_ids=frame_index,
+                                           part_names=_JSON_FIELDS)
+    return video_frames(kp, str(root), "openpose-json", video_id=video_id, frame_index=frame_index, info=info,
+                        report=report)
 
 
 def _frame_number(path: Path) -> int | None:
@@ -60,12 +70,18 @@ def _frame_number(path: Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
+_JSON_FIELDS = {"face": "face_keypoints_2d", "left_hand": "hand_left_keypoints_2d",
+                "right_hand": "hand_right_keypoints_2d", "pose": "pose_keypoints_2d"}
+
+
 def _read_frame(file: str, sample: int) -> np.ndarray:
+    data = read_regular(file, max_bytes=MAX_FRAME_FILE_BYTES, what="JSON frame file")
     try:
-        with open(file, encoding="utf-8") as handle:
-            doc = json.load(handle)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        doc = json.loads(data.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError, and integers of over 4300 digits
         raise KeypointFormatError(file, f"not valid JSON (truncated or corrupt): {err}", sample=sample) from None
+    except RecursionError:
+        raise KeypointFormatError(file, "not valid keypoint JSON: nested too deeply", sample=sample) from None
     if not isinstance(doc, dict) or "people" not in doc:
         raise KeypointFormatError(file, "expected an object with a 'people' list", sample=sample, field="people")
     people = doc["people"]
@@ -74,6 +90,9 @@ def _read_frame(file: str, sample: int) -> np.ndarray:
                                   field="people")
     if not people:
         return np.zeros((143, 3), dtype=np.float32)  # nobody detected: an empty frame, dropped later
+    if len(people) > MAX_PEOPLE:
+        raise KeypointFormatError(file, f"{len(people)} people in one frame; at most {MAX_PEOPLE} are read",
+                                  sample=sample, field="people")
     persons = [_read_person(file, sample, k, person) for k, person in enumerate(people)]
     best = max(range(len(persons)), key=lambda k: float(persons[k][0][:, 2].sum()))
     body, face, left, right = persons[best]
@@ -103,7 +122,11 @@ def _read_person(file: str, sample: int, k: int, person) -> list[np.ndarray]:
             raise KeypointFormatError(file, f"person {k}: expected {' or '.join(str(3 * s) for s in sizes)} "
                                       f"numbers ({'/'.join(map(str, sizes))} points x 3), got {len(values)}",
                                       sample=sample, field=key)
-        arr = np.asarray(values, dtype=np.float32).reshape(-1, 3)
+        try:
+            arr = np.asarray(values, dtype=np.float32).reshape(-1, 3)
+        except OverflowError:
+            raise KeypointFormatError(file, f"person {k}: a number too large for a coordinate", sample=sample,
+                                      field=key) from None
         if len(arr) < sizes[0]:  # a 68-point face
             arr = np.concatenate([arr, np.zeros((sizes[0] - len(arr), 3), np.float32)])
         parts.append(arr)

@@ -27,6 +27,9 @@ from signpose import layout
 from signpose.io import checks
 from signpose.io.errors import KeypointFormatError
 from signpose.io.frames import KeypointFrames
+from signpose.io.limits import FrameBudget
+from signpose.io.report import ReadReport
+from signpose.io.safe_files import read_regular
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +70,10 @@ _OPENPOSE_SIZES = {"pose_keypoints_2d": (25,), "face_keypoints_2d": (70, 68), "h
                    "hand_right_keypoints_2d": (21,)}
 
 
-def read_pose(path, frame_size=None) -> KeypointFrames:
+def read_pose(path, frame_size=None, *, budget: FrameBudget | None = None,
+              report: ReadReport | None = None) -> KeypointFrames:
     file = os.fspath(path)
-    pose = _load(file)
+    pose = _load(file, budget or FrameBudget())
     header = pose.header
     components = {c.name: c for c in header.components}
     names = list(components)
@@ -130,22 +134,34 @@ def read_pose(path, frame_size=None) -> KeypointFrames:
     width, height = header.dimensions.width, header.dimensions.height
     if frame_size is None and width > 0 and height > 0:
         frame_size = (width, height)
-    checks.normalise_coordinates(kp, file=file, frame_size=frame_size)
-    return video_frames(kp, file, f"pose-{kind}")
+    _, info = checks.normalise_coordinates(kp, file=file, frame_size=frame_size, part_names=point_fields_of)
+    return video_frames(kp, file, f"pose-{kind}", info=info, report=report)
 
 
 def video_frames(kp: np.ndarray, file: str, format_name: str, video_id: str | None = None,
-                 frame_index: np.ndarray | None = None) -> KeypointFrames:
-    """One video's frames -> KeypointFrames, dropping frames with nothing detected."""
+                 frame_index: np.ndarray | None = None, *, info: dict | None = None,
+                 report: ReadReport | None = None) -> KeypointFrames:
+    """One video's frames -> KeypointFrames, dropping frames with nothing detected and the frames
+    validation rejected (``info`` from :func:`checks.normalise_coordinates`, recorded in ``report``)."""
     detected = (kp[..., 2] > 0).any(-1)
+    rejected = (info or {}).get("rejected", np.zeros(len(kp), dtype=bool))
+    empty = ~detected & ~rejected
     if not detected.any():
+        if rejected.any():
+            first = (info or {}).get("first_rejected", {})
+            raise KeypointFormatError(file, f"all {len(kp)} frames hold an outlier coordinate ({first.get('axis')} = "
+                                      f"{first.get('value', float('nan')):.6g}), far outside any frame",
+                                      sample=first.get("sample"), field=first.get("field"))
         raise KeypointFormatError(file, f"nothing was detected in any of the {len(kp)} frames", field="body")
-    if not detected.all():
-        log.info("%s: dropped %d frames with nothing detected", file, int((~detected).sum()))
+    if empty.any():
+        log.info("%s: dropped %d frames with nothing detected", file, int(empty.sum()))
     index = np.arange(len(kp)) if frame_index is None else np.asarray(frame_index)
     n = int(detected.sum())
     stem = video_id or os.path.splitext(os.path.basename(file.rstrip("/")))[0]
-    return KeypointFrames(kp[detected], np.full(n, "train"), np.full(n, stem), index[detected], file, format_name)
+    if report is not None:
+        report.add_file(file, len(kp), n, info, dropped_empty=int(empty.sum()))
+    return KeypointFrames(kp[detected] if n < len(kp) else kp, np.full(n, "train"), np.full(n, stem),
+                          index[detected], file, format_name, report)
 
 
 def _holistic_to_layout(parts: dict[str, np.ndarray]) -> np.ndarray:
@@ -172,17 +188,48 @@ def openpose_to_layout(body25: np.ndarray, face: np.ndarray, left_hand: np.ndarr
     return kp
 
 
-def _load(file: str):
+def _load(file: str, budget: FrameBudget):
+    """Parse with pose-format, the frame count its body declares checked against ``budget`` before
+    the body is read."""
     from pose_format import Pose
+    from pose_format.numpy import NumPyPoseBody
+    from pose_format.pose_header import PoseHeader
+    from pose_format.utils.reader import BufferReader
 
-    with open(file, "rb") as handle:
-        data = handle.read()
+    data = read_regular(file, what=".pose file")
     try:
-        pose = Pose.read(data)
+        reader = BufferReader(data)
+        header = PoseHeader.read(reader)
+        frames = _declared_frames(header, reader)
     except Exception as err:  # a third-party binary parser: any failure means a bad file
         raise KeypointFormatError(file, f"not a readable .pose file (truncated or corrupt): "
                                   f"{type(err).__name__}: {err}") from None
-    return pose
+    budget.take(file, frames, field="body")
+    try:
+        return Pose(header, NumPyPoseBody.read(header, reader))
+    except Exception as err:
+        raise KeypointFormatError(file, f"not a readable .pose file (truncated or corrupt): "
+                                  f"{type(err).__name__}: {err}") from None
+
+
+def _declared_frames(header, reader) -> int:
+    """The frame count of the body that follows ``header`` (the reader is left where it was)."""
+    from pose_format.utils.reader import ConstStructs
+
+    offset = reader.read_offset
+    try:
+        version = round(header.version, 3)
+        if version == 0.2:
+            reader.unpack(ConstStructs.float)
+            return int(reader.unpack(ConstStructs.uint))
+        _, frames = reader.unpack(ConstStructs.double_ushort)
+        if version == 0.1:  # the stored count is a ushort; pose-format counts the bytes instead
+            people = reader.unpack(ConstStructs.ushort)
+            points = sum(len(c.points) for c in header.components)
+            frames = reader.bytes_left() // max(1, people * points * (header.num_dims() + 1) * 4)
+        return int(frames)
+    finally:
+        reader.read_offset = offset
 
 
 # --- writing (used by signpose.synth and the tests) ---------------------------------------------

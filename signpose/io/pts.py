@@ -23,8 +23,13 @@ from signpose import layout
 from signpose.io import checks
 from signpose.io.errors import KeypointFormatError
 from signpose.io.frames import KeypointFrames
+from signpose.io.limits import FrameBudget
+from signpose.io.report import ReadReport
+from signpose.io.safe_files import check_inside, folder_members, open_regular, read_regular
 
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".PNG")
+# A 68-point .pts file is about 1 kB.
+MAX_PTS_BYTES = 1 << 20
 
 
 def parse_pts(text: str, file: str, sample: int = 0) -> np.ndarray:
@@ -67,27 +72,37 @@ def parse_pts(text: str, file: str, sample: int = 0) -> np.ndarray:
 
 
 def _image_size(pts_path: Path) -> tuple[int, int] | None:
+    """The size of the image next to ``pts_path`` (its header only), a regular file in the same folder."""
     for suffix in _IMAGE_SUFFIXES:
         image = pts_path.with_suffix(suffix)
-        if image.exists():
+        if image.exists() or image.is_symlink():
             from PIL import Image
 
-            with Image.open(image) as im:  # reads the header only
-                return im.size
+            check_inside(image, pts_path.parent)
+            with open_regular(image, field="frame_size") as handle:
+                try:
+                    with Image.open(handle) as im:  # reads the header only
+                        return im.size
+                except Exception as err:  # a third-party image parser (and its decompression-bomb guard)
+                    reason = str(err).replace(repr(handle), "")
+                    raise KeypointFormatError(str(image), f"cannot take the frame size from this image: "
+                                              f"{type(err).__name__}: {reason}", field="frame_size") from None
     return None
 
 
-def read_pts(path, frame_size=None) -> KeypointFrames:
+def read_pts(path, frame_size=None, *, budget: FrameBudget | None = None,
+             report: ReadReport | None = None) -> KeypointFrames:
     root = Path(os.fspath(path))
-    files = sorted(root.glob("*.pts")) if root.is_dir() else [root]
+    files = folder_members(root, "*.pts") if root.is_dir() else [root]
     if not files:
         raise KeypointFormatError(str(root), "directory holds no .pts files")
     n = len(files)
+    (budget or FrameBudget()).take(str(root), n, what=".pts files")
     face = np.zeros((n, layout.N_FACE, 3), dtype=np.float32)
     sizes = []
     for i, f in enumerate(files):
         try:
-            text = f.read_text(encoding="utf-8")
+            text = read_regular(f, max_bytes=MAX_PTS_BYTES, what=".pts file").decode("utf-8")
         except UnicodeDecodeError:
             raise KeypointFormatError(str(f), "not a text file", sample=i) from None
         face[i, :, :2] = parse_pts(text, str(f), i)
@@ -103,13 +118,19 @@ def read_pts(path, frame_size=None) -> KeypointFrames:
             raise KeypointFormatError(str(missing), "no image next to this file to take the frame size from, "
                                       "while others have one; pass frame_size or add the image",
                                       field="frame_size")
-        for i, size in enumerate(sizes):
-            checks.normalise_coordinates(kp[i:i + 1], file=str(files[i]), frame_size=size)
+        infos = [checks.normalise_coordinates(kp[i:i + 1], file=str(files[i]), frame_size=size)[1]
+                 for i, size in enumerate(sizes)]
+        info = {"rejected": np.concatenate([i["rejected"] for i in infos]),
+                "off_frame_points": sum(i["off_frame_points"] for i in infos)}
     else:
-        checks.normalise_coordinates(kp, file=str(root))
-    checks.check_not_empty_frames(kp, file=str(root), field="points")
-    return KeypointFrames(kp, np.full(n, "train"), np.array([f.stem for f in files]), np.zeros(n, dtype=np.int64),
-                          str(root), "pts")
+        _, info = checks.normalise_coordinates(kp, file=str(root), point_fields=("points",))
+    keep = ~info["rejected"]
+    if report is not None:
+        report.add_file(str(root), n, int(keep.sum()), info)
+    kept = np.flatnonzero(keep)
+    checks.check_not_empty_frames(kp[kept], file=str(root), sample_ids=kept, field="points")
+    return KeypointFrames(kp[kept], np.full(len(kept), "train"), np.array([f.stem for f in files])[kept],
+                          np.zeros(len(kept), dtype=np.int64), str(root), "pts", report)
 
 
 def format_pts(face_pixels: np.ndarray) -> str:
