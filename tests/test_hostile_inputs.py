@@ -441,6 +441,12 @@ def _pose_folder_with_a_directory(d: Path) -> Path:
     return d / "in"
 
 
+def _uncommitted_store(d: Path) -> Path:
+    for sub in ("shards", "plans"):
+        (d / "store" / sub).mkdir(parents=True)
+    return d / "store"
+
+
 ODD_INPUTS = {
     "json-nested-100000-deep": (lambda d: _json_frame(d, "[" * 100_000 + "]" * 100_000), "nested too deeply"),
     "json-integer-of-5000-digits": (lambda d: _json_frame(d, '{"people": [{"pose_keypoints_2d": [' + "9" * 5000
@@ -474,6 +480,13 @@ def test_odd_inputs_are_one_line_and_status_2_in_every_command(tmp_path, capsys,
     assert main([str(a) for a in argv]) == 2
     _one_error_line(capsys.readouterr().err, phrase)
     assert not (tmp_path / "out").exists() and not (tmp_path / "store").exists()
+
+
+def test_training_on_a_store_whose_preprocess_never_committed_says_so(tmp_path, capsys):
+    store = _uncommitted_store(tmp_path)
+    assert main(["train", "face", "--data_path", str(store), "--epochs", "1", "--no_track"]) == 2
+    line = _one_error_line(capsys.readouterr().err, str(store), "no manifest.json", "never committed")
+    assert "no .pose files" not in line
 
 
 def test_error_lines_stay_short_whatever_the_file_holds(tmp_path):

@@ -71,7 +71,19 @@ def load_task_data(task: str, cfg: TrainConfig) -> TaskData:
         return _from_manifest(task, cfg)
     if not os.path.exists(cfg.data_path):
         raise FileNotFoundError(f"{cfg.data_path}: no such keypoint file or data set folder")
+    _refuse_uncommitted_store(cfg.data_path)
     return _from_raw(task, cfg)
+
+
+def _refuse_uncommitted_store(data_path: str) -> None:
+    """A folder holding a data set's shards or plans but no manifest: its preprocess never committed."""
+    from signpose.shards.format import PLAN_DIR, SHARD_DIR
+
+    local = data_path[len("file://"):] if data_path.startswith("file://") else data_path
+    if os.path.isdir(local) and any(os.path.isdir(os.path.join(local, d)) for d in (SHARD_DIR, PLAN_DIR)):
+        raise UserError(f"{data_path}: no {MANIFEST_NAME}: a data set was started here but never committed (its "
+                        "preprocess run did not finish, or is still running); run `signpose preprocess` again to "
+                        "complete it, then train on this folder")
 
 
 def _from_manifest(task: str, cfg: TrainConfig) -> TaskData:
@@ -112,7 +124,8 @@ def _from_raw(task: str, cfg: TrainConfig) -> TaskData:
     from signpose.io import read_keypoints
 
     samples = get_task(task).samples
-    frames = read_keypoints(cfg.data_path)
+    frames = read_keypoints(cfg.data_path, max_frames=getattr(cfg, "max_frames", None),
+                            max_rejected=getattr(cfg, "max_rejected", None))
     split = np.asarray(frames.split).astype(str)
     keypoints = np.asarray(frames.keypoints, dtype=np.float32)
     video_id = np.asarray(frames.video_id).astype(str)
