@@ -16,7 +16,6 @@ Both tasks yield the same tuples from every source:
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -27,9 +26,9 @@ from torch.utils.data import Dataset, IterableDataset, get_worker_info
 from signpose import layout
 from signpose.render import RenderSettings, render_frame
 from signpose.shards import Manifest, ShardInfo, read_manifest, read_shard
+from signpose.shards.manifest import face_present
 from signpose.store import ObjectStore, open_store
 
-log = logging.getLogger(__name__)
 
 def normalize_face(face):
     """Per-sample [0, 1] normalisation of face landmarks ``(..., 68, 3)``.
@@ -142,10 +141,26 @@ class SampleKind:
     input_shape: tuple[int, ...] = ()  # one sample's model input
     reads_images = False   # decode the shards' image streams (64 KiB a frame at 256 px)
     needs = "keypoint frames"  # what makes a frame usable, for error messages
+    counted_by: str | None = None  # the ShardInfo field counting the usable frames per split, if any
 
     def usable(self, arrays: dict) -> np.ndarray:
-        """Boolean mask of the rows of decoded shard columns this kind can use."""
+        """Boolean mask of the rows of decoded shard columns this kind can use. It sees the columns
+        without the images (``read_shard(..., images=False)``: how streams count their samples)."""
         return np.ones(len(arrays["keypoints"]), dtype=bool)
+
+    @property
+    def every_frame(self) -> bool:
+        """Every frame is a sample (:meth:`usable` is not narrowed): counts come from the manifest."""
+        return type(self).usable is SampleKind.usable
+
+    def recorded_count(self, shard: ShardInfo, split: str | None) -> int | None:
+        """This kind's samples in ``shard`` (of ``split``; all splits for None) as the manifest records
+        them (``ShardInfo.<counted_by>``), or None when it does not: then the shard's columns are read."""
+        name = "splits" if self.every_frame else self.counted_by
+        counts = getattr(shard, name) if name else None
+        if counts is None:
+            return None
+        return sum(counts.values()) if split is None else counts.get(split, 0)
 
     def prepare(self, arrays: dict, rows) -> tuple[dict, "np.ndarray | range"]:
         """Columns for the chosen ``rows`` of one shard, and the rows to read from them."""
@@ -205,9 +220,10 @@ class FaceSamples(SampleKind):
     name = "face"
     input_shape = (layout.N_FACE, 3)
     needs = "face landmarks"  # a frame without any face point has nothing to reconstruct
+    counted_by = "face_frames"  # absent in manifests written before it was recorded
 
     def usable(self, arrays):
-        return (arrays["face"][:, :, 2] > 0).any(axis=1)
+        return face_present(arrays["face"])
 
     def prepare(self, arrays, rows):
         # One vectorised normalisation per shard, not one call per frame.
@@ -243,11 +259,16 @@ def sample_kind(kind: "str | SampleKind") -> SampleKind:
     return SAMPLE_KINDS[kind]
 
 
-def _rows_for(arrays: dict[str, np.ndarray], split: str | None, kind: SampleKind) -> np.ndarray:
-    """Row indices of a decoded shard that belong to ``split`` and are usable for ``kind``."""
-    keep = kind.usable(arrays)
-    if split is not None:
-        keep &= arrays["split"] == split
+def _rows_for(arrays: dict[str, np.ndarray], split: str | None, kind: SampleKind,
+              first: int = 0, window: tuple[int, int] | None = None) -> np.ndarray:
+    """Row indices of a decoded shard that belong to ``split``, are usable for ``kind`` and, with a
+    ``window``, whose position in the split (``first`` = the position of the shard's first frame of
+    the split) lies in ``[window[0], window[1])``."""
+    in_split = np.ones(len(arrays["keypoints"]), dtype=bool) if split is None else arrays["split"] == split
+    keep = kind.usable(arrays) & in_split
+    if window is not None:
+        position = first + np.cumsum(in_split) - 1
+        keep &= (position >= window[0]) & (position < window[1])
     return np.flatnonzero(keep)
 
 
@@ -277,25 +298,39 @@ class ShardStream(IterableDataset):
     Either way each frame of the split is yielded exactly once per epoch over all consumers. Ranks
     may receive different numbers of frames; DDP training should cap steps per epoch accordingly.
 
+    ``frames=(start, stop)`` keeps the frames at those positions of the split (input order): how a
+    data set without a ``dev`` split is cut into training and validation.
+    ``n_frames`` is the number of frames selected, ``n_samples`` the number of samples an epoch yields
+    (the usable frames: the face task skips frames without a face), from the manifest's counts when it
+    records them, else counted once by reading the shards' columns without their images.
+
     Memory per consumer, independent of the number of shards: ``1 + prefetch`` shards with their
     images still packed (:class:`signpose.shards.PackedImages`, ~13 KB a 256x256 frame) plus the
     shuffle buffer (``shuffle_buffer`` frames with uint8 images, ~66 KB each at 256x256).
-
     ``set_epoch(e)`` changes the shuffle (shard order, row order, buffer) like DistributedSampler.
     """
 
     def __init__(self, manifest_uri, split: str | None, task: str = "skeleton", shuffle: bool = True,
                  shuffle_buffer: int = 1024, seed: int = 0, rank: int | None = None,
-                 world_size: int | None = None, prefetch: int = 1, verify: bool = True):
+                 world_size: int | None = None, prefetch: int = 1, verify: bool = True,
+                 frames: tuple[int, int] | None = None):
         self.kind = sample_kind(task)
         manifest = _resolve_manifest(manifest_uri)
         self.store_uri = manifest.uri
         self.split = split
         self.task = self.kind.name
-        self.shards: list[ShardInfo] = manifest.shards_for(split)
-        if split is not None and not self.shards:
+        placed = manifest.positions(split)
+        if split is not None and not placed:
             raise ValueError(f"{manifest.uri}: split {split!r} has no frames (splits: {manifest.splits})")
-        self.n_frames = manifest.splits.get(split, 0) if split is not None else manifest.n_frames
+        total = sum(shard.frames_of(split) for shard, _ in placed)
+        self.window = None if frames is None else (max(0, int(frames[0])), min(total, int(frames[1])))
+        lo, hi = self.window or (0, total)
+        # Only the shards with frames in the window; each with the split position of its first frame.
+        self.first = {shard.key: first for shard, first in placed
+                      if first < hi and first + shard.frames_of(split) > lo}
+        self.shards: list[ShardInfo] = [shard for shard, _ in placed if shard.key in self.first]
+        self.n_frames = max(0, hi - lo)
+        self._n_samples: int | None = None
         self.image_size = manifest.image_size
         self.dataset_hash = manifest.dataset_hash
         self.shuffle = shuffle
@@ -305,6 +340,29 @@ class ShardStream(IterableDataset):
         self.prefetch = max(0, int(prefetch))
         self.verify = verify
         self.epoch = 0
+
+    @property
+    def n_samples(self) -> int:
+        """Samples in one epoch over all consumers (computed on first use, then kept)."""
+        if self._n_samples is None:
+            self._n_samples = self._count_samples()
+        return self._n_samples
+
+    def _count_samples(self) -> int:
+        store, total = None, 0
+        lo, hi = self.window or (0, self.n_frames)
+        for shard in self.shards:
+            first, size = self.first[shard.key], shard.frames_of(self.split)
+            whole = lo <= first and first + size <= hi
+            recorded = self.kind.recorded_count(shard, self.split) if whole else None
+            if recorded is None and self.kind.every_frame:
+                recorded = min(hi, first + size) - max(lo, first)
+            if recorded is None:
+                store = store or open_store(self.store_uri)
+                arrays = read_shard(store, shard, self.verify, images=False)
+                recorded = len(_rows_for(arrays, self.split, self.kind, first, self.window))
+            total += recorded
+        return total
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -335,8 +393,8 @@ class ShardStream(IterableDataset):
         # A fresh client per iterator: a boto3 client forked into DataLoader workers would share sockets.
         store = open_store(self.store_uri)
         with ThreadPoolExecutor(max_workers=1) as fetcher:
-            for arrays in self._prefetched(store, shards, fetcher):
-                rows = _rows_for(arrays, self.split, self.kind)
+            for shard, arrays in self._prefetched(store, shards, fetcher):
+                rows = _rows_for(arrays, self.split, self.kind, self.first[shard.key], self.window)
                 if stride > 1:
                     rows = rows[offset::stride]
                 if self.shuffle:
@@ -358,7 +416,7 @@ class ShardStream(IterableDataset):
                 yield self.kind.tensors(buffer[slot])
 
     def _prefetched(self, store: ObjectStore, shards: list[ShardInfo], fetcher: ThreadPoolExecutor
-                    ) -> Iterator[dict]:
+                    ) -> Iterator[tuple[ShardInfo, dict]]:
         # Fetch (download + verify + decode) the next shards in the background while this one is consumed.
         futures = []
         position = 0
@@ -367,7 +425,7 @@ class ShardStream(IterableDataset):
                 futures.append(fetcher.submit(read_shard, store, shards[position], self.verify, True,
                                               self.kind.reads_images))
                 position += 1
-            yield futures.pop(0).result()
+            yield shards[position - len(futures)], futures.pop(0).result()
 
 
 class ArrayDataset(Dataset):
@@ -385,15 +443,20 @@ class ArrayDataset(Dataset):
         return self.kind.tensors(self.kind.compact(self.columns, index))
 
 
-def load_split(manifest_uri, split: str, task: "str | SampleKind" = "skeleton") -> ArrayDataset:
-    """One split fully in memory (images stay uint8: 64 KiB a frame at 256x256). For small data sets."""
+def load_split(manifest_uri, split: str, task: "str | SampleKind" = "skeleton",
+               frames: tuple[int, int] | None = None) -> ArrayDataset:
+    """One split fully in memory (images stay uint8: 64 KiB a frame at 256x256). For small data sets.
+    ``frames=(start, stop)``: only the frames at those positions of the split, as in :class:`ShardStream`."""
     kind = sample_kind(task)
     manifest = _resolve_manifest(manifest_uri)
     store = open_store(manifest.uri)
+    lo, hi = frames if frames is not None else (0, manifest.splits.get(split, 0))
     parts: list[dict[str, np.ndarray]] = []
-    for shard in manifest.shards_for(split):
+    for shard, first in manifest.positions(split):
+        if first >= hi or first + shard.frames_of(split) <= lo:
+            continue
         arrays = read_shard(store, shard, images=kind.reads_images)
-        parts.append(kind.columns(arrays, _rows_for(arrays, split, kind)))
+        parts.append(kind.columns(arrays, _rows_for(arrays, split, kind, first, frames)))
     if not parts:
         raise ValueError(f"{manifest.uri}: split {split!r} has no frames for task {kind.name!r} "
                          f"(splits: {manifest.splits})")

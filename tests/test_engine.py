@@ -301,17 +301,20 @@ def manifest_uri(tmp_path_factory):
     return str(store)
 
 
-@pytest.mark.parametrize("as_file", [False, True])
-def test_data_path_accepts_a_preprocessed_manifest(manifest_uri, as_file):
+@pytest.mark.parametrize("as_file,stream", [(False, True), (True, True), (False, False)])
+def test_data_path_accepts_a_preprocessed_manifest(manifest_uri, as_file, stream):
+    from signpose.data import ShardStream
     from signpose.train.inputs import load_task_data
 
     path = manifest_uri + "/manifest.json" if as_file else manifest_uri
-    data = load_task_data("skeleton", skeleton_cfg(data_path=path))
+    data = load_task_data("skeleton", skeleton_cfg(data_path=path, stream=stream))
     assert data.source == "manifest" and data.dataset_hash
-    kp, image = data.train[0]
+    # Streamed by default (--no_stream loads the split into memory).
+    assert isinstance(data.train, ShardStream) == stream
+    kp, image = next(iter(data.train))
     assert kp.shape == (143, 3) and image.shape == (1, 64, 64)
-    face = load_task_data("face", face_cfg(data_path=path))
-    assert face.train[0][0].shape == (68, 3)
+    face = load_task_data("face", face_cfg(data_path=path, stream=stream))
+    assert next(iter(face.train))[0].shape == (68, 3)
 
 
 def test_manifest_rendered_at_another_size_is_refused_with_the_fix(manifest_uri):
@@ -325,7 +328,8 @@ def test_skeleton_cli_trains_from_a_manifest(manifest_uri):
     from signpose.train.entry import run
 
     result = run(skeleton_cfg(data_path=manifest_uri, epochs=1))
-    assert result.extra["data"]["source"] == "manifest" and SKELETON_VAL_METRICS <= set(result.history[-1])
+    assert result.extra["data"]["source"] == "manifest" and result.extra["data"]["stream"]  # the default
+    assert SKELETON_VAL_METRICS <= set(result.history[-1])
 
 
 def test_validation_holds_out_whole_videos_when_there_is_no_dev_split():
@@ -350,8 +354,8 @@ def test_checkpoints_go_to_an_s3_store_and_resume_from_it(s3_bucket):
     assert all(torch.equal(reference.model.state_dict()[k], v) for k, v in resumed.model.state_dict().items())
 
 
-def test_streamed_manifest_trains_with_the_same_metrics(manifest_uri):
+def test_manifest_in_memory_trains_with_the_same_metrics(manifest_uri):
     from signpose.train.entry import run
 
-    result = run(face_cfg(data_path=manifest_uri, epochs=1, stream=True))
-    assert result.extra["data"]["stream"] and FACE_VAL_METRICS <= set(result.history[-1])
+    result = run(face_cfg(data_path=manifest_uri, epochs=1, stream=False))
+    assert not result.extra["data"]["stream"] and FACE_VAL_METRICS <= set(result.history[-1])

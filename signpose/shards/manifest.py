@@ -8,6 +8,8 @@ import logging
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
 from signpose.render import RENDERER_VERSION, RenderSettings
 from signpose.shards.format import (
     DEFAULT_SHARD_SIZE,
@@ -24,6 +26,19 @@ from signpose.store import ObjectNotFoundError, ObjectStore, open_store
 log = logging.getLogger(__name__)
 
 
+def face_present(face: np.ndarray) -> np.ndarray:
+    """Which of (n, 68, 3) face slices have at least one point (confidence > 0): the frames the face
+    task trains on, and what :attr:`ShardInfo.face_frames` counts."""
+    return (np.asarray(face)[..., 2] > 0).any(axis=-1)
+
+
+def count_face_frames(face: np.ndarray, split: np.ndarray) -> dict[str, int]:
+    """Frames with a face, per split (every split of ``split`` is a key, zero counts included)."""
+    present = face_present(face)
+    split = np.asarray(split)
+    return {str(name): int(present[split == name].sum()) for name in np.unique(split)}
+
+
 @dataclass(frozen=True)
 class ShardInfo:
     key: str                       # relative to the store root
@@ -33,15 +48,27 @@ class ShardInfo:
     splits: dict[str, int]         # frames per split
     index: int = 0                 # position in the plan
     start: int = 0                 # first frame, in the split-grouped order of the input
+    # Frames with at least one face point, per split: the face task's samples, so a stream knows its
+    # epoch length without reading the shards. None in shards written before it was recorded.
+    face_frames: dict[str, int] | None = None
+
+    def frames_of(self, split: str | None) -> int:
+        """Frames of ``split`` in this shard (all its frames for None)."""
+        return self.count if split is None else self.splits.get(split, 0)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        if self.face_frames is None:
+            data.pop("face_frames")  # unknown: left out, as in the records written before it existed
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> ShardInfo:
         return cls(key=str(data["key"]), count=int(data["count"]), bytes=int(data["bytes"]),
                    sha256=str(data["sha256"]), splits={str(k): int(v) for k, v in data["splits"].items()},
-                   index=int(data.get("index", 0)), start=int(data.get("start", 0)))
+                   index=int(data.get("index", 0)), start=int(data.get("start", 0)),
+                   face_frames=None if data.get("face_frames") is None
+                   else {str(k): int(v) for k, v in data["face_frames"].items()})
 
 
 @dataclass
@@ -69,6 +96,15 @@ class Manifest:
         if split is None:
             return list(self.shards)
         return [s for s in self.shards if s.splits.get(split, 0) > 0]
+
+    def positions(self, split: str | None) -> list[tuple[ShardInfo, int]]:
+        """The shards of ``split``, each with the position of its first frame of the split among the
+        split's frames (input order; all frames for None)."""
+        placed, position = [], 0
+        for shard in self.shards_for(split):
+            placed.append((shard, position))
+            position += shard.frames_of(split)
+        return placed
 
     def to_dict(self) -> dict:
         data = asdict(self)

@@ -19,10 +19,11 @@ from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
 
+from signpose import layout
 from signpose.render import RenderSettings
 from signpose.shards.codec import build_shard, read_shard
 from signpose.shards.format import DEFAULT_SHARD_SIZE, MANIFEST_NAME, PLAN_DIR, SCHEMA_VERSION, ShardError
-from signpose.shards.manifest import Manifest, ShardInfo, _try_read_manifest, read_manifest
+from signpose.shards.manifest import Manifest, ShardInfo, _try_read_manifest, count_face_frames, read_manifest
 from signpose.shards.plan import DatasetPlan, _frame_arrays, _split_order, plan_dataset
 from signpose.store import ObjectNotFoundError, ObjectStore, open_store
 
@@ -103,8 +104,10 @@ def write_shard_range(frames, store_uri: str | ObjectStore, settings: RenderSett
 
     def commit(index: int, data: bytes, splits: dict[str, int]) -> None:
         start, stop = plan.ranges[index]
+        rows = order[start:stop]
         info = ShardInfo(key=plan.shard_key(index), count=stop - start, bytes=len(data),
-                         sha256=hashlib.sha256(data).hexdigest(), splits=splits, index=index, start=start)
+                         sha256=hashlib.sha256(data).hexdigest(), splits=splits, index=index, start=start,
+                         face_frames=count_face_frames(keypoints[rows][:, layout.FACE], split[rows]))
         store.put_bytes(info.key, data)
         # The sidecar follows its shard: a sidecar present means the shard was fully written.
         store.put_bytes(plan.sidecar_key(index), (json.dumps(info.to_dict(), sort_keys=True) + "\n").encode())

@@ -42,7 +42,8 @@ class TrainConfig:
                                      # every epoch as val_real/* next to the generated validation
     track: bool = True               # the CLI trains inside an MLflow run, registers and gates the model
                                      # (mlflow.yaml / MLFLOW_TRACKING_URI); --no_track trains only
-    stream: bool = False             # manifests: stream shards (bounded memory) instead of loading splits
+    stream: bool = True              # manifests: stream the shards (memory flat in data set size);
+                                     # --no_stream loads each split into RAM (small data sets only)
 
     task: ClassVar[str] = "base"     # the task this config trains (set by each task's subclass)
 

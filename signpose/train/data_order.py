@@ -58,17 +58,20 @@ def make_loader(ds: Dataset, batch_size: int, sampler: Sampler | None, num_worke
 
 
 def iterable_samples_per_rank(ds: IterableDataset, world_size: int) -> int:
-    """Samples one rank sees per epoch: ``len(ds)`` if defined (per rank), else ``ds.n_frames`` (the
-    whole split, as :class:`signpose.data.ShardStream` reports it) divided among the ranks."""
+    """Samples one rank sees per epoch: ``len(ds)`` if defined (per rank), else ``ds.n_samples`` (the
+    samples an epoch yields over all ranks, as :class:`signpose.data.ShardStream` counts them: the
+    face task's frames without a face are not samples) or ``ds.n_frames``, divided among the ranks."""
     try:
         return len(ds)  # type: ignore[arg-type]
     except TypeError:
         pass
-    n_frames = getattr(ds, "n_frames", None)
-    if n_frames is None:
-        raise ValueError(f"{type(ds).__name__}: an IterableDataset given to fit() must define __len__ or "
-                         "n_frames so the learning-rate schedule knows the epoch length")
-    return int(n_frames) // world_size
+    total = getattr(ds, "n_samples", None)
+    if total is None:
+        total = getattr(ds, "n_frames", None)
+    if total is None:
+        raise ValueError(f"{type(ds).__name__}: an IterableDataset given to fit() must define __len__, "
+                         "n_samples or n_frames so the learning-rate schedule knows the epoch length")
+    return int(total) // world_size
 
 
 def shard_stream_across_ranks(ds: IterableDataset, ctx: DistContext) -> None:

@@ -1,0 +1,260 @@
+"""The production data path: manifests are streamed by default, epochs count the samples a stream
+yields (the face task's usable frames), a data set without a dev split is cut the same way streamed
+or in memory, and raw keypoint files get a content hash."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from signpose import layout
+from signpose.data import ShardStream, normalize_face
+from signpose.io import KeypointFrames
+from signpose.render import RenderSettings
+from signpose.shards import MANIFEST_NAME, read_manifest, write_dataset
+from signpose.tasks import FaceTrainConfig, SkeletonTrainConfig, get_task
+from signpose.train.config import TrainConfig
+from signpose.train.inputs import load_task_data
+
+REPO = Path(__file__).resolve().parents[1]
+SETTINGS = RenderSettings(image_size=64)
+FACELESS = (1, 2, 9, 17, 18, 19, 30, 33, 38, 39)  # 10 of the 40 training frames have no face point
+
+
+def make_frames(n_train=40, n_dev=8, faceless=FACELESS, frames_per_video=5, seed=0) -> KeypointFrames:
+    rng = np.random.default_rng(seed)
+    n = n_train + n_dev
+    keypoints = np.zeros((n, layout.N_POINTS, 3), np.float32)
+    keypoints[:, :, :2] = rng.uniform(0.2, 0.8, (n, layout.N_POINTS, 2))
+    keypoints[:, :, 2] = 1.0
+    keypoints[list(faceless), layout.FACE] = 0.0
+    split = np.array(["train"] * n_train + ["dev"] * n_dev)
+    return KeypointFrames(keypoints, split, np.array([f"v{i // frames_per_video:03d}" for i in range(n)]),
+                          np.arange(n) % frames_per_video, source="test-frames")
+
+
+def face_cfg(**kw) -> FaceTrainConfig:
+    values = dict(batch_size=5, epochs=1, d_region=16, d_global=8, n_heads=2, region_layers=1,
+                  interaction_layers=1, decoder_layers=1, dropout=0.0, lr=3e-3, progress=False,
+                  num_workers=0, device="cpu", amp="off")
+    values.update(kw)
+    return FaceTrainConfig(**values)
+
+
+def key(t: torch.Tensor) -> bytes:
+    return t.numpy().tobytes()
+
+
+def drop_face_counts(store: Path) -> None:
+    """Make the manifest look like one written before the face counts were recorded."""
+    data = json.loads((store / MANIFEST_NAME).read_text())
+    for shard in data["shards"]:
+        shard.pop("face_frames")
+    (store / MANIFEST_NAME).write_text(json.dumps(data))
+
+
+@pytest.fixture
+def face_store(tmp_path) -> Path:
+    store = tmp_path / "store"
+    write_dataset(make_frames(), str(store), SETTINGS, shard_size=6, workers=1, progress=False)
+    return store
+
+
+# --- defaults ---------------------------------------------------------------------------------------
+
+def test_manifests_are_streamed_by_default():
+    assert TrainConfig().stream is True
+
+
+def test_the_command_line_offers_no_stream():
+    import argparse
+
+    from signpose.cli.train import add_config_arguments
+
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser, SkeletonTrainConfig)
+    assert parser.parse_args(["--data_path", "x"]).stream is True
+    assert parser.parse_args(["--data_path", "x", "--no_stream"]).stream is False
+
+
+# --- the face epoch counts usable frames -----------------------------------------------------------
+
+def test_the_manifest_records_face_frames_per_split(face_store):
+    manifest = read_manifest(str(face_store))
+    assert sum(s.face_frames.get("train", 0) for s in manifest.shards) == 30
+    assert sum(s.face_frames.get("dev", 0) for s in manifest.shards) == 8
+    assert all(set(s.face_frames) == set(s.splits) for s in manifest.shards)
+
+
+@pytest.mark.parametrize("recorded", [True, False])
+def test_a_face_stream_counts_its_usable_frames_with_or_without_the_manifest_count(face_store, recorded):
+    if not recorded:
+        drop_face_counts(face_store)
+        assert read_manifest(str(face_store)).shards[0].face_frames is None
+    stream = ShardStream(str(face_store), "train", task="face", shuffle=False)
+    assert stream.n_frames == 40 and stream.n_samples == 30 == len(list(stream))
+    assert ShardStream(str(face_store), "train", task="skeleton").n_samples == 40
+
+
+def _recording_objective(cfg):
+    """The face task's own objective, noting the inputs of every training batch."""
+    spec = get_task("face")
+
+    class Recording(spec.objective_cls):
+        def loss(self, model, batch):
+            if model.training:
+                self.seen.append(batch[0].clone())
+            return super().loss(model, batch)
+
+    objective = Recording("face", cfg)
+    objective.seen = []
+    return objective
+
+
+@pytest.mark.parametrize("recorded", [True, False])
+def test_a_streamed_face_epoch_trains_on_every_usable_frame_exactly_once(face_store, recorded):
+    from signpose.models import build_model
+    from signpose.train.engine import fit
+
+    if not recorded:
+        drop_face_counts(face_store)
+    frames = make_frames()
+    usable = np.delete(np.arange(40), FACELESS)
+    expected = Counter(key(torch.from_numpy(f)) for f in normalize_face(frames.keypoints[usable][:, layout.FACE]))
+    cfg = face_cfg(data_path=str(face_store), epochs=2)
+    data = load_task_data("face", cfg)
+    assert isinstance(data.train, ShardStream) and data.info["train_samples"] == 30
+    objective = _recording_objective(cfg)
+    torch.manual_seed(0)
+    result = fit(objective, build_model(cfg), data.train, data.val, cfg)
+    # 30 usable frames / batch 5 = 6 steps an epoch, none repeated (the stream is never restarted).
+    assert result.global_step == 12 and [len(b) for b in objective.seen] == [5] * 12
+    for epoch in (objective.seen[:6], objective.seen[6:]):
+        assert Counter(key(row) for batch in epoch for row in batch) == expected
+    # The schedule knew the length of the run: the last step ends the cosine at lr * min_lr_ratio.
+    assert result.history[-1]["train/lr"] == pytest.approx(cfg.lr * cfg.min_lr_ratio, rel=1e-6)
+
+
+def test_streamed_face_epochs_with_workers_repeat_no_frame(face_store):
+    from signpose.models import build_model
+    from signpose.train.engine import fit
+
+    cfg = face_cfg(data_path=str(face_store), num_workers=2)
+    data = load_task_data("face", cfg)
+    objective = _recording_objective(cfg)
+    result = fit(objective, build_model(cfg), data.train, data.val, cfg)
+    seen = Counter(key(row) for batch in objective.seen for row in batch)
+    # Each worker ends its share with a partial batch, so a few frames can fall after the last step.
+    assert result.global_step == 6 and max(seen.values()) == 1 and 20 <= sum(seen.values()) <= 30
+
+
+# --- validation without a dev split ------------------------------------------------------------------
+
+def test_without_a_dev_split_validation_is_whole_videos_the_same_streamed_or_in_memory(tmp_path):
+    store = tmp_path / "store"
+    frames = make_frames(n_train=60, n_dev=0, faceless=(), frames_per_video=7)
+    write_dataset(frames, str(store), SETTINGS, shard_size=8, workers=1, progress=False)
+    by_key = {key(torch.from_numpy(kp)): str(v) for kp, v in zip(frames.keypoints, frames.video_id)}
+    selected = {}
+    for stream in (True, False):
+        data = load_task_data("skeleton", SkeletonTrainConfig(data_path=str(store), image_size=64,
+                                                              val_fraction=0.2, stream=stream))
+        train = [key(kp) for kp, _ in data.train]
+        val = [key(kp) for kp, _ in data.val]
+        selected[stream] = (sorted(train), sorted(val))
+        assert len(train) + len(val) == 60 and not set(train) & set(val)
+        train_videos, val_videos = {by_key[k] for k in train}, {by_key[k] for k in val}
+        assert not train_videos & val_videos, "a video on both sides"
+        assert 7 <= len(val) <= 14  # 20 % of 60 frames, moved to the nearest change of video
+    assert selected[True] == selected[False]
+
+
+def test_a_zero_val_fraction_without_a_dev_split_trains_on_everything(tmp_path):
+    store = tmp_path / "store"
+    write_dataset(make_frames(n_dev=0, faceless=()), str(store), SETTINGS, shard_size=8, workers=1, progress=False)
+    data = load_task_data("skeleton", SkeletonTrainConfig(data_path=str(store), image_size=64, val_fraction=0))
+    assert data.val is None and data.train.n_samples == 40
+
+
+# --- raw keypoint files get a content hash -----------------------------------------------------------
+
+def _raw_file(tmp_path: Path, seed: int) -> str:
+    from signpose.io.writers import write_npz
+    from signpose.synth import generate_signer_frames
+
+    path = tmp_path / f"raw-{seed}.npz"
+    write_npz(path, generate_signer_frames(n_videos=6, frames_per_video=6, seed=seed))
+    return str(path)
+
+
+def test_raw_files_get_their_content_hash(tmp_path):
+    a, b = _raw_file(tmp_path, 1), _raw_file(tmp_path, 2)
+    hash_a = load_task_data("face", face_cfg(data_path=a)).dataset_hash
+    assert len(hash_a) == 64 and hash_a == load_task_data("face", face_cfg(data_path=a)).dataset_hash
+    assert hash_a != load_task_data("face", face_cfg(data_path=b)).dataset_hash
+    # The images are part of the skeleton task's data: their size is in its hash.
+    sk = [load_task_data("skeleton", SkeletonTrainConfig(data_path=a, image_size=s)).dataset_hash for s in (64, 128)]
+    assert sk[0] != sk[1]
+
+
+def test_a_raw_file_hash_equals_its_preprocessed_data_set_with_the_same_frames(tmp_path):
+    from signpose.io import read_keypoints
+
+    a = _raw_file(tmp_path, 1)
+    manifest = write_dataset(read_keypoints(a), str(tmp_path / "store"), RenderSettings(image_size=64),
+                             workers=1, progress=False)
+    raw = load_task_data("skeleton", SkeletonTrainConfig(data_path=a, image_size=64))
+    assert raw.dataset_hash == manifest.dataset_hash
+
+
+def test_each_raw_file_gets_its_own_reevaluation_of_the_champion(tmp_path, monkeypatch):
+    """The promotion gate caches a champion's re-evaluation per dataset hash: with every raw file
+    hashed to "" the evaluation on one file was reused for every other file."""
+    from mlflow import MlflowClient
+    from torch.utils.data import DataLoader
+
+    from signpose.models import build_model
+    from signpose.tracking import load_mlflow_settings, promote
+    from signpose.tracking.registry import CHAMPION, eval_tag
+    from signpose.train import engine
+
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "SIGNPOSE_MLFLOW_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    settings = load_mlflow_settings(workdir=tmp_path)
+    policy = settings.task("face")
+    client = MlflowClient(settings.tracking_uri, settings.tracking_uri)
+    client.create_registered_model(policy.model_name)
+    # The champion: trained on other data (its own hash), scored below on each raw file's validation set.
+    champion = client.create_model_version(policy.model_name, (tmp_path / "champion").as_uri(),
+                                           tags={"dataset_hash": "f" * 64, f"metric.{policy.promotion_metric}": "0.5"})
+    client.set_registered_model_alias(policy.model_name, CHAMPION, champion.version)
+    torch.manual_seed(0)
+    champion_model = build_model(face_cfg())
+    evaluations = []
+    for seed in (1, 2):
+        cfg = face_cfg(data_path=_raw_file(tmp_path, seed))
+        data = load_task_data("face", cfg)
+
+        def evaluate(uri, data=data, cfg=cfg):
+            metrics = engine.evaluate(engine.make_task("face", cfg), champion_model,
+                                      DataLoader(data.val, batch_size=8), torch.device("cpu"))
+            evaluations.append((data.dataset_hash, metrics[policy.promotion_metric]))
+            return metrics
+
+        candidate = client.create_model_version(policy.model_name, (tmp_path / f"v{seed}").as_uri(),
+                                                tags={"dataset_hash": data.dataset_hash})
+        decision = promote(policy.model_name, candidate.version, {policy.promotion_metric: 1e6}, policy,
+                           dataset_hash=data.dataset_hash, evaluate=evaluate, client=client)
+        assert decision.alias == "challenger" and "re-evaluated on this dataset" in decision.reason
+        assert decision.champion_value == pytest.approx(evaluations[-1][1])
+        client.set_registered_model_alias(policy.model_name, CHAMPION, champion.version)
+    assert len(evaluations) == 2 and evaluations[0][0] != evaluations[1][0]
+    assert evaluations[0][1] != evaluations[1][1]
+    tags = client.get_model_version(policy.model_name, champion.version).tags
+    assert {eval_tag(h, policy.promotion_metric) for h, _ in evaluations} <= set(tags)
+
