@@ -1,6 +1,7 @@
 """The production data path: manifests are streamed by default, epochs count the samples a stream
 yields (the face task's usable frames), a data set without a dev split is cut the same way streamed
-or in memory, and raw keypoint files get a content hash."""
+or in memory, DataLoader workers follow the CPUs the process may use, and raw keypoint files get a
+content hash."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from signpose.render import RenderSettings
 from signpose.shards import MANIFEST_NAME, read_manifest, write_dataset
 from signpose.tasks import FaceTrainConfig, SkeletonTrainConfig, get_task
 from signpose.train.config import TrainConfig
+from signpose.train.data_order import auto_num_workers, resolve_num_workers, usable_cpus
 from signpose.train.inputs import load_task_data
 
 REPO = Path(__file__).resolve().parents[1]
@@ -179,6 +181,75 @@ def test_a_zero_val_fraction_without_a_dev_split_trains_on_everything(tmp_path):
     write_dataset(make_frames(n_dev=0, faceless=()), str(store), SETTINGS, shard_size=8, workers=1, progress=False)
     data = load_task_data("skeleton", SkeletonTrainConfig(data_path=str(store), image_size=64, val_fraction=0))
     assert data.val is None and data.train.n_samples == 40
+
+
+# --- DataLoader workers follow the CPUs --------------------------------------------------------------
+
+def _cgroup_v2(root: Path, cpu_max: str | None, nested: dict[str, str] | None = None) -> Path:
+    root.mkdir(parents=True)
+    (root / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
+    if cpu_max is not None:
+        (root / "cpu.max").write_text(cpu_max + "\n")
+    for sub, value in (nested or {}).items():
+        (root / sub).mkdir(parents=True)
+        (root / sub / "cpu.max").write_text(value + "\n")
+    return root
+
+
+def test_cgroup_v2_cpu_quota_caps_the_usable_cpus(tmp_path):
+    # A pod with a CPU limit of 8 on a 64-CPU node: cpu.max "800000 100000" in its own cgroup.
+    root = _cgroup_v2(tmp_path / "a", "800000 100000")
+    assert usable_cpus(affinity=64, cgroup_root=root, proc_cgroup="0::/\n") == 8
+    # No limit: the affinity counts; fractional limits round down, never below one CPU.
+    assert usable_cpus(64, _cgroup_v2(tmp_path / "b", "max 100000"), "0::/\n") == 64
+    assert usable_cpus(64, _cgroup_v2(tmp_path / "c", "250000 100000"), "0::/\n") == 2
+    assert usable_cpus(64, _cgroup_v2(tmp_path / "d", "50000 100000"), "0::/\n") == 1
+    # Fewer CPUs in the affinity mask than the quota allows.
+    assert usable_cpus(4, _cgroup_v2(tmp_path / "e", "800000 100000"), "0::/\n") == 4
+
+
+def test_cgroup_v2_takes_the_tightest_limit_on_the_way_up_from_the_process_cgroup(tmp_path):
+    root = _cgroup_v2(tmp_path / "cg", None, {"kubepods": "1600000 100000", "kubepods/pod1": "600000 100000",
+                                              "kubepods/pod1/ctr": "max 100000"})
+    assert usable_cpus(64, root, "0::/kubepods/pod1/ctr\n") == 6
+
+
+def test_cgroup_v1_cfs_quota_caps_the_usable_cpus(tmp_path):
+    cpu = tmp_path / "cpu,cpuacct"
+    cpu.mkdir()
+    (cpu / "cpu.cfs_quota_us").write_text("400000\n")
+    (cpu / "cpu.cfs_period_us").write_text("100000\n")
+    proc = "4:memory:/x\n3:cpu,cpuacct:/kubepods/pod1\n0::/\n"
+    assert usable_cpus(16, tmp_path, proc) == 4
+    (cpu / "cpu.cfs_quota_us").write_text("-1\n")
+    assert usable_cpus(16, tmp_path, proc) == 16
+    assert usable_cpus(16, tmp_path / "missing", "") == 16  # no cgroup files at all
+
+
+def test_dataloader_workers_are_automatic_by_default():
+    assert TrainConfig().num_workers == -1
+
+
+def test_auto_workers_leave_one_cpu_for_the_training_process_and_share_among_local_ranks():
+    assert [auto_num_workers(n) for n in (1, 2, 3, 8, 64)] == [0, 1, 2, 7, 8]
+    assert auto_num_workers(16, local_world_size=4) == 3 and auto_num_workers(8, local_world_size=8) == 0
+
+
+def test_resolve_num_workers_keeps_an_explicit_count(monkeypatch):
+    assert resolve_num_workers(0) == 0 and resolve_num_workers(3) == 3
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
+    assert resolve_num_workers(-1) == auto_num_workers(usable_cpus())
+
+
+def test_the_training_loader_starts_the_automatic_number_of_workers(monkeypatch):
+    from torch.utils.data import TensorDataset
+
+    from signpose.train.data_order import make_loader
+
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    loader = make_loader(TensorDataset(torch.zeros(4, 1)), 2, None, -1, 0, False)
+    assert loader.num_workers == auto_num_workers(usable_cpus())
+    assert make_loader(TensorDataset(torch.zeros(4, 1)), 2, None, 0, 0, False).num_workers == 0
 
 
 # --- raw keypoint files get a content hash -----------------------------------------------------------

@@ -26,7 +26,8 @@ class TrainConfig:
     min_lr_ratio: float = 0.01       # cosine decays to lr * min_lr_ratio
     grad_clip: float = 1.0           # max global grad norm; 0 disables
     seed: int = 0                    # seeds the weights, the data order and dropout (exact resume relies on it)
-    num_workers: int = 0             # DataLoader worker processes
+    num_workers: int = -1            # DataLoader worker processes; -1 = auto: the CPUs this process may use
+                                     # (affinity, cgroup CPU limit) shared by torchrun's local ranks, minus 1, <= 8
     val_fraction: float = 0.1        # held-out share of videos when the data has no 'dev' split
     device: str = "auto"             # "auto" = cuda (LOCAL_RANK) if available, else cpu; cpu, cuda, cuda:N, mps
     amp: Literal["auto", "bf16", "off"] = "auto"  # "auto" = bf16 autocast on CUDA; "bf16"; "off"

@@ -1,13 +1,95 @@
-"""The order batches come in: resumable per-epoch permutations, DDP sharding, fixed-length streams."""
+"""The order batches come in: resumable per-epoch permutations, DDP sharding, fixed-length streams;
+how many DataLoader workers the CPUs this process may use allow."""
 
 from __future__ import annotations
 
+import logging
+import math
+import os
+from pathlib import Path
 from typing import Iterator
 
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
 from signpose.train.distributed import DistContext
+
+log = logging.getLogger(__name__)
+
+MAX_AUTO_WORKERS = 8  # more rarely helps: one worker decodes thousands of frames a second
+
+
+def _cgroup_v2_quota(cgroup_root: Path, proc_cgroup: str) -> float | None:
+    """The tightest ``cpu.max`` (quota / period) from this process's cgroup up to the root."""
+    path = next((line[3:] for line in proc_cgroup.splitlines() if line.startswith("0::")), "/")
+    folder, limits = cgroup_root / path.lstrip("/"), []
+    while True:
+        try:
+            quota, period = (folder / "cpu.max").read_text().split()[:2]
+            if quota != "max":
+                limits.append(int(quota) / int(period))
+        except (OSError, ValueError):
+            pass
+        if folder == cgroup_root or cgroup_root not in folder.parents:
+            break
+        folder = folder.parent
+    return min(limits) if limits else None
+
+
+def _cgroup_v1_quota(cgroup_root: Path, proc_cgroup: str) -> float | None:
+    """``cpu.cfs_quota_us / cpu.cfs_period_us`` of the cpu controller (-1: no limit)."""
+    path = "/"
+    for line in proc_cgroup.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) == 3 and "cpu" in parts[1].split(","):
+            path = parts[2]
+    for mount in ("cpu", "cpu,cpuacct", "cpuacct,cpu"):
+        # In a container the controller is mounted at the container's own cgroup: try both places.
+        for folder in (cgroup_root / mount / path.lstrip("/"), cgroup_root / mount):
+            try:
+                quota = int((folder / "cpu.cfs_quota_us").read_text())
+                period = int((folder / "cpu.cfs_period_us").read_text())
+            except (OSError, ValueError):
+                continue
+            return quota / period if quota > 0 and period > 0 else None
+    return None
+
+
+def usable_cpus(affinity: int | None = None, cgroup_root: str | Path = "/sys/fs/cgroup",
+                proc_cgroup: str | None = None) -> int:
+    """The CPUs this process may use: the CPUs it may run on (``os.sched_getaffinity``) capped by the
+    cgroup's CPU quota (v2 ``cpu.max``, v1 ``cpu.cfs_quota_us / cpu.cfs_period_us``: what a pod's CPU
+    limit becomes), rounded down; at least 1."""
+    if affinity is None:
+        affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    root = Path(cgroup_root)
+    if proc_cgroup is None:
+        try:
+            proc_cgroup = Path("/proc/self/cgroup").read_text()
+        except OSError:
+            proc_cgroup = ""
+    quota = _cgroup_v2_quota(root, proc_cgroup) if (root / "cgroup.controllers").exists() \
+        else _cgroup_v1_quota(root, proc_cgroup)
+    cpus = affinity if quota is None else min(affinity, math.floor(quota))
+    return max(1, int(cpus))
+
+
+def auto_num_workers(cpus: int, local_world_size: int = 1, cap: int = MAX_AUTO_WORKERS) -> int:
+    """DataLoader workers for one training process: its share of ``cpus`` (the processes of one node
+    under torchrun share them) minus one for the process itself, at most ``cap``; 0 with one CPU."""
+    share = cpus // max(1, local_world_size)
+    return max(0, min(cap, share - 1))
+
+
+def resolve_num_workers(num_workers: int) -> int:
+    """``num_workers`` as given, or for a negative value ("auto") :func:`auto_num_workers` of the
+    CPUs this process may use and torchrun's ``LOCAL_WORLD_SIZE``."""
+    if num_workers >= 0:
+        return num_workers
+    cpus = usable_cpus()
+    workers = auto_num_workers(cpus, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1))
+    log.debug("DataLoader workers: %d (auto: %d usable CPUs)", workers, cpus)
+    return workers
 
 
 class ResumableSampler(Sampler[int]):
@@ -53,6 +135,7 @@ def make_loader(ds: Dataset, batch_size: int, sampler: Sampler | None, num_worke
     # base seed from it at every epoch), which exact resume depends on.
     generator = torch.Generator()
     generator.manual_seed(seed)
+    num_workers = resolve_num_workers(num_workers)
     return DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=num_workers, drop_last=False,
                       generator=generator, pin_memory=pin_memory, persistent_workers=False)
 
