@@ -189,6 +189,12 @@ def test_dataset_info_on_a_folder_without_a_data_set_names_the_manifest(tmp_path
     assert_user_error(result, str(tmp_path), "no manifest")
 
 
+def test_dataset_info_on_a_deeply_nested_manifest_is_one_line(tmp_path):
+    (tmp_path / "manifest.json").write_text("[" * 100_000)
+    result = signpose("dataset", "info", tmp_path, cwd=tmp_path)
+    assert_user_error(result, "manifest.json", "nested too deeply")
+
+
 def test_train_without_data_path_says_to_pass_it(tmp_path):
     result = signpose("train", "face", "--epochs", "1", cwd=tmp_path)
     assert_user_error(result, "--data_path")

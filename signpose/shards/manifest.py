@@ -150,6 +150,8 @@ def read_manifest(store_uri: str | ObjectStore) -> Manifest:
                                     "or its writer did not finish)") from None
     try:
         data = json.loads(text)
+    except RecursionError:  # a hostile manifest: nesting deeper than the parser can follow
+        raise ShardError(f"{store.url(MANIFEST_NAME)}: not a manifest (JSON nested too deeply)") from None
     except ValueError as e:
         raise ShardError(f"{store.url(MANIFEST_NAME)}: not valid JSON ({e})") from e
     return Manifest.from_dict(data, uri=store.uri)
