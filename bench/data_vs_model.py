@@ -12,7 +12,7 @@ For each task (skeleton, face) and each configuration:
 
 The data set is written once by ``signpose.stages.preprocess`` (cached under $SIGNPOSE_BENCH_DIR).
 Loader rate = one full pass over the train split through a ``DataLoader`` at the task's batch size,
-num_workers 0 (the configs' default), for the two data paths the code has: the engine's
+num_workers 0 (one process, so the rate is per core), for the two data paths the code has: the engine's
 (``load_split`` -> in-memory uint8 shards, map-style, shuffled; what ``--data_path <manifest>`` uses)
 and the streaming ``ShardStream`` (fetch + checksum + decode every shard each epoch).
 Step rate = the engine's training step on one batch (forward, the task's loss -- weighted for the
@@ -97,7 +97,7 @@ def main(argv=None) -> None:
             train = load_split(manifest, "train", task_name)
 
             def loader_for(ds, shuffle):
-                return DataLoader(ds, batch_size=cfg.batch_size, shuffle=shuffle, num_workers=cfg.num_workers,
+                return DataLoader(ds, batch_size=cfg.batch_size, shuffle=shuffle, num_workers=0,
                                   generator=torch.Generator().manual_seed(0) if shuffle else None)
 
             def one_pass(loader):
