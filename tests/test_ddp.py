@@ -115,7 +115,12 @@ def test_the_training_stage_on_two_gloo_ranks_makes_one_run_and_one_version(tmp_
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     store = _preprocessed(tmp_path)
     tracking_uri = f"sqlite:///{tmp_path}/fresh.db"  # a fresh store: only one process may create its tables
+    import signal
+
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     outcome = stages.train_task("face", store, tracking_uri, STAGE_CONFIG, pipeline_run_id="kfp-2ranks", nproc=2)
+    # the launcher's own signal handlers do not outlive it (Ctrl-C / SIGTERM keep their meaning in the task)
+    assert {sig: signal.getsignal(sig) for sig in handlers} == handlers
     digests = outcome.result.extra["rank_weights_sha256"]
     assert len(digests) == 2 and digests[0] == digests[1]  # both ranks ended with identical weights
     runs, versions = _runs_and_versions(tracking_uri, outcome.model_name)

@@ -13,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import signal
+import threading
 import uuid
 from dataclasses import fields
 
@@ -68,7 +70,16 @@ def train_on_local_ranks(cfg: TrainConfig, nproc: int, **run_kwargs):
 
     values = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
     log.info("training %s on %d local ranks", cfg.task, nproc)
-    returned = elastic_launch(launch_config(nproc), _rank_main)(type(cfg), values, run_kwargs)
+    # torch's elastic agent installs its own SIGTERM/SIGINT/SIGHUP/SIGQUIT handlers in this process and
+    # never puts the previous ones back: restore them, or Ctrl-C and SIGTERM change meaning afterwards.
+    saved = {}
+    if threading.current_thread() is threading.main_thread():
+        saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)}
+    try:
+        returned = elastic_launch(launch_config(nproc), _rank_main)(type(cfg), values, run_kwargs)
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
     digests = [returned[rank]["weights_sha256"] for rank in sorted(returned)]
     if len(set(digests)) != 1:  # DDP keeps replicas equal; anything else is a bug worth stopping for
         raise RuntimeError(f"the {nproc} ranks ended with different weights: {digests}")
