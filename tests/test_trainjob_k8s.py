@@ -151,9 +151,18 @@ def test_a_data_set_replaced_since_the_pipeline_committed_it_stops_the_task_befo
 
 # ---- cancellation -------------------------------------------------------------------------------------
 
+@pytest.fixture
+def python_ctrl_c():
+    """A process started in the background by a non-interactive shell (as a CI runner may start the
+    tests) inherits SIGINT ignored, and Python keeps it ignored: give the test Python's Ctrl-C handler."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 @pytest.mark.parametrize("signum, raised", [(signal.SIGTERM, TrainJobCancelled), (signal.SIGINT, KeyboardInterrupt)],
                          ids=["sigterm", "ctrl-c"])
-def test_stopping_the_task_while_it_watches_deletes_the_job(signum, raised):
+def test_stopping_the_task_while_it_watches_deletes_the_job(signum, raised, python_ctrl_c):
     out = io.StringIO()
     name = job_name("face", "run-1")
     with KubeStub(script=[running()], logs=LOGS) as stub:
