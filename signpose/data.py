@@ -25,7 +25,7 @@ from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from signpose import layout
 from signpose.render import RenderSettings, render_frame
-from signpose.shards import Manifest, ShardInfo, read_manifest, read_shard
+from signpose.shards import Manifest, PackedImages, ShardInfo, read_manifest, read_shard
 from signpose.shards.manifest import face_present
 from signpose.store import ObjectStore, open_store
 
@@ -201,11 +201,18 @@ class SkeletonSamples(SampleKind):
     reads_images = True
 
     def compact(self, arrays, row):
-        return arrays["keypoints"][row].copy(), arrays["images"][row]
+        images = arrays["images"]
+        if isinstance(images, PackedImages):
+            # A streamed frame stays packed in the shuffle buffer (its mask row and lit values: ~11 KB at
+            # 256 px instead of 64 KB); it is decoded when it leaves the buffer.
+            lo, hi = images.offsets[row], images.offsets[row + 1]
+            return arrays["keypoints"][row].copy(), PackedImages(images.mask[row:row + 1].copy(),
+                                                                 images.values[lo:hi].copy(), images.width)
+        return arrays["keypoints"][row].copy(), images[row]
 
     def tensors(self, sample):
         keypoints, image = sample
-        return torch.from_numpy(keypoints), _image_tensor(image)
+        return torch.from_numpy(keypoints), _image_tensor(image[0] if isinstance(image, PackedImages) else image)
 
     def columns(self, arrays, rows):
         return {"keypoints": arrays["keypoints"][rows], "images": arrays["images"][rows]}
@@ -306,7 +313,7 @@ class ShardStream(IterableDataset):
 
     Memory per consumer, independent of the number of shards: ``1 + prefetch`` shards with their
     images still packed (:class:`signpose.shards.PackedImages`, ~13 KB a 256x256 frame) plus the
-    shuffle buffer (``shuffle_buffer`` frames with uint8 images, ~66 KB each at 256x256).
+    shuffle buffer (``shuffle_buffer`` frames, their images packed too: ~12 KB each at 256x256).
     ``set_epoch(e)`` changes the shuffle (shard order, row order, buffer) like DistributedSampler.
     """
 
@@ -388,7 +395,7 @@ class ShardStream(IterableDataset):
         shards, stride, offset = self._assignment()
         consumer, _ = self._consumer()
         rng = np.random.default_rng([self.seed, self.epoch, consumer, 1])
-        # The buffer holds compact numpy rows (uint8 images); tensors are made only when yielded.
+        # The buffer holds compact rows (images still packed); tensors are made only when yielded.
         buffer: list = []
         # A fresh client per iterator: a boto3 client forked into DataLoader workers would share sockets.
         store = open_store(self.store_uri)
