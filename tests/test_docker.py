@@ -357,7 +357,8 @@ def runtime_only_site_packages(target: Path) -> Path:
 
 def test_the_image_code_imports_with_every_developer_only_package_missing(tmp_path):
     """Every module of signpose and components imports, and MLflow's system metrics (psutil) collect,
-    in an interpreter that has the runtime pins only: as in a stage image."""
+    in an interpreter that has the runtime pins only: as in a stage image. Its GPU metrics' binding
+    (nvidia-ml-py) is there too: it collects on a GPU node and is skipped cleanly without a GPU."""
     site = runtime_only_site_packages(tmp_path / "site-packages")
     program = (
         "import importlib, importlib.metadata, pkgutil, site, sys\n"
@@ -380,6 +381,21 @@ def test_the_image_code_imports_with_every_developer_only_package_missing(tmp_pa
         "            failed.append(f'{info.name}: {type(e).__name__}: {e}')\n"
         "from mlflow.system_metrics.metrics.cpu_monitor import CPUMonitor\n"
         "CPUMonitor().collect_metrics()\n"
+        # GPU metrics: MLflow needs nvidia-ml-py (pynvml) to record them. Without it GPUMonitor raises
+        # ImportError and GPU nodes log no GPU metric; with it and no GPU driver, NVML fails to load and
+        # MLflow skips GPU metrics (RuntimeError, caught by its monitor); with a GPU it collects them.
+        "import pynvml\n"
+        "from mlflow.system_metrics.metrics.gpu_monitor import GPUMonitor\n"
+        "try:\n"
+        "    pynvml.nvmlInit()\n"
+        "except pynvml.NVMLError:\n"
+        "    try:\n"
+        "        GPUMonitor()\n"
+        "        failed.append('GPUMonitor started without NVML')\n"
+        "    except RuntimeError:\n"
+        "        pass\n"
+        "else:\n"
+        "    GPUMonitor().collect_metrics()\n"
         "print('\\n'.join(failed)); sys.exit(1 if failed else 0)\n")
     # -S: not this venv's site-packages, only the runtime-only copy the program adds.
     done = subprocess.run([sys.executable, "-S", "-c", program], cwd=tmp_path, capture_output=True, text=True,
