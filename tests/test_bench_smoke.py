@@ -79,6 +79,14 @@ def test_memory_benchmark_measures_streaming_and_in_memory_in_fresh_processes(tm
     assert len(rows) == 4 and all(row[2].replace(",", "").isdigit() for row in rows), rows
 
 
+@pytest.mark.slow  # three tracked training stages (MLflow logging + torch.export each): ~1-2 min
+def test_memory_benchmark_measures_the_training_stage_streamed_and_in_memory(tmp_path):
+    out = run_bench("memory.py", tmp_path, "--stage", "--no-record")
+    rows = table_rows(out, "tiny model")
+    assert [row[2] for row in rows] == ["streamed (default)", "--no_stream (in RAM)", "streamed (default)"], rows
+    assert all(row[4].replace(",", "").isdigit() and row[6].replace(",", "").isdigit() for row in rows), rows
+
+
 # The GPU machines' image has torch, numpy, OpenCV, torchmetrics and tqdm but none of these (see
 # bench/gpu.py): the GPU benchmark must not need them.
 ABSENT_ON_THE_GPU_IMAGE = ("mlflow", "boto3", "botocore", "kfp", "pose_format", "moto", "pyarrow")
