@@ -13,7 +13,7 @@ import numpy as np
 from signpose.data import SkeletonSamples
 from signpose.losses import compute_weighted_loss
 from signpose.metrics import SkeletonMetrics
-from signpose.models import SkeletonModelConfig
+from signpose.models import SkeletonModelConfig, SkeletonModelName
 from signpose.panels import skeleton_panel
 from signpose.tasks.base import Objective, TaskSpec
 from signpose.train.config import TrainConfig
@@ -29,6 +29,8 @@ class SkeletonTrainConfig(TrainConfig, SkeletonModelConfig):
     hand_weight: float = 2.0         # loss weight of the hand regions (with --use_weighted_loss)
     face_weight: float = 1.5         # loss weight of the face region (with --use_weighted_loss)
     weight_margin: float = 0.03      # growth of the keypoint boxes of the loss weight map (frame units)
+    model: SkeletonModelName = "hierarchical_skeleton_transformer"  # the seed's model, or its variant
+                                     # with bone heat in the CNN decoder (docs/training.md, "Sharper hands")
 
     task = "skeleton"
 

@@ -17,7 +17,7 @@ import torch
 
 from signpose.errors import UserError
 from signpose.io.atomic import atomic_write_bytes
-from signpose.models import build_model, cpu_state_dict
+from signpose.models import build_model, cpu_state_dict, selected_entry
 from signpose.train.config import TrainConfig
 from signpose.train.distributed import seed_everything
 from signpose.train.engine import TrainResult, fit
@@ -72,10 +72,11 @@ def run(cfg: TrainConfig, callbacks: Sequence = (), *, track: bool = False, mlfl
 
 
 def write_outputs(result: TrainResult, output_dir: str) -> None:
-    """``model.pt`` (state dict + model config; load with ``torch.load(weights_only=True)``) and
-    ``metrics.json`` (best epoch's metrics and the whole history)."""
+    """``model.pt`` (state dict, registered model name + model config; load with
+    ``torch.load(weights_only=True)``) and ``metrics.json`` (best epoch's metrics and the whole history)."""
     buffer = io.BytesIO()
-    torch.save({"task": result.config.task, "model_config": result.config.model_config().to_dict(),
+    torch.save({"task": result.config.task, "model": selected_entry(result.config).name,
+                "model_config": result.config.model_config().to_dict(),
                 "state_dict": cpu_state_dict(result.model)}, buffer)
     atomic_write_bytes(os.path.join(output_dir, "model.pt"), buffer.getvalue())
     summary = {"task": result.config.task, "best_epoch": result.best_epoch, "best_metrics": result.best_metrics,
