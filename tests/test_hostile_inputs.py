@@ -496,3 +496,66 @@ def test_error_lines_stay_short_whatever_the_file_holds(tmp_path):
     with pytest.raises(KeypointFormatError) as caught:
         read_keypoints(source)
     assert len(str(caught.value)) < 1000 and "\n" not in str(caught.value)
+
+
+# --- 2. (train) the reader ceilings are flags of `signpose train` too -------------------------------
+
+@pytest.mark.parametrize("task", ["skeleton", "face"])
+def test_train_refuses_a_file_over_the_frame_ceiling_in_one_line(tmp_path, capsys, task):
+    source = _write_pickle(tmp_path / "x.pkl", _seed_dict(2, 10))
+    out = tmp_path / "out"
+    argv = ["train", task, "--data_path", str(source), "--epochs", "1", "--no_track", "--output_dir", str(out)]
+    assert main([*argv, "--max_frames", "7"]) == 2
+    _one_error_line(capsys.readouterr().err, str(source), "ceiling of 7 frames", "--max_frames")
+    assert not out.exists()
+
+
+def test_train_flags_of_the_reader_ceilings_have_help_and_set_the_rejection_ceiling(tmp_path, capsys):
+    from signpose.io.limits import DEFAULT_MAX_FRAMES, DEFAULT_MAX_REJECTED
+
+    with pytest.raises(SystemExit):
+        main(["train", "face", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"else {DEFAULT_MAX_FRAMES:,} (default: None)" in text and f"else {DEFAULT_MAX_REJECTED:g}" in text
+    data = _seed_dict(3, 10)
+    for frame in (2, 4):  # 2 of 30 frames rejected: over a ceiling of 5 %
+        data = _with_outlier(data, frame, "face", 3, 1, 3e38)
+    source = _write_pickle(tmp_path / "x.pkl", data)
+    assert main(["train", "face", "--data_path", str(source), "--epochs", "1", "--no_track",
+                 "--max_rejected", "0.05"]) == 2
+    line = _one_error_line(capsys.readouterr().err, str(source), "2 of 30 frames")
+    assert "--max_rejected 0.05 allows" in line
+
+
+# --- 1. (predict) one file per prediction, whatever the video ids ------------------------------------
+
+def test_predict_names_frames_of_colliding_video_ids_apart(tmp_path):
+    """``a b`` and ``a_b`` clean to the same name, and a video may hold a frame index twice: predict
+    names each frame's PNG apart with the helper render uses, so every prediction gets its file."""
+    from signpose.cli.io import frame_file_names
+
+    names = frame_file_names(["a b", "a_b", "a b", "A_B", ".."], [1, 1, 1, 1, 1])
+    assert len(set(n.casefold() for n in names)) == 5 and names[0] == "a_b_000001.png"
+    assert all("/" not in n and not n.startswith(".") for n in names)
+
+
+def test_predict_writes_one_png_per_frame_for_ids_that_clean_alike(tmp_path):
+    import mlflow
+    import torch
+    from tracking_fixtures import build_model, face_config
+
+    from signpose.cli.registry import predict
+
+    model = build_model(face_config()).eval()
+    example = torch.rand(2, 68, 3)
+    model_dir = tmp_path / "model"
+    mlflow.pytorch.save_model(model, str(model_dir), input_example=example.numpy(), serialization_format="pt2",
+                              metadata={"task": "face"}, pip_requirements=[])
+    data = _seed_dict(2, 10)
+    n = len(data["train"]["keypoints"])
+    data["train"]["video_id"] = ["a b", "a_b"] * (n // 2) + ["a b"] * (n % 2)  # clean to the same name
+    data["train"]["frame_index"] = [i // 2 for i in range(n)]
+    source = _write_pickle(tmp_path / "x.pkl", data)
+    summary = predict(str(model_dir), str(source), str(tmp_path / "out"), split="train")
+    pngs = sorted(p.name for p in (tmp_path / "out").glob("*.png"))
+    assert n >= 4 and summary["frames"] == n and len(pngs) == n and sorted(summary["files"]) == pngs

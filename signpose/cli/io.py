@@ -312,6 +312,22 @@ def video_names(videos: list[str], animation: str = "none") -> dict[str, str]:
     return out
 
 
+def frame_file_names(video_ids, frame_indices, suffix: str = ".png") -> list[str]:
+    """One flat file name per frame, ``<video name>_<frame index>.png`` (``signpose predict``): the video
+    names of :func:`video_names` (distinct for ids that clean alike, such as ``a b`` and ``a_b``), and a
+    ``~2``, ``~3`` ... for a (video, frame index) pair seen again, so no file overwrites another."""
+    videos = [str(v) for v in video_ids]
+    names = video_names(list(dict.fromkeys(videos)))
+    seen: dict[tuple[str, int], int] = {}
+    out = []
+    for video, index in zip(videos, frame_indices):
+        key = (video, int(index))
+        seen[key] = seen.get(key, 0) + 1
+        repeat = f"~{seen[key]}" if seen[key] > 1 else ""
+        out.append(f"{names[video]}_{int(index):06d}{repeat}{suffix}")
+    return out
+
+
 def render_plan(frames: KeypointFrames, out: str, animation: str, source: str = "") -> list:
     """Per video: (frame positions in frame order, their PNG paths, the animation path or None).
 

@@ -14,7 +14,6 @@ import argparse
 import json
 import logging
 import os
-import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from signpose.cli.common import add_flag, connection_failure, int_at_least
+from signpose.cli.io import frame_file_names
 from signpose.errors import UserError
 from signpose.io.frames import SPLITS
 
@@ -152,13 +152,6 @@ def add_models_parser(subparsers) -> argparse.ArgumentParser:
 
 # --- predict ------------------------------------------------------------------------------------------
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def _safe_name(text: str) -> str:
-    return _UNSAFE.sub("_", text).strip("._") or "video"
-
-
 def model_task(model_uri: str) -> str:
     """The task a logged model serves: its metadata's ``task``, else the task whose input shape its
     signature has (``signpose.tasks``)."""
@@ -227,11 +220,9 @@ def predict(model_uri: str, input_path: str, out_dir: str, *, limit: int | None 
         for start in tqdm(range(0, len(inputs), batch_size), desc=f"predict {task}", unit="batch"):
             outputs.append(model(torch.from_numpy(np.ascontiguousarray(inputs[start:start + batch_size]))).numpy())
     predictions = np.concatenate(outputs)
-    written = []
-    for row, frame in enumerate(index):
-        name = f"{_safe_name(str(frames.video_id[frame]))}_{int(frames.frame_index[frame]):06d}.png"
+    written = frame_file_names(frames.video_id[index], frames.frame_index[index])
+    for row, name in enumerate(written):
         _write_png(out / name, spec.prediction_image(inputs[row], predictions[row]))
-        written.append(name)
     with tempfile.NamedTemporaryFile(dir=out, suffix=".npz", delete=False) as tmp:
         np.savez_compressed(tmp, inputs=inputs, outputs=predictions, video_id=frames.video_id[index],
                             frame_index=frames.frame_index[index])

@@ -98,6 +98,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type[Train
             else:
                 group.add_argument(f"--{f.name}", action="store_true", help=about or f"enable {f.name}")
             continue
+        if type(None) in typing.get_args(kind):  # an optional value (int | None): a flag of its type
+            kind = next(arg for arg in typing.get_args(kind) if arg is not type(None))
         options: dict = {"type": kind, "default": default, "metavar": f.name.upper()}
         if typing.get_origin(kind) is typing.Literal:
             options.update(type=str, choices=typing.get_args(kind), metavar=None)

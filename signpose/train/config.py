@@ -45,6 +45,10 @@ class TrainConfig:
                                      # (mlflow.yaml / MLFLOW_TRACKING_URI); --no_track trains only
     stream: bool = True              # manifests: stream the shards (memory flat in data set size);
                                      # --no_stream loads each split into RAM (small data sets only)
+    max_frames: int | None = None    # raw keypoint files: refuse inputs declaring more frames than this,
+                                     # before reading them; None = $SIGNPOSE_MAX_FRAMES, else 1,000,000
+    max_rejected: float | None = None  # raw keypoint files: fail when validation rejects more than this
+                                     # share of the frames; None = $SIGNPOSE_MAX_REJECTED, else 0.01
 
     task: ClassVar[str] = "base"     # the task this config trains (set by each task's subclass)
 
@@ -77,6 +81,8 @@ class TrainConfig:
 def _coerce(name: str, value, kind):
     """Values that crossed JSON or a protobuf Struct (KFP dict parameters turn every number into a
     float) back to the field's type; anything that does not fit exactly is refused."""
+    if value is not None and type(None) in typing.get_args(kind):  # int | None: coerce as int
+        kind = next(arg for arg in typing.get_args(kind) if arg is not type(None))
     if kind is int and isinstance(value, float):
         if not value.is_integer():
             raise ValueError(f"config field {name!r} must be an integer, got {value!r}")
