@@ -1,14 +1,18 @@
-"""Both models: shapes, masking of missing points, learning on a tiny batch, torch.export."""
+"""The models: shapes, masking of missing points, learning on a tiny batch, torch.export; the skeleton
+model's bone-heat variant (skeleton_bone_heatmap) against the seed model."""
 
 import pytest
 import torch
 
 from signpose import layout
+from signpose.errors import UserError
 from signpose.models import (
+    BoneHeatmapSkeletonTransformer,
     FaceModelConfig,
     HierarchicalKeypointTransformer,
     HierarchicalSkeletonTransformer,
     SkeletonModelConfig,
+    build_model,
     create_model,
     list_models,
     model_entry,
@@ -36,8 +40,16 @@ def frames(batch=3, seed=0) -> torch.Tensor:
     return kp
 
 
-def test_registry_knows_both_models_and_their_aliases():
-    assert list_models() == ["hierarchical_keypoint_transformer", "hierarchical_skeleton_transformer"]
+def tiny_heatmap(image_size=64, **kw) -> BoneHeatmapSkeletonTransformer:
+    cfg = dict(image_size=image_size, d_model=32, n_layers=1, n_heads=4, n_decoder_layers=1,
+               decoder_channels=32, dropout=0.0)
+    cfg.update(kw)
+    return create_model("skeleton_bone_heatmap", **cfg)
+
+
+def test_registry_knows_the_models_and_their_aliases():
+    assert list_models() == ["hierarchical_keypoint_transformer", "hierarchical_skeleton_transformer",
+                             "skeleton_bone_heatmap"]
     assert model_entry("skeleton").model_cls is HierarchicalSkeletonTransformer
     assert model_entry("face").config_cls is FaceModelConfig
     with pytest.raises(KeyError, match="unknown model"):
@@ -143,19 +155,121 @@ def test_face_few_steps_reduce_loss_on_a_tiny_batch():
     assert last < 0.5 * first
 
 
-def test_both_models_export_with_torch_export_and_a_dynamic_batch():
+@pytest.mark.parametrize("make", [tiny_skeleton, tiny_heatmap], ids=["seed", "bone_heatmap"])
+def test_skeleton_models_export_with_torch_export_and_a_dynamic_batch(make):
     batch = torch.export.Dim("batch", min=1, max=4096)
-    skeleton = tiny_skeleton().eval()
+    skeleton = make().eval()
     kp = frames(3)
     ep = torch.export.export(skeleton, (kp,), dynamic_shapes={"keypoints": {0: batch}})
     other = frames(5, seed=1)
     other[0, :, 2] = 0.0
+    other[1, layout.LEFT_HAND, 2] = 0.0
     with torch.no_grad():
         torch.testing.assert_close(ep.module()(other), skeleton(other))
 
+
+def test_face_model_exports_with_torch_export_and_a_dynamic_batch():
+    batch = torch.export.Dim("batch", min=1, max=4096)
     face = tiny_face().eval()
     src = frames(3)[:, layout.FACE]
     ep = torch.export.export(face, (src,), dynamic_shapes={"src": {0: batch}})
     other = frames(6, seed=2)[:, layout.FACE]
     with torch.no_grad():
         torch.testing.assert_close(ep.module()(other), face(other))
+
+
+# --- the bone-heat variant ----------------------------------------------------------------------------
+
+def signer_frames(n=4) -> torch.Tensor:
+    from signpose.synth import generate_signer_frames
+
+    return torch.from_numpy(generate_signer_frames(n_videos=1, frames_per_video=max(2, n)).keypoints[:n]).float()
+
+
+@pytest.mark.parametrize("image_size", [64, 128])
+def test_bone_heatmap_variant_takes_and_gives_what_the_seed_model_does(image_size):
+    kp = frames(2)
+    seed, variant = tiny_skeleton(image_size).eval(), tiny_heatmap(image_size).eval()
+    with torch.no_grad():
+        out = variant(kp)
+        assert out.shape == seed(kp).shape == (2, 1, image_size, image_size)
+    assert out.min() >= 0 and out.max() <= 1
+
+
+@pytest.mark.parametrize("config", [
+    dict(image_size=64, d_model=32, n_layers=1, n_heads=4, decoder_channels=32),
+    dict(image_size=64, d_model=96, n_layers=3, n_heads=4, decoder_channels=96),  # README's configuration
+    dict(),  # the seed's sizes (256 px)
+], ids=["tiny", "readme", "seed"])
+def test_bone_heatmap_variant_has_the_seed_models_parameter_count_within_10_percent(config):
+    def count(name):
+        return sum(p.numel() for p in create_model(name, **config).parameters())
+
+    seed, variant = count("hierarchical_skeleton_transformer"), count("skeleton_bone_heatmap")
+    assert abs(variant - seed) <= 0.1 * seed, (seed, variant)
+
+
+def test_bone_heat_is_the_gaussian_of_the_distance_to_each_parts_nearest_drawn_bone():
+    from signpose.models.skeleton_heatmap import BoneHeat, segment_distance2
+
+    kp = signer_frames(4)
+    kp[1, layout.RIGHT_HAND, 2] = 0.0  # a missing hand draws nothing
+    present = kp[..., 2] > 0
+    size, sigma = 64, 0.6
+    heat = BoneHeat(size, (sigma,))(kp, present)
+    assert heat.shape == (4, len(layout.PARTS), size, size)
+    centres = torch.arange(size) / size  # pixel j sits at j / S, as in the renderer
+    ys, xs = torch.meshgrid(centres, centres, indexing="ij")
+    for part_id in range(len(layout.PARTS)):
+        bones = torch.as_tensor(layout.BONES[layout.BONE_PART_IDS == part_id])
+        d2 = segment_distance2(xs.flatten(), ys.flatten(), kp[:, bones[:, 0], :2], kp[:, bones[:, 1], :2])
+        drawn = (present[:, bones[:, 0]] & present[:, bones[:, 1]]).unsqueeze(-1)
+        d2 = torch.where(drawn, d2, torch.full_like(d2, 1e4)).amin(dim=1)
+        exact = torch.exp(-d2 * size * size / (2 * sigma * sigma)).reshape(4, size, size)
+        assert (heat[:, part_id] - exact).abs().mean() < 0.01, layout.PARTS[part_id]
+        assert heat[:, part_id].sum() == pytest.approx(exact.sum().item(), rel=0.1), layout.PARTS[part_id]
+    assert heat[1, layout.PARTS.index("right_hand")].max() == 0
+
+
+def test_bone_heatmap_variant_ignores_coordinates_of_missing_points():
+    model = tiny_heatmap().eval()
+    kp = signer_frames(2)
+    kp[:, layout.LEFT_HAND, 2] = 0.0
+    moved = kp.clone()
+    moved[:, layout.LEFT_HAND, :2] = torch.rand_like(moved[:, layout.LEFT_HAND, :2])
+    with torch.no_grad():
+        assert torch.equal(model(kp), model(moved))
+        assert torch.isfinite(model(torch.zeros(2, layout.N_POINTS, 3))).all()
+
+
+def test_gradients_reach_the_heat_inputs_of_every_decoder_convolution():
+    model = tiny_heatmap()
+    kp = signer_frames(2)
+    model(kp).mean().backward()
+    c_heat = model.heat.channels
+    for conv in [block.conv for block in model.up_blocks] + [model.to_image]:
+        heat_weights = conv.weight.grad[:, -c_heat:]
+        assert heat_weights.abs().sum() > 0
+    assert model.point_proj.weight.grad.abs().sum() > 0  # ... and the seed's token path still learns
+
+
+def test_bone_heatmap_variant_few_steps_reduce_loss_on_a_tiny_batch():
+    from signpose.render import RenderSettings, render_frames
+
+    torch.manual_seed(0)
+    kp = signer_frames(4)
+    target = torch.from_numpy(render_frames(kp.numpy(), RenderSettings(image_size=64))).float().div(255).unsqueeze(1)
+    first, last = _steps_reduce_loss(tiny_heatmap(), kp, target, torch.nn.functional.mse_loss, steps=30)
+    assert last < 0.7 * first
+
+
+def test_a_skeleton_config_picks_its_model_by_name_and_refuses_other_families():
+    from signpose.tasks import SkeletonTrainConfig
+
+    tiny = dict(image_size=64, d_model=32, n_layers=1, n_heads=4, decoder_channels=32)
+    assert type(build_model(SkeletonTrainConfig(**tiny))) is HierarchicalSkeletonTransformer
+    assert type(build_model(SkeletonTrainConfig(**tiny, model="skeleton_bone_heatmap"))) is \
+        BoneHeatmapSkeletonTransformer
+    for wrong in ("hierarchical_keypoint_transformer", "resnet50"):
+        with pytest.raises(UserError, match=f"model: '{wrong}' is not a model for SkeletonTrainConfig"):
+            build_model(SkeletonTrainConfig(**tiny, model=wrong))

@@ -31,18 +31,20 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from signpose import layout
 from signpose.models.skeleton import HierarchicalSkeletonTransformer, SkeletonModelConfig
 
-_FAR = 1e4  # squared distance (frame units) given to bones that are not drawn: heat exp(-huge) = 0
-_BONE_CHUNK = 32  # bones per distance evaluation: bounds the (B, chunk, H*W) intermediate at 256 px
+# Longest bone of each part (frame units) that is sampled densely enough (spacing <= 2 sigma: ripple
+# along the line under 2%); longer bones are still drawn, with a ripple.
+_LONGEST_BONE = {"face": 0.05, "left_hand": 0.08, "right_hand": 0.08, "pose": 0.3}
 
 
 @dataclass
 class BoneHeatmapConfig(SkeletonModelConfig):
-    heat_sigma: float = 0.6       # width of the sharp bone heat, in pixels of each decoder resolution
+    heat_sigma: float = 0.6       # width of the sharp bone heat, in pixels of the output image
     heat_sigma_wide: float = 2.0  # width of the wide bone heat (context around the bones); 0 = none
 
     def __post_init__(self) -> None:
@@ -56,22 +58,9 @@ class BoneHeatmapConfig(SkeletonModelConfig):
         return (self.heat_sigma,) + ((self.heat_sigma_wide,) if self.heat_sigma_wide > 0 else ())
 
 
-def _part_bones() -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per part (layout.PARTS order): global indices of each bone's two endpoints."""
-    out = []
-    for part_id in range(len(layout.PARTS)):
-        bones = layout.BONES[layout.BONE_PART_IDS == part_id]
-        out.append((bones[:, 0].astype(np.int64), bones[:, 1].astype(np.int64)))
-    return out
-
-
-def pixel_centres(side: int, image_size: int) -> torch.Tensor:
-    """(side,) frame coordinates of the pixel centres of a ``side`` map inside an ``image_size`` image."""
-    return (torch.arange(side, dtype=torch.float32) + 0.5) / side - 0.5 / image_size
-
-
 def segment_distance2(px: torch.Tensor, py: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Squared distance from every pixel (px, py: (P,)) to every segment a->b (a, b: (B, n, 2)): (B, n, P)."""
+    """Squared distance from every pixel (px, py: (P,)) to every segment a->b (a, b: (B, n, 2)): (B, n, P).
+    The exact line-segment distance field that :class:`BoneHeat` approximates (a reference for tests)."""
     ax, ay = a[..., 0:1], a[..., 1:2]
     abx, aby = b[..., 0:1] - ax, b[..., 1:2] - ay
     apx, apy = px - ax, py - ay
@@ -80,43 +69,63 @@ def segment_distance2(px: torch.Tensor, py: torch.Tensor, a: torch.Tensor, b: to
     return dx * dx + dy * dy
 
 
-class BoneHeat(nn.Module):
-    """Keypoints (B, 143, 3) -> per-part bone heat (B, 4 * len(sigmas), side, side); no parameters."""
+def _bone_samples(part_id: int, image_size: int, sigma: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Sample points of every bone of a part: endpoint indices, position t in (0, 1) along the bone
+    (mid-points of K equal pieces, so bones sharing a joint do not count it twice), and K."""
+    bones = layout.BONES[layout.BONE_PART_IDS == part_id]
+    k = max(1, math.ceil(_LONGEST_BONE[layout.PARTS[part_id]] * image_size / (2 * sigma)))
+    t = (np.arange(k) + 0.5) / k
+    return np.repeat(bones[:, 0], k), np.repeat(bones[:, 1], k), np.tile(t, len(bones)), k
 
-    def __init__(self, side: int, image_size: int, sigmas: tuple[float, ...]):
+
+class BoneHeat(nn.Module):
+    """Keypoints (B, 143, 3) -> per-part bone heat (B, 4 * len(sigmas), S, S); no parameters.
+
+    Each bone is a row of Gaussians (K samples along it, weighted by the piece length / (sigma
+    sqrt(2 pi))): their sum is the bone convolved with a Gaussian, i.e. ``exp(-d^2 / (2 sigma^2))`` of
+    the distance ``d`` to the segment away from its ends. Gaussians are separable, so a part's map is
+    one batched matrix product ``Gy^T diag(w) Gx`` over its samples: far cheaper than a distance field
+    over every (pixel, bone) pair. Bones whose endpoints are not both present get weight 0."""
+
+    def __init__(self, image_size: int, sigmas: tuple[float, ...]):
         super().__init__()
-        self.side = side
+        self.image_size = image_size
         self.sigmas = tuple(float(s) for s in sigmas)
-        centres = pixel_centres(side, image_size)
-        ys, xs = torch.meshgrid(centres, centres, indexing="ij")
-        self.register_buffer("px", xs.flatten(), persistent=False)
-        self.register_buffer("py", ys.flatten(), persistent=False)
-        self.parts = _part_bones()
+        self.register_buffer("centres", torch.arange(image_size, dtype=torch.float32) / image_size,
+                             persistent=False)
+        self.n_parts = len(layout.PARTS)
+        self.samples_per_bone: list[int] = []
+        for part_id in range(self.n_parts):
+            ia, ib, t, k = _bone_samples(part_id, image_size, min(self.sigmas))
+            self.samples_per_bone.append(k)
+            self.register_buffer(f"start_{part_id}", torch.as_tensor(ia, dtype=torch.long), persistent=False)
+            self.register_buffer(f"end_{part_id}", torch.as_tensor(ib, dtype=torch.long), persistent=False)
+            self.register_buffer(f"t_{part_id}", torch.as_tensor(t, dtype=torch.float32).unsqueeze(-1),
+                                 persistent=False)
 
     @property
     def channels(self) -> int:
-        return len(layout.PARTS) * len(self.sigmas)
+        return self.n_parts * len(self.sigmas)
 
-    def nearest_bone_distance2(self, keypoints: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-        """(B, 4, side*side): squared distance (frame units) to the nearest drawable bone of each part."""
-        xy = keypoints[..., :2]
-        per_part = []
-        for start_idx, end_idx in self.parts:
-            nearest = None
-            for lo in range(0, len(start_idx), _BONE_CHUNK):
-                ia, ib = start_idx[lo:lo + _BONE_CHUNK].tolist(), end_idx[lo:lo + _BONE_CHUNK].tolist()
-                d2 = segment_distance2(self.px, self.py, xy[:, ia], xy[:, ib])
-                drawn = (present[:, ia] & present[:, ib]).unsqueeze(-1)
-                d2 = torch.where(drawn, d2, torch.full_like(d2, _FAR)).amin(dim=1)
-                nearest = d2 if nearest is None else torch.minimum(nearest, d2)
-            per_part.append(nearest)
-        return torch.stack(per_part, dim=1)
+    def _part(self, xy: torch.Tensor, present: torch.Tensor, part_id: int) -> list[torch.Tensor]:
+        ia, ib = getattr(self, f"start_{part_id}"), getattr(self, f"end_{part_id}")
+        a, b = xy[:, ia], xy[:, ib]
+        points = a + getattr(self, f"t_{part_id}") * (b - a)  # (B, n, 2)
+        length = (b - a).pow(2).sum(-1).add(1e-12).sqrt() * self.image_size  # pixels
+        drawn = (present[:, ia] & present[:, ib]).to(xy.dtype)
+        maps = []
+        for sigma in self.sigmas:
+            weight = length * drawn / (self.samples_per_bone[part_id] * sigma * math.sqrt(2 * math.pi))
+            gx = torch.exp((self.centres - points[..., 0:1]).pow(2) * (-0.5 * (self.image_size / sigma) ** 2))
+            gy = torch.exp((self.centres - points[..., 1:2]).pow(2) * (-0.5 * (self.image_size / sigma) ** 2))
+            maps.append(torch.bmm((gy * weight.unsqueeze(-1)).transpose(1, 2), gx))  # (B, S_y, S_x)
+        return maps
 
     def forward(self, keypoints: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
-        b = keypoints.shape[0]
-        d2_pixels = self.nearest_bone_distance2(keypoints.float(), present) * float(self.side * self.side)
-        heat = [torch.exp(d2_pixels * (-0.5 / (sigma * sigma))) for sigma in self.sigmas]
-        return torch.cat(heat, dim=1).reshape(b, self.channels, self.side, self.side)
+        xy = keypoints[..., :2].float() * present.unsqueeze(-1).float()
+        per_part = [self._part(xy, present, part_id) for part_id in range(self.n_parts)]
+        # The renderer draws crossing lines as the brighter one, not their sum: clamp the overlaps.
+        return torch.stack([maps[i] for i in range(len(self.sigmas)) for maps in per_part], dim=1).clamp(max=1.0)
 
 
 class HeatUpBlock(nn.Module):
@@ -130,7 +139,7 @@ class HeatUpBlock(nn.Module):
         self.act = nn.GELU()
 
     def forward(self, x: torch.Tensor, heat: torch.Tensor) -> torch.Tensor:
-        return self.act(self.norm(self.conv(torch.cat([self.up(x), heat.to(x.dtype)], dim=1))))
+        return self.act(self.norm(self.conv(torch.cat([self.up(x), heat], dim=1))))
 
 
 class BoneHeatmapSkeletonTransformer(HierarchicalSkeletonTransformer):
@@ -139,18 +148,17 @@ class BoneHeatmapSkeletonTransformer(HierarchicalSkeletonTransformer):
         super().__init__(cfg)
         del self.cnn  # the seed's decoder CNN is rebuilt with the heat inputs
         n_stages = int(math.log2(cfg.image_size // cfg.grid_size))
-        sides = [cfg.grid_size * 2 ** (i + 1) for i in range(n_stages)]
-        self.heats = nn.ModuleList(BoneHeat(side, cfg.image_size, cfg.sigmas) for side in sides)
-        c_heat = self.heats[0].channels
+        self.pool_factors = [cfg.image_size // (cfg.grid_size * 2 ** (i + 1)) for i in range(n_stages)]
+        self.heat = BoneHeat(cfg.image_size, cfg.sigmas)
         channels = cfg.decoder_channels
         self.stem = nn.Conv2d(cfg.d_model, channels, 1)
         blocks = []
-        for _ in sides:
+        for _ in range(n_stages):
             out = max(cfg.min_channels, channels // 2)
-            blocks.append(HeatUpBlock(channels, c_heat, out))
+            blocks.append(HeatUpBlock(channels, self.heat.channels, out))
             channels = out
         self.up_blocks = nn.ModuleList(blocks)
-        self.to_image = nn.Conv2d(channels + c_heat, 1, 3, padding=1)
+        self.to_image = nn.Conv2d(channels + self.heat.channels, 1, 3, padding=1)
         nn.init.constant_(self.to_image.bias, -3.0)  # start near black, as the seed model does
 
     def forward(self, keypoints: torch.Tensor) -> torch.Tensor:
@@ -165,8 +173,7 @@ class BoneHeatmapSkeletonTransformer(HierarchicalSkeletonTransformer):
             cells = block(cells, context, context_mask)
         cells = self.ln_decoder(cells)
         x = self.stem(cells.transpose(1, 2).reshape(b, self.config.d_model, g, g))
-        heat = x  # replaced at the first stage (there is at least one: grid_size < image_size)
-        for heat_of, block in zip(self.heats, self.up_blocks):
-            heat = heat_of(keypoints, present)
-            x = block(x, heat)
-        return torch.sigmoid(self.to_image(torch.cat([x, heat.to(x.dtype)], dim=1)))
+        heat = self.heat(keypoints, present).to(x.dtype)
+        for factor, block in zip(self.pool_factors, self.up_blocks):
+            x = block(x, F.avg_pool2d(heat, factor) if factor > 1 else heat)
+        return torch.sigmoid(self.to_image(torch.cat([x, heat], dim=1)))
