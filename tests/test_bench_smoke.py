@@ -72,6 +72,15 @@ def test_data_vs_model_benchmark_measures_both_tasks(tmp_path):
     assert {row[1] for row in rows} == {"skeleton", "face"}
 
 
+def test_skeleton_variants_benchmark_scores_both_models_on_generated_and_real_frames(tmp_path):
+    out = run_bench("skeleton_variants.py", tmp_path, "--no-record")
+    rows = table_rows(out, "generated validation")
+    assert [row[0] for row in rows] == ["hierarchical_skeleton_transformer", "skeleton_bone_heatmap",
+                                        "all-black image (trivial baseline)"]
+    if (REPO.parent / "shared" / "data" / "real").exists():
+        assert len(table_rows(out, "real signers")) == 3
+
+
 @pytest.mark.slow
 def test_memory_benchmark_measures_streaming_and_in_memory_in_fresh_processes(tmp_path):
     out = run_bench("memory.py", tmp_path, "--no-record")

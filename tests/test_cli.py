@@ -122,7 +122,8 @@ def test_add_flag_registers_the_underscore_name_and_its_hyphenated_alias():
     (["predict", "--model", "models:/m/1", "in.pose", "--out", "d", "--split", "val"], "--split"),
     (["render", "in.pose", "--out", "d", "--image-size", "0"], "--image_size"),
     (["render", "in.pose"], "--out"),
-], ids=["choices", "split-choices", "alias-named-by-its-underscore-name", "missing-required"])
+    (["train", "skeleton", "--data_path", "x.pkl", "--model", "resnet50"], "--model"),
+], ids=["choices", "split-choices", "alias-named-by-its-underscore-name", "missing-required", "model-choices"])
 def test_a_bad_flag_value_is_one_line_naming_the_flag_and_status_2(argv, flag, capsys):
     with pytest.raises(SystemExit) as exited:
         main(argv)

@@ -243,6 +243,27 @@ def test_skeleton_cli_trains_from_a_raw_seed_pickle_and_writes_outputs(seed_pick
     model.load_state_dict(saved["state_dict"])
 
 
+def test_signpose_train_skeleton_model_flag_trains_the_bone_heat_variant(seed_pickles, tmp_path):
+    import json
+
+    from signpose.cli import main
+    from signpose.models import BoneHeatmapSkeletonTransformer, build_model
+
+    out = tmp_path / "out"
+    assert main(["train", "skeleton", "--model", "skeleton_bone_heatmap", "--data_path",
+                 str(seed_pickles / "phoenix_keypoints.pkl"), "--batch_size", "8", "--epochs", "1", "--image_size",
+                 "64", "--use_weighted_loss", "--d_model", "16", "--n_layers", "1", "--n_heads", "2",
+                 "--decoder_channels", "16", "--no_progress", "--no_track", "--output_dir", str(out)]) == 0
+    saved = torch.load(out / "model.pt", weights_only=True)
+    assert saved["model"] == "skeleton_bone_heatmap"
+    model = create_model(saved["model"], **saved["model_config"])
+    assert isinstance(model, BoneHeatmapSkeletonTransformer)
+    model.load_state_dict(saved["state_dict"])
+    assert SKELETON_VAL_METRICS <= set(json.loads((out / "metrics.json").read_text())["best_metrics"])
+    # the default stays the seed's model
+    assert type(build_model(skeleton_cfg())) is type(create_model("skeleton", image_size=64, d_model=16, n_heads=2))
+
+
 def test_face_cli_trains_from_a_raw_face_only_pickle(seed_pickles, tmp_path):
     from signpose.train import face
 
