@@ -13,7 +13,8 @@ training videos (whole videos, so near-identical neighbouring frames do not leak
 random videos of a raw file (``--seed``), the tail of a manifest's train split moved to a change of
 video (:func:`held_out_tail`). A manifest is streamed (``cfg.stream``, the default:
 :class:`signpose.data.ShardStream`) or, with ``--no_stream``, loaded into memory split by split
-(:func:`signpose.data.load_split`); both select the same frames.
+(:func:`signpose.data.load_split`); both select the same frames. The training dataset (only) is
+wrapped by :func:`signpose.augment.for_training` when the task config asks for augmentation.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from torch.utils.data import Dataset
 
+from signpose import augment
 from signpose.errors import UserError
 from signpose.tasks import get_task
 from signpose.train.config import TrainConfig
@@ -152,13 +154,14 @@ def _from_manifest(task: str, cfg: TrainConfig) -> TaskData:
         train = load_split(manifest, train_part[0], samples, frames=train_part[1])
         val = None if val_part is None else load_split(manifest, val_part[0], samples, frames=val_part[1])
         counts = [len(train), len(val) if val is not None else 0]
+    train = augment.for_training(train, task, cfg, manifest.render_settings() if samples.reads_images else None)
     log.info("data: %s manifest %s (hash %s): %d train / %d validation samples; validation: %s",
              "streaming" if cfg.stream else "in-memory", manifest.uri, manifest.dataset_hash[:12], *counts,
              validation)
     return TaskData(train, val, "manifest", manifest.dataset_hash,
                     {"manifest_uri": manifest.uri, "splits": dict(manifest.splits), "image_size": manifest.image_size,
                      "stream": bool(cfg.stream), "train_samples": counts[0], "val_samples": counts[1],
-                     "validation": validation})
+                     "validation": validation, "augment": augment.enabled(task, cfg)})
 
 
 def raw_dataset_hash(frames, samples, image_size: int, holdout: dict | None = None) -> str:
@@ -202,9 +205,10 @@ def _from_raw(task: str, cfg: TrainConfig) -> TaskData:
         val_mask, train_mask = held, train_mask & ~held
         holdout = {"held_out_videos": cfg.val_fraction, "seed": cfg.seed}
     image_size = getattr(cfg, "image_size", 0)
-    train = samples.from_frames(keypoints[train_mask], image_size)
+    train = augment.for_training(samples.from_frames(keypoints[train_mask], image_size), task, cfg)
     val = samples.from_frames(keypoints[val_mask], image_size) if val_mask.any() else None
     dataset_hash = raw_dataset_hash(frames, samples, image_size, holdout)
     log.info("data: raw file %s (hash %s): %d train / %d validation samples", cfg.data_path, dataset_hash[:12],
              len(train), len(val) if val is not None else 0)
-    return TaskData(train, val, "raw", dataset_hash, {"raw_path": cfg.data_path, "n_frames": int(len(keypoints))})
+    return TaskData(train, val, "raw", dataset_hash, {"raw_path": cfg.data_path, "n_frames": int(len(keypoints)),
+                                                        "augment": augment.enabled(task, cfg)})
