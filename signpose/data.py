@@ -16,6 +16,7 @@ Both tasks yield the same tuples from every source:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -470,5 +471,18 @@ def load_split(manifest_uri, split: str, task: "str | SampleKind" = "skeleton",
     return ArrayDataset({name: np.concatenate([part[name] for part in parts]) for name in parts[0]}, kind)
 
 
+def first_samples(dataset: Dataset, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` (input, target) pairs of ``dataset`` (a stream: in its order), stacked."""
+    if isinstance(dataset, IterableDataset):
+        items = list(itertools.islice(iter(dataset), n))
+    else:
+        items = [dataset[i] for i in range(min(n, len(dataset)))]
+    if not items:
+        raise ValueError("the data set is empty: no samples to take")
+    inputs = torch.stack([torch.as_tensor(item[0]) for item in items]).float()
+    targets = torch.stack([torch.as_tensor(item[1]) for item in items]).float()
+    return inputs, targets
+
+
 __all__ = ["SkeletonDataset", "KeypointDataset", "normalize_face", "ShardStream", "ArrayDataset",
-           "load_split", "SampleKind", "SkeletonSamples", "FaceSamples", "SAMPLE_KINDS", "sample_kind"]
+           "load_split", "first_samples", "SampleKind", "SkeletonSamples", "FaceSamples", "SAMPLE_KINDS", "sample_kind"]

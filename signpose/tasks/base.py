@@ -41,6 +41,12 @@ class Objective:
     def update_metrics(self, metrics, output: torch.Tensor, batch: Sequence[torch.Tensor]) -> None:
         raise NotImplementedError
 
+    def baseline_model(self, reference) -> nn.Module | None:
+        """The trivial predictor a trained model must beat (e.g. the mean face of ``reference``, the
+        training data: validation split, else training split), scored next to the model on every extra
+        evaluation set (``val_real_baseline/...``); None: the task has none."""
+        return None
+
 
 @dataclass(frozen=True)
 class TaskSpec:

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from signpose.data import FaceSamples
+from signpose.data import FaceSamples, first_samples
 from signpose.losses import masked_mse
 from signpose.metrics import FaceMetrics
 from signpose.models import FaceModelConfig
+from signpose.models.baselines import ConstantOutput, mean_face
 from signpose.panels import face_panel
 from signpose.tasks.base import Objective, TaskSpec
 from signpose.train.config import TrainConfig
@@ -41,6 +42,10 @@ class FaceObjective(Objective):
 
     def update_metrics(self, metrics, output, batch):
         metrics.update(output, batch[1])
+
+    def baseline_model(self, reference):
+        """The mean face of (up to 4,096 of) the training data's faces."""
+        return ConstantOutput(mean_face(first_samples(reference, 4096)[1]))
 
 
 def _face_panel(inputs, targets, outputs):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -11,8 +10,9 @@ from typing import Any
 import mlflow
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, IterableDataset
+from torch.utils.data import DataLoader, Dataset
 
+from signpose.data import first_samples
 from signpose.tasks import get_task
 from signpose.tracking.callback import MlflowCallback
 from signpose.tracking.datasets import log_training_data
@@ -45,19 +45,6 @@ class ExportedModel(nn.Module):
 def load_registered_model(model_uri: str) -> ExportedModel:
     """``models:/NAME@alias``, ``models:/NAME/3``, ``runs:/...`` -> a ready-to-run CPU module."""
     return ExportedModel(mlflow.pytorch.load_model(model_uri))
-
-
-def first_samples(dataset: Dataset, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``n`` (input, target) pairs of ``dataset``, stacked: the fixed validation panel."""
-    if isinstance(dataset, IterableDataset):
-        items = list(itertools.islice(iter(dataset), n))
-    else:
-        items = [dataset[i] for i in range(min(n, len(dataset)))]
-    if not items:
-        raise ValueError("the validation set is empty: no samples for the validation panel")
-    inputs = torch.stack([torch.as_tensor(item[0]) for item in items]).float()
-    targets = torch.stack([torch.as_tensor(item[1]) for item in items]).float()
-    return inputs, targets
 
 
 def make_evaluator(task: str, val_ds: Dataset, cfg: Any, batch_size: int | None = None):

@@ -137,6 +137,7 @@ class Run:
     ctx: DistContext
     callbacks: list
     checkpoint_uri: str | None = None  # the latest checkpoint written or resumed from
+    baselines: dict[str, float] = field(default_factory=dict)  # "<set>_baseline/<metric>": trivial predictors
 
     def call(self, method: str, *args) -> None:
         """Callbacks run on rank 0 only."""
@@ -164,7 +165,24 @@ def prepare(objective: Objective, model: nn.Module, train_ds: Dataset, val_ds: D
     loaders = make_loaders(train_ds, val_ds, cfg, ctx, device, eval_sets)
     optimizer = make_optimizer(model, cfg)
     scheduler = make_scheduler(optimizer, cfg, cfg.epochs * loaders.steps_per_epoch)
-    return Run(objective, model, train_model, loaders, optimizer, scheduler, device, cfg, ctx, callbacks)
+    baselines = score_baselines(objective, loaders.extra_val, val_ds if val_ds is not None else train_ds, device)
+    return Run(objective, model, train_model, loaders, optimizer, scheduler, device, cfg, ctx, callbacks,
+               baselines=baselines)
+
+
+def score_baselines(objective: Objective, loaders: Mapping[str, DataLoader], reference: Dataset,
+                    device: torch.device) -> dict[str, float]:
+    """The task's trivial predictor (built from ``reference``, generated data) scored once on each extra
+    evaluation set: ``<set>_baseline/<metric>``, logged every epoch beside ``<set>/<metric>`` so a chart
+    shows whether the model beats it."""
+    trivial = objective.baseline_model(reference) if loaders else None
+    if trivial is None:
+        return {}
+    scores = {}
+    for name, loader in loaders.items():
+        scored = evaluate(objective, trivial.to(device), loader, device)
+        scores.update({f"{name}_baseline/{key.split('/', 1)[1]}": value for key, value in scored.items()})
+    return scores
 
 
 def restore(run: Run) -> TrainState:
@@ -280,6 +298,7 @@ def end_epoch(run: Run, state: TrainState, samples: int, elapsed: float) -> dict
     for name, loader in run.loaders.extra_val.items():  # e.g. real signers: "val_real/..."
         scored = evaluate(run.objective, run.model, loader, run.device, cfg.amp)
         metrics.update({f"{name}/{key.split('/', 1)[1]}": value for key, value in scored.items()})
+    metrics.update(run.baselines)
     state.history.append(metrics)
     value = metrics.get(MONITOR, metrics["train/loss"])
     if value < state.best_value:
