@@ -21,7 +21,7 @@ from mlflow import MlflowClient
 
 from signpose.models import build_model
 from signpose.tasks import FaceTrainConfig
-from signpose.tracking.server import MlflowServer, free_loopback_port
+from signpose.tracking.server import MlflowServer
 from signpose.tracking.settings import MlflowSettings
 from signpose.train.engine import load_checkpoint
 from signpose.train.inputs import load_task_data
@@ -36,7 +36,7 @@ class Server:
 
     def __init__(self, folder: Path):
         self.folder = folder
-        self.port = free_loopback_port()
+        self.port: int | None = None  # the kernel's pick at the first start; restarts reuse it
         self.backend = f"sqlite:///{(folder / 'mlflow.db').resolve()}"
         self.artifacts = (folder / "artifacts").resolve().as_uri()
         self.process: MlflowServer | None = None
@@ -47,6 +47,7 @@ class Server:
 
     def start(self) -> None:
         self.process = MlflowServer.start(self.backend, self.artifacts, self.folder, port=self.port)
+        self.port = self.process.port
 
     def stop(self) -> None:
         if self.process is not None:

@@ -30,10 +30,21 @@ TINY = ("--epochs", "1", "--batch_size", "4", "--d_region", "16", "--d_global", 
 GUARD_S = 600  # a hang guard only; the run takes seconds
 
 
+PORT_ATTEMPTS = 5  # fresh rendezvous ports tried when another process took the chosen one
+
+
 def free_port() -> int:
+    """A port free now. torchrun's static rendezvous cannot bind port 0 (the agents would hand 0 to the
+    workers as MASTER_PORT), so the port is chosen here and may be taken before node 0 binds it:
+    :func:`run_nodes` then starts the nodes again on another port."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def rendezvous_port_was_taken(node0: subprocess.CompletedProcess) -> bool:
+    """Node 0's TCPStore could not listen: c10d reports ``EADDRINUSE`` ("address already in use")."""
+    return node0.returncode != 0 and ("EADDRINUSE" in node0.stdout or "address already in use" in node0.stdout.lower())
 
 
 def node_env(trainer: dict, node_rank: int, master_port: int, observe_dir: Path) -> dict:
@@ -51,12 +62,22 @@ def node_env(trainer: dict, node_rank: int, master_port: int, observe_dir: Path)
 
 
 def run_nodes(trainjob: dict, workdir: Path, observe_dir: Path) -> list[subprocess.CompletedProcess]:
+    """Runs every node to its end; starts them all again on a fresh port, at most PORT_ATTEMPTS times,
+    when the rendezvous port was taken between choosing it and node 0 binding it."""
     trainer = trainjob["spec"]["trainer"]
     command = list(trainer["command"])
     args = list(trainer["args"])
     assert command == ["python", "-m", "torch.distributed.run"] and args[:2] == ["-m", "signpose.train.face"]
     argv = [sys.executable, *command[1:], str(TESTS / "trainjob_rank_observer.py"), "signpose.train.face", *args[2:]]
-    port = free_port()
+    for _ in range(PORT_ATTEMPTS):
+        done = run_nodes_once(argv, trainer, free_port(), workdir, observe_dir)
+        if not rendezvous_port_was_taken(done[0]):
+            return done
+    raise AssertionError(f"the rendezvous port was taken {PORT_ATTEMPTS} times in a row:\n{done[0].stdout[-3000:]}")
+
+
+def run_nodes_once(argv: list[str], trainer: dict, port: int, workdir: Path,
+                   observe_dir: Path) -> list[subprocess.CompletedProcess]:
     nodes = [subprocess.Popen(argv, env=node_env(trainer, rank, port, observe_dir), cwd=workdir,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for rank in range(trainer["numNodes"])]
@@ -65,6 +86,8 @@ def run_nodes(trainjob: dict, workdir: Path, observe_dir: Path) -> list[subproce
         for node in nodes:
             out, _ = node.communicate(timeout=GUARD_S)
             done.append(subprocess.CompletedProcess(argv, node.returncode, out))
+            if rendezvous_port_was_taken(done[0]):
+                break  # the other nodes wait for a rendezvous that will not come: stopped below
     finally:
         for node in nodes:
             if node.poll() is None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -12,16 +11,51 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
 from signpose.tracking.settings import MlflowSettings
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5000
 
 
-def free_loopback_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((DEFAULT_HOST, 0))
-        return sock.getsockname()[1]
+def listening_ports(process: subprocess.Popen, host: str | None = DEFAULT_HOST) -> list[int]:
+    """The TCP ports that ``process`` and its descendants listen on at ``host`` (None: any address),
+    read from the kernel's socket table (empty while nothing listens yet). A server started with
+    ``--port 0`` gets its port from the kernel when it binds, so no other process can take it between
+    choosing and binding, and this reads it back."""
+    try:
+        root = psutil.Process(process.pid)
+        family = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+    ports = set()
+    for member in family:
+        try:
+            connections = member.net_connections(kind="tcp")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        ports.update(conn.laddr.port for conn in connections
+                     if conn.status == psutil.CONN_LISTEN and conn.laddr and host in (None, conn.laddr.ip))
+    return sorted(ports)
+
+
+def wait_until_listening(process: subprocess.Popen, port: int | None = None, timeout_s: float = 120.0,
+                         log_path: Path | None = None, host: str | None = DEFAULT_HOST) -> int:
+    """Waits until ``process`` (or a child) listens on ``host`` (on ``port`` when given) and returns the
+    port; fails as soon as it exits (e.g. the port was taken: "Address already in use")."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if process.poll() is not None:
+            tail = log_path.read_text()[-3000:] if log_path and log_path.exists() else ""
+            raise RuntimeError(f"server (pid {process.pid}) exited with code {process.returncode}:\n{tail}")
+        found = listening_ports(process, host)
+        if found and (port is None or port in found):
+            return port or found[0]
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"server (pid {process.pid}) did not listen on {host or 'any address'}"
+                               f"{f' port {port}' if port else ''} within {timeout_s:.0f} s")
+        time.sleep(0.1)
 
 
 def server_command(backend_store_uri: str, artifacts_destination: str | None, host: str = DEFAULT_HOST,
@@ -79,25 +113,38 @@ class MlflowServer:
 
     @classmethod
     def start(cls, backend_store_uri: str, artifacts_destination: str | None, log_dir: str | os.PathLike,
-              port: int | None = None, env: dict[str, str] | None = None, timeout_s: float = 120.0) -> "MlflowServer":
-        port = port or free_loopback_port()
-        log_path = Path(log_dir) / f"mlflow_server_{port}.log"
-        log_path.parent.mkdir(parents=True, exist_ok=True)
+              port: int | None = None, env: dict[str, str] | None = None, timeout_s: float = 120.0,
+              workers: int = 1) -> "MlflowServer":
+        """Starts the server and waits until it answers ``/health``. Without ``port`` it binds port 0
+        (the kernel picks a free one when the server binds) and the port is read back from the server's
+        own listening socket: nothing can take it in between. With ``port`` it must be free (a restart
+        on the port clients already know)."""
+        log_dir = Path(log_dir)
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = log_dir / f"mlflow_server_{port or 'auto'}_{os.getpid()}_{time.monotonic_ns()}.log"
         full_env = {**os.environ, **(env or {})}
         # The server must not inherit a client's tracking URI (it is the tracking server).
         full_env.pop("MLFLOW_TRACKING_URI", None)
         full_env.pop("MLFLOW_REGISTRY_URI", None)
         with open(log_path, "wb") as log_file:
-            process = subprocess.Popen(server_command(backend_store_uri, artifacts_destination, port=port),
+            process = subprocess.Popen(server_command(backend_store_uri, artifacts_destination, port=port or 0,
+                                                      workers=workers),
                                        stdout=log_file, stderr=subprocess.STDOUT, env=full_env,
                                        start_new_session=True)
-        server = cls(f"http://{DEFAULT_HOST}:{port}", process, log_path, dict(env or {}))
+        server = cls("", process, log_path, dict(env or {}))
         try:
-            wait_until_healthy(server.url, process, timeout_s, log_path)
+            deadline = time.monotonic() + timeout_s
+            bound = wait_until_listening(process, port, timeout_s, log_path)
+            server.url = f"http://{DEFAULT_HOST}:{bound}"
+            wait_until_healthy(server.url, process, max(1.0, deadline - time.monotonic()), log_path)
         except BaseException:
             server.stop()
             raise
         return server
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
 
     def stop(self) -> None:
         if self.process.poll() is not None:
