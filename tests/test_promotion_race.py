@@ -41,7 +41,7 @@ from signpose.tracking.registry import (
     metric_tag,
     promote,
 )
-from signpose.tracking.server import MlflowServer, free_loopback_port, server_command, wait_until_healthy
+from signpose.tracking.server import MlflowServer
 from signpose.tracking.settings import TaskTracking
 
 METRIC = "val/nme"
@@ -60,17 +60,9 @@ PATIENCE_S = 120.0
 def server(tmp_path_factory):
     """``mlflow server`` with 2 workers on a SQLite database (the issue's set-up)."""
     folder = tmp_path_factory.mktemp("race_server")
-    port = free_loopback_port()
-    log_path = folder / "mlflow_server.log"
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
-    command = server_command(f"sqlite:///{folder / 'mlflow.db'}", (folder / "artifacts").as_uri(), port=port,
-                             workers=2)
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT, env=env,
-                                   start_new_session=True)
-    srv = MlflowServer(f"http://127.0.0.1:{port}", process, log_path)
+    srv = MlflowServer.start(f"sqlite:///{folder / 'mlflow.db'}", (folder / "artifacts").as_uri(), folder,
+                             workers=2, timeout_s=PATIENCE_S)
     try:
-        wait_until_healthy(srv.url, process, PATIENCE_S, log_path)
         client = MlflowClient(srv.url)
         run = client.create_run(client.create_experiment("promotion-race"))
         client.set_terminated(run.info.run_id)
