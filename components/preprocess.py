@@ -22,15 +22,17 @@ def plan_dataset(
     synthetic_videos: int,
     synthetic_frames_per_video: int,
     render_tasks: int,
+    replace_dataset: bool = True,
 ) -> list:
     """Read + validate the keypoints and store the shard plan; bad input fails here, before any
-    compute. Returns the writers' work items: {"dataset_hash", "start", "stop"}."""
+    compute, and so does a store holding another data set unless ``replace_dataset``. Returns the
+    writers' work items: {"dataset_hash", "start", "stop", "replaces"}."""
     from signpose import stages
 
     return stages.plan_preprocess(
         input_uri=input_uri, store_uri=store_uri, image_size=image_size, shard_size=shard_size,
         synthetic_videos=synthetic_videos, synthetic_frames_per_video=synthetic_frames_per_video,
-        render_tasks=render_tasks,
+        render_tasks=render_tasks, replace=replace_dataset,
     )
 
 
@@ -55,10 +57,11 @@ def write_shards(
 
 
 @dsl.component(base_image=PREPROCESS_IMAGE, install_kfp_package=False)
-def commit_dataset(store_uri: str, work_items: list, dataset: Output[Dataset]) -> str:
-    """Write manifest.json (the commit point) and describe the data set on the Dataset artifact."""
+def commit_dataset(store_uri: str, work_items: list, dataset: Output[Dataset], replace_dataset: bool = True) -> str:
+    """Write manifest.json (the commit point: refused if another run committed since the plan) and
+    describe the data set on the Dataset artifact."""
     from signpose import stages
 
-    manifest = stages.commit_dataset(store_uri=store_uri, work_items=work_items)
+    manifest = stages.commit_dataset(store_uri=store_uri, work_items=work_items, replace=replace_dataset)
     stages.describe_dataset_artifact(manifest, dataset)
     return manifest.uri

@@ -27,6 +27,7 @@ def signpose_training(
     image_size: int = 256,
     shard_size: int = 4096,
     render_tasks: int = 4,
+    replace_dataset: bool = True,
     synthetic_videos: int = 24,
     synthetic_frames_per_video: int = 64,
     skeleton_epochs: int = 100,
@@ -48,13 +49,16 @@ def signpose_training(
 ):
     source = dict(input_uri=input_uri, store_uri=store_uri, image_size=image_size, shard_size=shard_size,
                   synthetic_videos=synthetic_videos, synthetic_frames_per_video=synthetic_frames_per_video)
-    plan = plan_dataset(render_tasks=render_tasks, **source).set_display_name("plan-dataset")
+    # replace_dataset: each (scheduled) run commits its input's data set to store_uri, replacing the last
+    # one; False refuses an input other than the committed one. Runs racing on one store: one commits.
+    plan = plan_dataset(render_tasks=render_tasks, replace_dataset=replace_dataset,
+                        **source).set_display_name("plan-dataset")
     cluster.configure_preprocess_task(plan)
     plan.set_caching_options(enable_caching=False)  # it must look at the input every time
     with dsl.ParallelFor(plan.output, parallelism=16) as work_item:
         writer = write_shards(work_item=work_item, **source).set_display_name("write-shards")
         cluster.configure_preprocess_task(writer)
-    commit = commit_dataset(store_uri=store_uri, work_items=plan.output)
+    commit = commit_dataset(store_uri=store_uri, work_items=plan.output, replace_dataset=replace_dataset)
     commit.set_display_name("commit-dataset").after(writer)
     cluster.configure_preprocess_task(commit)
     dataset = commit.outputs["dataset"]

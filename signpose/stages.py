@@ -73,15 +73,17 @@ def load_input_frames(input_uri: str, synthetic_videos: int = 24, synthetic_fram
 
 def preprocess(input_uri: str, store_uri: str, image_size: int = 256, shard_size: int = 4096,
                synthetic_videos: int = 24, synthetic_frames_per_video: int = 64, workers: int | None = None,
-               max_frames: int | None = None, max_rejected: float | None = None):
-    """Read + validate, render every frame, write shards and then the manifest (the commit point)."""
+               max_frames: int | None = None, max_rejected: float | None = None, replace: bool = False):
+    """Read + validate, render every frame, write shards and then the manifest (the commit point).
+    A store holding another committed data set is refused unless ``replace`` (then it is replaced
+    atomically and its objects deleted after the commit: :mod:`signpose.shards.commit`)."""
     from signpose.render import RenderSettings
     from signpose.shards import write_dataset
 
     store_uri = _require_store(store_uri)  # before the input is read: an empty store would be the current folder
     frames = load_input_frames(input_uri, synthetic_videos, synthetic_frames_per_video, max_frames, max_rejected)
     manifest = write_dataset(frames, store_uri, RenderSettings(image_size=image_size), shard_size=shard_size,
-                             workers=workers)
+                             workers=workers, replace=replace)
     log.info("dataset %s: %s frames in %d shards at %s", manifest.dataset_hash[:12], manifest.splits,
              len(manifest.shards), manifest.uri)
     return manifest
@@ -104,19 +106,25 @@ def _require_store(store_uri: str) -> str:
 
 def plan_preprocess(input_uri: str, store_uri: str, image_size: int = 256, shard_size: int = 4096,
                     synthetic_videos: int = 24, synthetic_frames_per_video: int = 64,
-                    render_tasks: int = 1) -> list[dict]:
+                    render_tasks: int = 1, replace: bool = False) -> list[dict]:
     """Validate the input and store the shard plan; returns one work item per writer task,
-    ``{"dataset_hash", "start", "stop"}`` (shard indices ``[start, stop)``). A data set that is already
-    committed gets a single empty item, so the commit step still learns its hash."""
+    ``{"dataset_hash", "start", "stop", "replaces"}`` (shard indices ``[start, stop)``; ``replaces``: the
+    hash committed in the store now, "" when none, which the commit step expects to find still). A data
+    set that is already committed gets a single empty item, so the commit step still learns its hash.
+    A store holding another data set is refused here, before any shard is written, unless ``replace``."""
     from signpose.render import RenderSettings
     from signpose.shards import prepare_fan_out
+    from signpose.shards.commit import committed_hash
+    from signpose.store import open_store
 
     frames = load_input_frames(input_uri, synthetic_videos, synthetic_frames_per_video)
-    plan, ranges = prepare_fan_out(frames, _require_store(store_uri), RenderSettings(image_size=image_size),
-                                   shard_size=shard_size, n_tasks=max(1, render_tasks))
+    store = open_store(_require_store(store_uri))
+    base = committed_hash(store) or ""
+    plan, ranges = prepare_fan_out(frames, store, RenderSettings(image_size=image_size),
+                                   shard_size=shard_size, n_tasks=max(1, render_tasks), replace=replace)
     log.info("dataset %s: %d frames, %d shards, %d writer task(s)%s", plan.dataset_hash[:12], plan.n_frames,
              plan.n_shards, len(ranges), "" if ranges else " (already committed: nothing to write)")
-    return [{"dataset_hash": plan.dataset_hash, "start": int(start), "stop": int(stop)}
+    return [{"dataset_hash": plan.dataset_hash, "start": int(start), "stop": int(stop), "replaces": base}
             for start, stop in (ranges or [(0, 0)])]
 
 
@@ -143,14 +151,18 @@ def write_shards(input_uri: str, store_uri: str, work_item: dict, image_size: in
     return sum(info.count for info in infos)
 
 
-def commit_dataset(store_uri: str, work_items: list[dict]):
-    """Write the manifest (the commit point) once every shard of the planned data set exists."""
+def commit_dataset(store_uri: str, work_items: list[dict], replace: bool = False):
+    """Write the manifest (the commit point) once every shard of the planned data set exists; refused
+    when another run committed a data set since the plan step (and, without ``replace``, when the
+    store holds another data set)."""
     from signpose.shards import merge_manifest
 
     hashes = {item["dataset_hash"] for item in work_items}
     if len(hashes) != 1:
         raise ValueError(f"expected the work items of one data set, got hashes {sorted(hashes)}")
-    return merge_manifest(_require_store(store_uri), hashes.pop())
+    bases = {item["replaces"] or None for item in work_items if "replaces" in item}
+    base = {"base": bases.pop()} if len(bases) == 1 else {}  # items from before "replaces": look now
+    return merge_manifest(_require_store(store_uri), hashes.pop(), replace=replace, **base)
 
 
 def describe_dataset_artifact(manifest, artifact) -> None:

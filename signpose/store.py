@@ -9,9 +9,10 @@ Writes are atomic: an object is either absent or complete.
 - S3: a single PUT is atomic per object; large objects go through boto3's multipart upload, which
   only becomes visible when ``CompleteMultipartUpload`` succeeds.
 
-Conditional writes (compare-and-set on one object, for ``signpose.tracking.lease``; an ETag is an
-opaque token of an object's content): S3 (AWS, MinIO, moto) sends ``If-None-Match: *`` / ``If-Match``
-on PUT and the server refuses a stale condition (412). No conditional DELETE: MinIO ignores ``If-Match``
+Conditional writes (compare-and-set on one object, for ``signpose.tracking.lease`` and the manifest
+commit of ``signpose.shards.commit``; an ETag is an opaque token of an object's content): S3 (AWS,
+MinIO, moto) sends ``If-None-Match: *`` / ``If-Match`` on PUT and the server refuses a stale condition
+(412); an endpoint answering 501 raises :class:`ConditionalWritesUnsupported`. No conditional DELETE: MinIO ignores ``If-Match``
 there. A local folder takes an exclusive ``flock`` of the object's folder, links a complete temporary
 file onto a new key (``os.link`` fails if it exists) and uses the content's SHA-256 as ETag: one
 machine only (not NFS).
@@ -60,6 +61,10 @@ class ObjectNotFoundError(StoreError, FileNotFoundError):
 
 class StoreWriteError(StoreError, OSError):
     """A local write failed (disk full, file too large, quota, permissions); names the object."""
+
+
+class ConditionalWritesUnsupported(StoreError, NotImplementedError):
+    """The endpoint refuses ``If-None-Match`` / ``If-Match`` on PUT (501 NotImplemented)."""
 
 
 class InvalidKeyError(StoreError, ValueError):
@@ -436,6 +441,9 @@ class S3Store(ObjectStore):
                 status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
                 if code == "PreconditionFailed" or status == 412 or self._is_not_found(e):
                     return None
+                if code == "NotImplemented" or status == 501:
+                    raise ConditionalWritesUnsupported(f"{self.url(key)}: {what}: the endpoint has no "
+                                                       f"conditional writes ({code or status})") from e
                 if code != "ConditionalRequestConflict" and status != 409:
                     raise StoreError(f"{self.url(key)}: {what} failed: {e}") from e
             except BotoCoreError as e:

@@ -1,9 +1,11 @@
-"""Two preprocess runs into the same store at once: one data set, no corruption.
+"""Two preprocess runs into the same store at once: one data set, no corruption, no two successes.
 
 Both runs are subprocesses that meet at barriers (files in a shared folder) so their writes really
 interleave: both are between shards at the same time, and both are about to commit the manifest at
-the same time. The manifest commit decides; whatever the interleaving, the store ends holding one
-complete data set whose every shard verifies, byte-identical to a single uninterrupted run.
+the same time. The manifest commit is a conditional write (``If-None-Match: *`` on S3, a link under
+``flock`` in a local folder) and decides: runs on the same data both succeed with one data set,
+byte-identical to a single uninterrupted run; of runs on different data exactly one succeeds, the
+other is refused in one line (exit 2), and the store holds the winner's data set, every shard verifying.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def meet(point):
 
 sidecars = []
 def hooked(cls):
-    real_put = cls.put_bytes
+    real_put, real_create = cls.put_bytes, cls.put_if_absent
     def put_bytes(self, key, data):
         if key == shards.MANIFEST_NAME:
             meet("commit")
@@ -47,12 +49,17 @@ def hooked(cls):
             sidecars.append(key)
             if len(sidecars) == 1:
                 meet("shards")
-    cls.put_bytes = put_bytes
+    def put_if_absent(self, key, data):
+        if key == shards.MANIFEST_NAME:
+            meet("commit")
+        return real_create(self, key, data)
+    cls.put_bytes, cls.put_if_absent = put_bytes, put_if_absent
 
 hooked(store.LocalStore)
 hooked(store.S3Store)
-manifest = stages.preprocess("", store_uri, synthetic_videos=videos, **%r)
-print("HASH", manifest.dataset_hash)
+from signpose.cli import main
+sys.exit(main(["preprocess", "--store", store_uri, "--synthetic_videos", str(videos)]
+              + [f"--{k}={v}" for k, v in %r.items()]))
 """ % (ARGS,)
 
 
@@ -63,25 +70,32 @@ def store_uri(request, tmp_path):
     return request.getfixturevalue("s3_bucket") + "/datasets/shared"
 
 
-def race(store_uri: str, barrier_dir, videos: dict[str, int]) -> dict[str, str]:
-    """Start both runs at once; return each run's committed dataset hash."""
+def race(store_uri: str, barrier_dir, videos: dict[str, int]) -> dict[str, tuple[int, str, str]]:
+    """Start both runs at once; return each run's (exit status, stdout, stderr)."""
     barrier_dir.mkdir()
     runs = {name: subprocess.Popen([sys.executable, "-c", RACING_PREPROCESS, store_uri, name, str(barrier_dir),
                                     str(count)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             for name, count in videos.items()}
-    hashes = {}
+    results = {}
     for name, process in runs.items():
         out, err = process.communicate(timeout=300)
-        assert process.returncode == 0, f"run {name} failed:\n{err[-3000:]}"
-        hashes[name] = out.split("HASH ")[1].strip()
-    return hashes
+        results[name] = (process.returncode, out, err)
+    return results
+
+
+def committed_hash(result: tuple[int, str, str]) -> str:
+    """The 12-character dataset hash a successful run printed."""
+    status, out, err = result
+    assert status == 0, err[-3000:]
+    return out.split(": dataset ")[1][:12]
 
 
 def test_two_concurrent_runs_on_the_same_data_commit_one_intact_data_set(store_uri, tmp_path):
-    hashes = race(store_uri, tmp_path / "barriers", {"a": 4, "b": 4})
+    results = race(store_uri, tmp_path / "barriers", {"a": 4, "b": 4})
+    hashes = {name: committed_hash(result) for name, result in results.items()}
     assert hashes["a"] == hashes["b"]
     manifest = verify_dataset(store_uri, progress=False)
-    assert manifest.dataset_hash == hashes["a"]
+    assert manifest.dataset_hash[:12] == hashes["a"]
 
     clean = tmp_path / "clean"
     stages.preprocess("", str(clean), synthetic_videos=4, **ARGS)
@@ -90,11 +104,17 @@ def test_two_concurrent_runs_on_the_same_data_commit_one_intact_data_set(store_u
         assert not [p for p in (tmp_path / "dataset").rglob("*") if p.name.endswith(".tmp-signpose")]
 
 
-def test_two_concurrent_runs_on_different_data_leave_one_complete_data_set(tmp_path):
-    store_uri = str(tmp_path / "dataset")
-    hashes = race(store_uri, tmp_path / "barriers", {"a": 4, "b": 5})
-    assert hashes["a"] != hashes["b"]
-    # Last commit wins; whichever it is, its manifest and every shard it names are intact.
+def test_two_concurrent_runs_on_different_data_exactly_one_succeeds(store_uri, tmp_path):
+    results = race(store_uri, tmp_path / "barriers", {"a": 4, "b": 5})
+    winners = [name for name, (status, _, _) in results.items() if status == 0]
+    assert len(winners) == 1, {name: result[2][-2000:] for name, result in results.items()}
+    loser = "b" if winners == ["a"] else "a"
+    status, _, err = results[loser]
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert status == 2 and "Traceback" not in err and len(lines) == 1, err[-3000:]
+    won = committed_hash(results[winners[0]])
+    assert f"another run committed data set {won}" in lines[0] and "--replace" in lines[0]
+    # The store holds the winner's data set, whole: its manifest is consistent and every shard verifies.
     committed = verify_dataset(store_uri, progress=False)
-    assert committed.dataset_hash in hashes.values()
-    assert read_manifest(store_uri).n_frames == {hashes["a"]: 32, hashes["b"]: 40}[committed.dataset_hash]
+    assert committed.dataset_hash[:12] == won
+    assert read_manifest(store_uri).n_frames == {"a": 32, "b": 40}[winners[0]]

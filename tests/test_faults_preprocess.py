@@ -74,6 +74,17 @@ def put_bytes(self, key, data):
         signal.pause()  # the test kills the whole process group (render workers included) here
 store.LocalStore.put_bytes = put_bytes
 
+real_create = store.LocalStore.put_if_absent
+def put_if_absent(self, key, data):  # the manifest's commit is a conditional create (signpose.shards.commit)
+    if point == "manifest" and key == shards.MANIFEST_NAME:
+        die()  # every shard is written, the commit is next
+    if point == "manifest-rename" and key == shards.MANIFEST_NAME:
+        def link(src, dst):
+            die()  # the manifest's bytes are in a temporary file, not yet linked into place
+        store.os.link = link
+    return real_create(self, key, data)
+store.LocalStore.put_if_absent = put_if_absent
+
 args = %r
 if len(sys.argv) > 6:  # one writer task of the KFP fan-out: its work item as JSON
     import json

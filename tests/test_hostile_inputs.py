@@ -8,7 +8,8 @@
    read exactly as without it, and too many rejected frames fail the run;
 5. odd inputs end in one ``error: ...`` line and exit status 2 in every command, never a traceback.
 
-(Class 4, the committed data set, is tested with the shards.)
+(Class 4, the committed data set, is tests/test_store_ownership.py. The ceilings as flags of ``train``
+(class 2) and ``predict``'s file names (class 1) are at the end of this file.)
 """
 
 from __future__ import annotations

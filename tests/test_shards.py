@@ -123,9 +123,12 @@ def test_shards_hold_no_pickled_objects_and_fixed_width_strings(tmp_path):
 def test_manifest_is_written_last(tmp_path, monkeypatch):
     store = open_store(tmp_path)
     written = []
-    original = type(store).put_bytes
+    original, create = type(store).put_bytes, type(store).put_if_absent
     monkeypatch.setattr(type(store), "put_bytes", lambda self, key, data: (written.append(key),
                                                                            original(self, key, data)))
+    # The manifest is created with a conditional write (one data set per prefix: signpose.shards.commit).
+    monkeypatch.setattr(type(store), "put_if_absent", lambda self, key, data: (written.append(key),
+                                                                               create(self, key, data))[1])
     write_dataset(make_frames(), store, SETTINGS, shard_size=8, workers=1, progress=False)
     assert written[-1] == MANIFEST_NAME and written.count(MANIFEST_NAME) == 1
     assert sum(k.endswith(".npz") for k in written) == 6
@@ -144,7 +147,7 @@ def test_changed_settings_or_input_make_a_new_data_set(tmp_path):
     frames = make_frames()
     first = write_dataset(frames, tmp_path, SETTINGS, shard_size=8, workers=1, progress=False)
     thicker = write_dataset(frames, tmp_path, RenderSettings(image_size=48, thickness=3), shard_size=8,
-                            workers=1, progress=False)
+                            workers=1, progress=False, replace=True)  # one data set per store prefix
     assert thicker.dataset_hash != first.dataset_hash
     assert read_manifest(tmp_path).dataset_hash == thicker.dataset_hash
     frames.keypoints[0, 0, 0] += 0.01

@@ -36,7 +36,8 @@ def test_planning_a_committed_data_set_yields_one_empty_work_item(tmp_path):
     store = str(tmp_path / "store")
     _, manifest = _fan_out(store, **SMALL)
     again = stages.plan_preprocess("", store, render_tasks=2, **SMALL)
-    assert again == [{"dataset_hash": manifest.dataset_hash, "start": 0, "stop": 0}]
+    assert again == [{"dataset_hash": manifest.dataset_hash, "start": 0, "stop": 0,
+                      "replaces": manifest.dataset_hash}]
     assert stages.write_shards("", store, again[0], **SMALL) == 0
     assert stages.commit_dataset(store, again).dataset_hash == manifest.dataset_hash
 
@@ -100,7 +101,7 @@ def test_a_store_is_required_for_the_fan_out():
 def test_training_refuses_a_store_whose_data_set_was_replaced_by_another_run(tmp_path):
     store = str(tmp_path / "store")
     first = stages.preprocess("", store, workers=1, **SMALL)
-    replaced = stages.preprocess("", store, workers=1, **dict(SMALL, synthetic_videos=5))
+    replaced = stages.preprocess("", store, workers=1, replace=True, **dict(SMALL, synthetic_videos=5))
     assert replaced.dataset_hash != first.dataset_hash
     with pytest.raises(RuntimeError, match="another run replaced it"):
         stages.train_task("face", store, f"sqlite:///{tmp_path}/mlruns.db", {"epochs": 1},

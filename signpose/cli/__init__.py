@@ -43,7 +43,8 @@ def _run_preprocess(args: argparse.Namespace) -> int:
     manifest = stages.preprocess(args.data_path, args.store, image_size=args.image_size,
                                  shard_size=args.shard_size, synthetic_videos=args.synthetic_videos,
                                  synthetic_frames_per_video=args.synthetic_frames_per_video,
-                                 workers=args.workers, max_frames=args.max_frames, max_rejected=args.max_rejected)
+                                 workers=args.workers, max_frames=args.max_frames, max_rejected=args.max_rejected,
+                                 replace=args.replace)
     print(f"{manifest.uri}: dataset {manifest.dataset_hash[:12]}, {manifest.splits}, "
           f"{len(manifest.shards)} shards")
     return 0
@@ -64,6 +65,9 @@ def _add_preprocess_parser(subparsers) -> None:
              help="videos of generated data when --data_path is not given (default: 24)")
     add_flag(parser, "--synthetic_frames_per_video", type=int_at_least(1), default=64,
              help="frames per generated video (default: 64)")
+    parser.add_argument("--replace", action="store_true",
+                        help="replace the data set the store already holds (one data set per store prefix; "
+                             "without it a different input is refused); its objects are deleted after the commit")
     add_read_limit_args(parser)
     parser.set_defaults(func=_run_preprocess)
 

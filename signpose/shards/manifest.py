@@ -14,8 +14,10 @@ from signpose.render import RENDERER_VERSION, RenderSettings
 from signpose.shards.format import (
     DEFAULT_SHARD_SIZE,
     MANIFEST_NAME,
+    PLAN_DIR,
     READABLE_SHARD_FORMATS,
     SCHEMA_VERSION,
+    SHARD_DIR,
     SHARD_FORMAT,
     SHARD_FORMAT_V1,
     ManifestNotFoundError,
@@ -171,3 +173,85 @@ def _try_read_manifest(store: ObjectStore) -> Manifest | None:
     except ShardError as e:
         log.warning("ignoring unreadable manifest (it will be rewritten): %s", e)
         return None
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def _is_sha256(text: str) -> bool:
+    return len(text) == 64 and set(text) <= _HEX
+
+
+class ManifestInconsistentError(ShardError, ValueError):
+    """A manifest whose fields contradict each other; the message names the manifest and the field."""
+
+
+def check_manifest(manifest: Manifest, store: ObjectStore | None = None) -> None:
+    """The manifest's own consistency, without reading a shard: a well-formed dataset hash; at least one
+    shard; keys unique, under ``shards/`` and named after the hash; per shard, split counts adding up to
+    its count and face counts within them; frame ranges contiguous from 0; shard counts adding up to
+    ``n_frames`` and to the per-split ``splits``; and, when the store still holds the data set's plan,
+    the same ranges as the plan. Raises ShardError naming the manifest and the field."""
+    where = f"{manifest.uri}/{MANIFEST_NAME}" if manifest.uri else MANIFEST_NAME
+
+    def fail(field_name: str, problem: str) -> ShardError:
+        return ManifestInconsistentError(f"{where}: field {field_name!r}: {problem}")
+
+    digest = manifest.dataset_hash
+    if not _is_sha256(digest):
+        raise fail("dataset_hash", f"not a sha256 hex digest: {digest[:80]!r}")
+    if not manifest.shards:
+        raise fail("shards", f"lists no shard, but n_frames is {manifest.n_frames}")
+    seen: set[str] = set()
+    position, legacy = 0, all(s.index == 0 and s.start == 0 for s in manifest.shards)
+    for i, shard in enumerate(manifest.shards):
+        _check_shard(fail, f"shards[{i}]", shard, digest, seen)
+        if not legacy and (shard.index != i or shard.start != position):
+            raise fail(f"shards[{i}].start", f"index {shard.index}, first frame {shard.start}: the shards do not "
+                                             f"cover the frames contiguously (expected index {i}, frame {position})")
+        position += shard.count
+    if position != manifest.n_frames:
+        raise fail("n_frames", f"{manifest.n_frames}, but the shards hold {position} frames")
+    totals: dict[str, int] = {}
+    for shard in manifest.shards:
+        for split, count in shard.splits.items():
+            totals[split] = totals.get(split, 0) + count
+    if {k: v for k, v in totals.items() if v} != {k: v for k, v in manifest.splits.items() if v}:
+        raise fail("splits", f"{manifest.splits}, but the shards hold {totals}")
+    if store is not None:
+        _check_against_plan(fail, manifest, store)
+
+
+def _check_shard(fail, name: str, shard: ShardInfo, digest: str, seen: set[str]) -> None:
+    key = shard.key
+    if key in seen:
+        raise fail(f"{name}.key", f"{key!r} is listed twice")
+    seen.add(key)
+    base = key.removeprefix(f"{SHARD_DIR}/")
+    if not (base != key and base.startswith(f"{digest[:12]}-") and base.endswith(".npz") and "/" not in base):
+        raise fail(f"{name}.key", f"{key[:200]!r} is not a shard of this data set "
+                                  f"({SHARD_DIR}/{digest[:12]}-NNNNN.npz)")
+    if shard.count < 1 or shard.bytes < 1:
+        raise fail(f"{name}.count", f"{shard.count} frames in {shard.bytes} bytes")
+    if not _is_sha256(shard.sha256):
+        raise fail(f"{name}.sha256", f"not a sha256 hex digest: {shard.sha256[:80]!r}")
+    if any(v < 0 for v in shard.splits.values()) or sum(shard.splits.values()) != shard.count:
+        raise fail(f"{name}.splits", f"{shard.splits} do not add up to its {shard.count} frames")
+    for split, faces in (shard.face_frames or {}).items():
+        if not 0 <= faces <= shard.splits.get(split, 0):
+            raise fail(f"{name}.face_frames", f"{faces} frames with a face in split {split!r} of "
+                                              f"{shard.splits.get(split, 0)}")
+
+
+def _check_against_plan(fail, manifest: Manifest, store: ObjectStore) -> None:
+    try:
+        plan = json.loads(store.get_bytes(f"{PLAN_DIR}/{manifest.dataset_hash}.json"))
+        ranges = [tuple(int(x) for x in r) for r in plan["ranges"]]
+    except ObjectNotFoundError:
+        return  # the plan is only a writer's aid: a data set copied without it still verifies
+    except (ValueError, KeyError, TypeError, RecursionError) as e:
+        raise ShardError(f"{store.url(f'{PLAN_DIR}/{manifest.dataset_hash}.json')}: unreadable plan ({e})") from None
+    ours = [(s.start, s.start + s.count) for s in manifest.shards]
+    if ours != ranges and not all(s.start == 0 for s in manifest.shards):
+        raise fail("shards", f"{len(ours)} shards over frames {ours[:3]}..., but the data set's plan cuts "
+                             f"{len(ranges)} shards {ranges[:3]}...")

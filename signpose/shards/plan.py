@@ -20,6 +20,7 @@ import numpy as np
 
 from signpose import layout
 from signpose.render import RENDERER_VERSION, RenderSettings
+from signpose.shards.commit import claim, damaged_shards
 from signpose.shards.format import (
     _ID_FIELDS,
     DEFAULT_SHARD_SIZE,
@@ -163,19 +164,25 @@ def shard_index_ranges(n_shards: int, n_tasks: int) -> list[tuple[int, int]]:
 
 
 def prepare_fan_out(frames, store_uri: str | ObjectStore, settings: RenderSettings,
-                    shard_size: int = DEFAULT_SHARD_SIZE, n_tasks: int = 4
+                    shard_size: int = DEFAULT_SHARD_SIZE, n_tasks: int = 4, replace: bool = False
                     ) -> tuple[DatasetPlan, list[tuple[int, int]]]:
     """First step of a fan-out write: store the plan and return ``(plan, shard index ranges)``.
 
     Then run ``write_shard_range(frames, store_uri, settings, range(start, stop), shard_size)`` once per
     range (in parallel tasks) and ``merge_manifest(store_uri, plan.dataset_hash)`` at the end. When
-    the data set is already committed the list of ranges is empty (merge_manifest is then a no-op).
+    the data set is already committed and its shards' checksums hold, the list of ranges is empty
+    (merge_manifest is then a no-op); with damaged shards it covers every shard (the writers skip
+    intact ones). A store holding another data set is refused before the plan is written, unless
+    ``replace`` (:func:`~signpose.shards.commit.claim`).
     """
     store = open_store(store_uri)
     plan = plan_dataset(frames, settings, shard_size)
-    if not store.exists(plan.plan_key):
-        store.put_bytes(plan.plan_key, plan.to_json().encode())
     existing = _try_read_manifest(store)
     if existing is not None and existing.dataset_hash == plan.dataset_hash:
-        return plan, []
+        if not damaged_shards(store, existing):
+            return plan, []
+    else:
+        claim(store, plan.dataset_hash, replace)
+    if not store.exists(plan.plan_key):
+        store.put_bytes(plan.plan_key, plan.to_json().encode())
     return plan, shard_index_ranges(plan.n_shards, n_tasks)

@@ -22,8 +22,16 @@ from typing import Any
 from signpose import layout
 from signpose.render import RenderSettings
 from signpose.shards.codec import build_shard, read_shard
-from signpose.shards.format import DEFAULT_SHARD_SIZE, MANIFEST_NAME, PLAN_DIR, SCHEMA_VERSION, ShardError
-from signpose.shards.manifest import Manifest, ShardInfo, _try_read_manifest, count_face_frames, read_manifest
+from signpose.shards.commit import check_base, claim, commit_manifest, damaged_shards
+from signpose.shards.format import DEFAULT_SHARD_SIZE, PLAN_DIR, SCHEMA_VERSION, ShardError
+from signpose.shards.manifest import (
+    Manifest,
+    ShardInfo,
+    _try_read_manifest,
+    check_manifest,
+    count_face_frames,
+    read_manifest,
+)
 from signpose.shards.plan import DatasetPlan, _frame_arrays, _split_order, plan_dataset
 from signpose.store import ObjectNotFoundError, ObjectStore, open_store
 
@@ -138,13 +146,27 @@ def write_shard_range(frames, store_uri: str | ObjectStore, settings: RenderSett
     return [infos[i] for i in indices]
 
 
-def merge_manifest(store_uri: str | ObjectStore, dataset_hash: str | None = None) -> Manifest:
+_OBSERVE = object()  # merge_manifest's default base: the data set committed when the merge starts
+
+
+def merge_manifest(store_uri: str | ObjectStore, dataset_hash: str | None = None, replace: bool = False,
+                   base: str | None | object = _OBSERVE) -> Manifest:
     """Commit a data set whose shards were written (possibly by several tasks): write manifest.json.
 
     ``dataset_hash`` selects the plan; when None there must be exactly one plan in the store.
-    Fails, naming the missing shards, unless every shard of the plan has been written.
+    Fails, naming the missing shards, unless every shard of the plan has been written. ``base``: the
+    hash committed when the writers started (None: none), as :func:`~signpose.shards.commit.claim`
+    returned it to the plan step; by default the data set committed now. Another data set committed
+    is refused unless ``replace``; one committed after ``base`` is refused always
+    (:mod:`signpose.shards.commit`).
     """
     store = open_store(store_uri)
+    existing = _try_read_manifest(store)
+    if dataset_hash is not None:  # before the plan: another run's commit may have collected it
+        if existing is not None and existing.dataset_hash == dataset_hash:
+            return existing
+        base = claim(store, dataset_hash, replace) if base is _OBSERVE else base
+        check_base(store, existing.dataset_hash if existing else None, dataset_hash, base, replace)
     if dataset_hash is None:
         plans = store.list(PLAN_DIR + "/")
         if len(plans) != 1:
@@ -157,9 +179,9 @@ def merge_manifest(store_uri: str | ObjectStore, dataset_hash: str | None = None
         plan = DatasetPlan.from_json(store.get_bytes(plan_key))
     except ObjectNotFoundError:
         raise ShardError(f"{store.url(plan_key)}: no such plan; write the shards first") from None
-    existing = _try_read_manifest(store)
     if existing is not None and existing.dataset_hash == plan.dataset_hash:
         return existing
+    base = claim(store, plan.dataset_hash, replace) if base is _OBSERVE else base
     infos, missing = [], []
     for index in range(plan.n_shards):
         try:
@@ -169,10 +191,11 @@ def merge_manifest(store_uri: str | ObjectStore, dataset_hash: str | None = None
     if missing:
         raise ShardError(f"{store.uri}: cannot merge, {len(missing)} of {plan.n_shards} shards not written: "
                          + ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else ""))
-    return _commit_manifest(store, plan, infos)
+    return _commit_manifest(store, plan, infos, base, replace)
 
 
-def _commit_manifest(store: ObjectStore, plan: DatasetPlan, infos: Sequence[ShardInfo]) -> Manifest:
+def _commit_manifest(store: ObjectStore, plan: DatasetPlan, infos: Sequence[ShardInfo], base: str | None,
+                     replace: bool) -> Manifest:
     splits: dict[str, int] = {}
     for info in infos:
         for name, count in info.splits.items():
@@ -183,23 +206,7 @@ def _commit_manifest(store: ObjectStore, plan: DatasetPlan, infos: Sequence[Shar
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         n_frames=plan.n_frames, shard_size=plan.shard_size, uri=store.uri,
     )
-    store.put_bytes(MANIFEST_NAME, manifest.to_json().encode())
-    log.info("%s: committed data set %s (%d frames, %d shards, %s)", store.uri, plan.dataset_hash[:12],
-             plan.n_frames, plan.n_shards, splits)
-    return manifest
-
-
-def _missing_or_resized(store: ObjectStore, manifest: Manifest) -> list[str]:
-    """Keys of committed shards that are absent or whose size differs from the manifest (cheap: no
-    download; a full checksum check is verify_dataset)."""
-    bad = []
-    for shard in manifest.shards:
-        try:
-            if store.size(shard.key) != shard.bytes:
-                bad.append(shard.key)
-        except ObjectNotFoundError:
-            bad.append(shard.key)
-    return bad
+    return commit_manifest(store, manifest, base, replace)
 
 
 def verify_dataset(store_uri: str | ObjectStore, progress: bool = True) -> Manifest:
@@ -207,6 +214,7 @@ def verify_dataset(store_uri: str | ObjectStore, progress: bool = True) -> Manif
     bad one (naming it), return the manifest when all are good."""
     store = open_store(store_uri)
     manifest = read_manifest(store)
+    check_manifest(manifest, store)
     with _progress(len(manifest.shards), f"verify {store.uri}", progress) as bar:
         for shard in manifest.shards:
             read_shard(store, shard)
@@ -216,24 +224,46 @@ def verify_dataset(store_uri: str | ObjectStore, progress: bool = True) -> Manif
 
 def write_dataset(frames, store_uri: str | ObjectStore, settings: RenderSettings = RenderSettings(),
                   shard_size: int = DEFAULT_SHARD_SIZE, workers: int | None = None,
-                  progress: bool = True) -> Manifest:
+                  progress: bool = True, replace: bool = False) -> Manifest:
     """Render and write all shards, then the manifest (last: the commit point).
 
-    Idempotent: a manifest with the same dataset hash is returned without any work. After a crash
-    the re-run writes only the shards that are missing or damaged; the result is byte-identical.
+    Idempotent: when a manifest with the same dataset hash is committed, the checksums of its shards
+    are checked and only damaged or missing ones are rewritten (byte-identical). After a crash the
+    re-run writes only the shards that are missing or damaged. A store holding another data set is
+    refused before anything is written, unless ``replace`` (then the new data set replaces it
+    atomically and the old one's objects are deleted after the commit: :mod:`signpose.shards.commit`).
     """
     store = open_store(store_uri)
     plan = plan_dataset(frames, settings, shard_size)
     existing = _try_read_manifest(store)
     if existing is not None and existing.dataset_hash == plan.dataset_hash:
-        damaged = _missing_or_resized(store, existing)
-        if not damaged:
-            log.info("%s: data set %s already written, nothing to do", store.uri, plan.dataset_hash[:12])
-            return existing
-        # Someone deleted or truncated committed shards: repair them (the rest is verified and kept).
-        log.warning("%s: data set %s is committed but %d shards are missing or resized (%s); rewriting them",
-                    store.uri, plan.dataset_hash[:12], len(damaged), ", ".join(damaged[:5]))
+        return _repair(frames, store, settings, plan, existing, workers, progress)
+    base = claim(store, plan.dataset_hash, replace)
     log.info("%s: writing data set %s: %d frames in %d shards of <= %d", store.uri, plan.dataset_hash[:12],
              plan.n_frames, plan.n_shards, shard_size)
     infos = write_shard_range(frames, store, settings, None, shard_size, workers, progress, plan=plan)
-    return _commit_manifest(store, plan, infos)
+    return _commit_manifest(store, plan, infos, base, replace)
+
+
+def _repair(frames, store: ObjectStore, settings: RenderSettings, plan: DatasetPlan, existing: Manifest,
+            workers: int | None, progress: bool) -> Manifest:
+    """A committed data set of the same input: verify its shards' checksums, rewrite damaged ones."""
+    damaged = damaged_shards(store, existing)
+    if not damaged:
+        log.info("%s: data set %s already written (%d shards, checksums verified), nothing to do", store.uri,
+                 plan.dataset_hash[:12], len(existing.shards))
+        return existing
+    # Someone deleted, truncated or altered committed shards: rewrite them (deterministic bytes).
+    log.warning("%s: data set %s is committed but %d shards are missing or damaged (%s); rewriting them",
+                store.uri, plan.dataset_hash[:12], len(damaged), ", ".join(damaged[:5]))
+    index_of = {plan.shard_key(i): i for i in range(plan.n_shards)}
+    for key in damaged:  # the record of a damaged shard is re-made with it
+        store.delete(plan.sidecar_key(index_of[key]))
+    infos = write_shard_range(frames, store, settings, [index_of[k] for k in damaged], plan.shard_size, workers,
+                              progress, plan=plan)
+    expected = {s.key: s for s in existing.shards}
+    for info in infos:
+        if info != expected[info.key]:
+            raise ShardError(f"{store.url(info.key)}: rewritten, but it differs from the manifest's record "
+                             f"(sha256 {info.sha256}, manifest {expected[info.key].sha256})")
+    return existing

@@ -1,0 +1,185 @@
+"""Who owns a store prefix: one committed data set per prefix, replaced only on request, and a manifest
+commit that exactly one of several concurrent writers wins.
+
+- **One data set per prefix.** A writer whose input hashes to another data set than the one committed
+  is refused before it writes anything (:class:`DatasetExistsError`: one line naming the store, both
+  hashes and ``--replace``), unless it was asked to replace it. The same input again is a no-op.
+- **The commit is a compare-and-set on ``manifest.json``.** A writer notes which data set was
+  committed when it started (its *base*: a hash, or none). At the commit it reads the manifest with its
+  ETag: if another data set than the base is committed by then, another writer won and this one is
+  refused; otherwise it writes the manifest with ``If-None-Match: *`` (no manifest yet) or
+  ``If-Match: <ETag read>`` (:meth:`~signpose.store.ObjectStore.put_if_absent` /
+  :meth:`~signpose.store.ObjectStore.replace_if_match`), so of two writers that read the same state
+  one write is refused; the refused one reads again and reports the refusal (or, when the winner
+  committed the same data set, returns it).
+- **Fallback** for a store without conditional writes (an S3 endpoint answering ``501 NotImplemented``
+  to the conditional headers): a plain write followed by a read-back; if the manifest read back is
+  not the one written, the run is refused. Best effort: two writers whose write and read-back
+  interleave exactly can both read back their own; a warning says so.
+- **Garbage collection** after a successful commit: objects under ``shards/`` and ``plans/`` that the
+  committed data set does not use and that are older than its manifest (the replaced data set, shards
+  of refused or crashed writers) are deleted. Younger ones may belong to a writer still running, which
+  a later commit collects. Readers that opened the replaced manifest lose its shards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+
+from signpose.shards.format import MANIFEST_NAME, PLAN_DIR, SHARD_DIR, ShardError
+from signpose.shards.manifest import Manifest, read_manifest
+from signpose.store import ObjectNotFoundError, ObjectStore, StoreError
+
+log = logging.getLogger(__name__)
+
+REPLACE_HINT = "a store prefix holds one data set: give another --store, or --replace to replace it"
+
+
+class DatasetExistsError(ShardError):
+    """The store prefix holds another committed data set (a user error: exit status 2)."""
+
+
+def refusal(store: ObjectStore, committed: str, new: str, raced: bool = False) -> DatasetExistsError:
+    """The one-line refusal: the store, the committed data set's hash and this input's."""
+    how = "another run committed data set" if raced else "holds data set"
+    during = " while this run wrote" if raced else ", this input is"
+    return DatasetExistsError(f"{store.uri}: {how} {committed[:12]}{during} data set {new[:12]}; {REPLACE_HINT}")
+
+
+def _hash_of(data: bytes | None) -> str | None:
+    """The dataset hash a manifest's bytes name (None: absent or unreadable, a manifest to overwrite)."""
+    if data is None:
+        return None
+    try:
+        value = json.loads(data).get("dataset_hash")
+    except (ValueError, AttributeError, RecursionError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def committed_hash(store: ObjectStore) -> str | None:
+    """The hash of the data set committed at the store root, or None (none, or unreadable)."""
+    try:
+        return _hash_of(store.get_bytes(MANIFEST_NAME))
+    except ObjectNotFoundError:
+        return None
+
+
+def claim(store: ObjectStore, dataset_hash: str, replace: bool = False) -> str | None:
+    """Check, before writing anything, that data set ``dataset_hash`` may be written here; returns the
+    base (the hash committed now, None when none). Raises :class:`DatasetExistsError` when another data
+    set is committed, unless ``replace``."""
+    base = committed_hash(store)
+    if base is not None and base != dataset_hash and not replace:
+        raise refusal(store, base, dataset_hash)
+    return base
+
+
+def check_base(store: ObjectStore, found: str | None, new: str, base: str | None, replace: bool) -> None:
+    """Refuse to commit data set ``new`` over ``found`` (the hash committed now) unless ``found`` is
+    still the ``base`` the writer started from and it may replace it (or nothing readable is there)."""
+    if found is not None and found != new and (found != base or not replace):
+        raise refusal(store, found, new, raced=found != base)
+
+
+def commit_manifest(store: ObjectStore, manifest: Manifest, base: str | None, replace: bool = False) -> Manifest:
+    """Write ``manifest`` as the commit point if the store still holds ``base`` (see the module
+    docstring); returns the committed manifest (another writer's, when it committed the same data)."""
+    new = manifest.dataset_hash
+    data = manifest.to_json().encode()
+    try:
+        current = store.get_with_etag(MANIFEST_NAME)
+    except NotImplementedError:
+        return _commit_unconditionally(store, manifest, base, replace)
+    for _ in range(2):
+        found = _hash_of(current[0]) if current is not None else None
+        if found == new:
+            return read_manifest(store)  # a concurrent writer of the same input committed it
+        check_base(store, found, new, base, replace)
+        try:
+            etag = (store.put_if_absent(MANIFEST_NAME, data) if current is None
+                    else store.replace_if_match(MANIFEST_NAME, data, current[1]))
+        except NotImplementedError:
+            return _commit_unconditionally(store, manifest, base, replace)
+        if etag is not None:
+            _committed(store, manifest, found)
+            return manifest
+        current = store.get_with_etag(MANIFEST_NAME)  # refused: someone wrote in between; look again
+    raise refusal(store, _hash_of(current[0]) if current else "(unreadable)", new, raced=True)
+
+
+def _commit_unconditionally(store: ObjectStore, manifest: Manifest, base: str | None, replace: bool) -> Manifest:
+    log.warning("%s: the store has no conditional writes; the manifest commit is checked by reading it back, "
+                "which cannot exclude every concurrent writer (docs/storage.md, 'One data set per prefix')",
+                store.uri)
+    new, data = manifest.dataset_hash, manifest.to_json().encode()
+    found = committed_hash(store)
+    if found == new:
+        return read_manifest(store)
+    check_base(store, found, new, base, replace)
+    store.put_bytes(MANIFEST_NAME, data)
+    back = store.get_bytes(MANIFEST_NAME)
+    if back != data:
+        winner = _hash_of(back)
+        if winner == new:
+            return read_manifest(store)
+        raise refusal(store, winner or "(unreadable)", new, raced=True)
+    _committed(store, manifest, found)
+    return manifest
+
+
+def _committed(store: ObjectStore, manifest: Manifest, replaced: str | None) -> None:
+    log.info("%s: committed data set %s (%d frames, %d shards, %s)%s", store.uri, manifest.dataset_hash[:12],
+             manifest.n_frames, len(manifest.shards), manifest.splits,
+             f", replacing {replaced[:12]}" if replaced else "")
+    collect_garbage(store, manifest)
+
+
+def used_keys(manifest: Manifest) -> set[str]:
+    """The objects a committed data set uses: its shards, their records and its plan."""
+    keys = {f"{PLAN_DIR}/{manifest.dataset_hash}.json"}
+    for shard in manifest.shards:
+        keys |= {shard.key, shard.key.removesuffix(".npz") + ".json"}
+    return keys
+
+
+def collect_garbage(store: ObjectStore, manifest: Manifest) -> list[str]:
+    """Delete the objects under ``shards/`` and ``plans/`` that ``manifest`` (just committed) does not
+    use and that are older than it; returns their keys."""
+    try:
+        cutoff = store.modified(MANIFEST_NAME)
+        keep = used_keys(manifest)
+        doomed = [key for key in store.list(SHARD_DIR + "/") + store.list(PLAN_DIR + "/")
+                  if key not in keep and _older(store, key, cutoff)]
+        for key in doomed:
+            store.delete(key)
+    except (StoreError, OSError) as e:  # the commit stands; the next commit collects them
+        log.warning("%s: garbage collection stopped: %s", store.uri, e)
+        return []
+    if doomed:
+        log.info("%s: deleted %d objects no committed data set uses (%s ...)", store.uri, len(doomed), doomed[0])
+    return doomed
+
+
+def _older(store: ObjectStore, key: str, cutoff: float) -> bool:
+    try:
+        return store.modified(key) < cutoff
+    except ObjectNotFoundError:
+        return False
+
+
+def damaged_shards(store: ObjectStore, manifest: Manifest) -> list[str]:
+    """Keys of committed shards that are absent or whose bytes no longer have the manifest's size and
+    sha256 (every shard is downloaded; decoding is left to :func:`verify_dataset`)."""
+    bad = []
+    for shard in manifest.shards:
+        try:
+            data = store.get_bytes(shard.key)
+        except ObjectNotFoundError:
+            bad.append(shard.key)
+            continue
+        if len(data) != shard.bytes or hashlib.sha256(data).hexdigest() != shard.sha256:
+            bad.append(shard.key)
+    return bad
