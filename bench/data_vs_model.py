@@ -60,7 +60,8 @@ def prepare(data: dict):
     from signpose import stages
 
     name = "dvm-" + "-".join(f"{k}{v}" for k, v in sorted(data.items()))
-    return stages.preprocess(input_uri="", store_uri=str(WORK / name), workers=1, **data)
+    # A cache keyed by the parameters: an older generator's data set there is replaced.
+    return stages.preprocess(input_uri="", store_uri=str(WORK / name), workers=1, replace=True, **data)
 
 
 def main(argv=None) -> None:

@@ -86,7 +86,7 @@ def build_base_store(shard_size: int, image_size: int) -> Path:
 
     path = WORK / f"memory-base-{shard_size}-{image_size}"
     write_dataset(base_frames(shard_size), str(path), RenderSettings(image_size=image_size),
-                  shard_size=shard_size, workers=1)
+                  shard_size=shard_size, workers=1, replace=True)  # a cache: replace an older generator's
     return path
 
 
@@ -253,7 +253,7 @@ def build_stage_store(n_frames: int, image_size: int, shard_size: int):
     videos = -(-n_frames // 64)
     path = WORK / f"stage-{videos * 64}-{image_size}-{shard_size}"
     manifest = stages.preprocess("", str(path), image_size=image_size, shard_size=shard_size,
-                                 synthetic_videos=videos, synthetic_frames_per_video=64)
+                                 synthetic_videos=videos, synthetic_frames_per_video=64, replace=True)
     return path, manifest
 
 

@@ -11,7 +11,9 @@ with a fault chosen by the proxy's :class:`FaultPlan`:
 * ``"500"``: ``500 InternalError`` with an S3 error document (retryable);
 * ``"503"``: ``503 SlowDown`` (S3's throttling answer; retryable, and botocore's adaptive mode also
   slows its send rate);
-* ``"403"``: ``403 AccessDenied`` (not retryable: a permanent failure).
+* ``"403"``: ``403 AccessDenied`` (not retryable: a permanent failure);
+* ``"501"``: ``501 NotImplemented``: what an endpoint without conditional writes answers to
+  ``If-None-Match`` / ``If-Match`` (with ``conditional_only``, only those requests match).
 
 Faults go to the first ``first_n`` matching requests, then to a ``fraction`` of the later ones (a
 seeded RNG, so a run is reproducible), or to every matching request from request number ``from_n``
@@ -34,11 +36,12 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlparse
 
-FAULT_KINDS = ("reset", "lost", "500", "503", "403")
+FAULT_KINDS = ("reset", "lost", "500", "503", "403", "501")
 _S3_ERRORS = {
     "500": (500, "InternalError", "We encountered an internal error. Please try again."),
     "503": (503, "SlowDown", "Please reduce your request rate."),
     "403": (403, "AccessDenied", "Access Denied"),
+    "501": (501, "NotImplemented", "A header you provided implies functionality that is not implemented."),
 }
 # Hop-by-hop headers are the proxy's own business (RFC 9110 section 7.6.1).
 _HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer", "upgrade"}
@@ -53,6 +56,7 @@ class FaultPlan:
     fraction: float = 0.0             # then fault this share of the later matching requests
     from_n: int | None = None         # fault every matching request with number >= from_n (0-based)
     methods: tuple[str, ...] = ()     # only requests with these methods match ('' = all)
+    conditional_only: bool = False    # only requests with If-None-Match / If-Match headers match
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -120,10 +124,10 @@ class FaultProxy:
         with self._lock:
             self.plan, self._rng, self._matching, self._faults = plan, random.Random(plan.seed), 0, 0
 
-    def _decide(self, method: str, path: str) -> str:
+    def _decide(self, method: str, path: str, conditional: bool = False) -> str:
         with self._lock:
             plan = self.plan
-            if plan.methods and method not in plan.methods:
+            if (plan.methods and method not in plan.methods) or (plan.conditional_only and not conditional):
                 self.log.append(RequestRecord(-1, method, path, "forwarded"))
                 return "forwarded"
             number = self._matching
@@ -163,7 +167,8 @@ class FaultProxy:
 
             def _handle(self) -> None:
                 body = self._read_body()
-                outcome = proxy._decide(self.command, self.path)
+                conditional = bool(self.headers.get("If-None-Match") or self.headers.get("If-Match"))
+                outcome = proxy._decide(self.command, self.path, conditional)
                 if outcome in ("reset", "lost"):
                     if outcome == "lost":
                         self._forward(body, relay=False)

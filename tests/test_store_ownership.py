@@ -7,7 +7,8 @@ anyone noticing).
   data set's objects deleted only after it) and leaves exactly the new data set;
 - a re-run verifies the committed shards' checksums and rewrites a shard with a same-size bit flip;
 - ``dataset verify`` checks the manifest's own consistency, one line naming the manifest and field;
-- without conditional writes the commit falls back to a read-back and still refuses another input.
+- without conditional writes (a store without them; an S3 endpoint answering 501 to the conditional
+  headers) the commit falls back to a read-back and still refuses another input.
 
 Two writers racing on one prefix are in tests/test_faults_concurrency.py.
 """
@@ -234,3 +235,25 @@ def test_without_conditional_writes_the_commit_reads_back_and_still_refuses_anot
                            progress=False, replace=True)
     assert verify_dataset(store, progress=False) == second
     assert set(store.list()) == used_keys(second) | {MANIFEST_NAME}
+
+
+def test_an_s3_endpoint_without_conditional_writes_gets_the_read_back_fallback(s3_endpoint, s3_bucket, monkeypatch,
+                                                                                caplog):
+    """An endpoint answering ``501 NotImplemented`` to ``If-None-Match`` / ``If-Match`` (a real S3
+    endpoint behind a proxy that answers so): the commit falls back, and one data set per prefix holds."""
+    from faultproxy import FaultPlan, FaultProxy
+
+    uri = s3_bucket + "/no-conditionals"
+    with (FaultProxy(s3_endpoint, FaultPlan(kinds=("501",), from_n=0, conditional_only=True)) as proxy,
+          monkeypatch.context() as env):
+        env.setenv("AWS_ENDPOINT_URL", proxy.url)
+        with caplog.at_level(logging.WARNING):
+            first = write_dataset(stages.load_input_frames("", 3, 8), uri, SETTINGS, shard_size=8, workers=1,
+                                  progress=False)
+        assert proxy.faults("501") and "no conditional writes" in caplog.text
+        with pytest.raises(DatasetExistsError, match=first.dataset_hash[:12]):
+            write_dataset(stages.load_input_frames("", 4, 8), uri, SETTINGS, shard_size=8, workers=1, progress=False)
+        second = write_dataset(stages.load_input_frames("", 4, 8), uri, SETTINGS, shard_size=8, workers=1,
+                               progress=False, replace=True)
+    assert verify_dataset(uri, progress=False) == second
+    assert set(open_store(uri).list()) == used_keys(second) | {MANIFEST_NAME}
