@@ -113,6 +113,18 @@ def test_replace_commits_the_new_data_set_last_then_deletes_the_old_ones_objects
     assert {key for _, key in recording.events[commit + 1:]} == old_keys
 
 
+def test_a_commit_collects_what_a_crashed_writer_of_another_input_left(tmp_path):
+    from signpose.shards import write_shard_range
+
+    store = str(tmp_path / "store")
+    crashed = write_shard_range(stages.load_input_frames("", 3, 8), store, SETTINGS, [0, 1], shard_size=8,
+                                workers=1, progress=False)  # never committed
+    assert all(open_store(store).exists(info.key) for info in crashed)
+    manifest = write_dataset(stages.load_input_frames("", 4, 8), store, SETTINGS, shard_size=8, workers=1,
+                             progress=False)
+    assert set(open_store(store).list()) == used_keys(manifest) | {MANIFEST_NAME}
+
+
 def test_a_rerun_finds_a_same_size_bit_flip_in_a_committed_shard_and_rewrites_it(store_uri, caplog):
     assert preprocess(store_uri, 3) == 0
     manifest = read_manifest(store_uri)

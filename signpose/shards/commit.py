@@ -16,10 +16,11 @@ commit that exactly one of several concurrent writers wins.
   to the conditional headers): a plain write followed by a read-back; if the manifest read back is
   not the one written, the run is refused. Best effort: two writers whose write and read-back
   interleave exactly can both read back their own; a warning says so.
-- **Garbage collection** after a successful commit: objects under ``shards/`` and ``plans/`` that the
-  committed data set does not use and that are older than its manifest (the replaced data set, shards
-  of refused or crashed writers) are deleted. Younger ones may belong to a writer still running, which
-  a later commit collects. Readers that opened the replaced manifest lose its shards.
+- **Garbage collection** after a successful commit: under ``shards/`` and ``plans/``, the objects of
+  the replaced data set (the keys its manifest names, its records and plan) and every other object
+  the committed data set does not use that is older than its manifest (what refused or crashed writers
+  left) are deleted. Younger ones may belong to a writer still running, which a later commit
+  collects. Readers that opened the replaced manifest lose its shards.
 """
 
 from __future__ import annotations
@@ -104,7 +105,7 @@ def commit_manifest(store: ObjectStore, manifest: Manifest, base: str | None, re
         except NotImplementedError:
             return _commit_unconditionally(store, manifest, base, replace)
         if etag is not None:
-            _committed(store, manifest, found)
+            _committed(store, manifest, current[0] if current is not None else None)
             return manifest
         current = store.get_with_etag(MANIFEST_NAME)  # refused: someone wrote in between; look again
     raise refusal(store, _hash_of(current[0]) if current else "(unreadable)", new, raced=True)
@@ -115,7 +116,11 @@ def _commit_unconditionally(store: ObjectStore, manifest: Manifest, base: str | 
                 "which cannot exclude every concurrent writer (docs/storage.md, 'One data set per prefix')",
                 store.uri)
     new, data = manifest.dataset_hash, manifest.to_json().encode()
-    found = committed_hash(store)
+    try:
+        old = store.get_bytes(MANIFEST_NAME)
+    except ObjectNotFoundError:
+        old = None
+    found = _hash_of(old)
     if found == new:
         return read_manifest(store)
     check_base(store, found, new, base, replace)
@@ -126,15 +131,22 @@ def _commit_unconditionally(store: ObjectStore, manifest: Manifest, base: str | 
         if winner == new:
             return read_manifest(store)
         raise refusal(store, winner or "(unreadable)", new, raced=True)
-    _committed(store, manifest, found)
+    _committed(store, manifest, old)
     return manifest
 
 
-def _committed(store: ObjectStore, manifest: Manifest, replaced: str | None) -> None:
+def _committed(store: ObjectStore, manifest: Manifest, replaced_bytes: bytes | None) -> None:
+    """Log the commit and collect the garbage; ``replaced_bytes``: the manifest it replaced."""
+    replaced = None
+    if replaced_bytes is not None:
+        try:
+            replaced = Manifest.from_dict(json.loads(replaced_bytes), uri=store.uri)
+        except (ValueError, RecursionError, ShardError):
+            pass  # unreadable: its objects, if any, go by age
     log.info("%s: committed data set %s (%d frames, %d shards, %s)%s", store.uri, manifest.dataset_hash[:12],
              manifest.n_frames, len(manifest.shards), manifest.splits,
-             f", replacing {replaced[:12]}" if replaced else "")
-    collect_garbage(store, manifest)
+             f", replacing {replaced.dataset_hash[:12]}" if replaced else "")
+    collect_garbage(store, manifest, replaced)
 
 
 def used_keys(manifest: Manifest) -> set[str]:
@@ -145,14 +157,16 @@ def used_keys(manifest: Manifest) -> set[str]:
     return keys
 
 
-def collect_garbage(store: ObjectStore, manifest: Manifest) -> list[str]:
+def collect_garbage(store: ObjectStore, manifest: Manifest, replaced: Manifest | None = None) -> list[str]:
     """Delete the objects under ``shards/`` and ``plans/`` that ``manifest`` (just committed) does not
-    use and that are older than it; returns their keys."""
+    use: those of the ``replaced`` data set, and any others older than the manifest (an S3 time has
+    whole seconds, so an orphan of the same second waits for the next commit); returns their keys."""
     try:
         cutoff = store.modified(MANIFEST_NAME)
         keep = used_keys(manifest)
+        old = used_keys(replaced) - keep if replaced is not None else set()
         doomed = [key for key in store.list(SHARD_DIR + "/") + store.list(PLAN_DIR + "/")
-                  if key not in keep and _older(store, key, cutoff)]
+                  if key not in keep and (key in old or _older(store, key, cutoff))]
         for key in doomed:
             store.delete(key)
     except (StoreError, OSError) as e:  # the commit stands; the next commit collects them
