@@ -81,14 +81,20 @@ def test_disk_full_on_a_tmpfs_is_a_clear_error_and_leaves_no_manifest(tiny_tmpfs
         os.truncate(filler, os.path.getsize(filler) - 40 * 1024)  # room for the plan and about two shards
     else:
         # Everything but the manifest fits: the disk fills up right at the commit.
-        real_put = LocalStore.put_bytes
+        real_put, real_create = LocalStore.put_bytes, LocalStore.put_if_absent
 
         def put_bytes(self, key, data):
             if key == "manifest.json":
                 fill(filler)
             return real_put(self, key, data)
 
+        def put_if_absent(self, key, data):  # the manifest's commit is a conditional create
+            if key == "manifest.json":
+                fill(filler)
+            return real_create(self, key, data)
+
         monkeypatch.setattr(LocalStore, "put_bytes", put_bytes)
+        monkeypatch.setattr(LocalStore, "put_if_absent", put_if_absent)
     with pytest.raises(StoreError) as failure:
         stages.preprocess("", str(store_dir), **ARGS)
     assert "No space left on device" in str(failure.value)
