@@ -108,7 +108,7 @@ def commit_manifest(store: ObjectStore, manifest: Manifest, base: str | None, re
             _committed(store, manifest, current[0] if current is not None else None)
             return manifest
         current = store.get_with_etag(MANIFEST_NAME)  # refused: someone wrote in between; look again
-    raise refusal(store, _hash_of(current[0]) if current else "(unreadable)", new, raced=True)
+    raise refusal(store, (_hash_of(current[0]) if current else None) or "(unreadable)", new, raced=True)
 
 
 def _commit_unconditionally(store: ObjectStore, manifest: Manifest, base: str | None, replace: bool) -> Manifest:

@@ -22,7 +22,7 @@ from typing import Any
 from signpose import layout
 from signpose.render import RenderSettings
 from signpose.shards.codec import build_shard, read_shard
-from signpose.shards.commit import check_base, claim, commit_manifest, damaged_shards
+from signpose.shards.commit import check_base, claim, commit_manifest, committed_hash, damaged_shards
 from signpose.shards.format import DEFAULT_SHARD_SIZE, PLAN_DIR, SCHEMA_VERSION, ShardError
 from signpose.shards.manifest import (
     Manifest,
@@ -266,4 +266,6 @@ def _repair(frames, store: ObjectStore, settings: RenderSettings, plan: DatasetP
         if info != expected[info.key]:
             raise ShardError(f"{store.url(info.key)}: rewritten, but it differs from the manifest's record "
                              f"(sha256 {info.sha256}, manifest {expected[info.key].sha256})")
+    # Replaced by another run meanwhile? Then this run did not end with its data set committed.
+    check_base(store, committed_hash(store), existing.dataset_hash, existing.dataset_hash, replace=False)
     return existing
