@@ -17,7 +17,9 @@ Where each thing lives (the public names are all re-exported here):
 - :mod:`signpose.shards.plan`: the dataset hash, the shard plan (``plan_dataset``) and the fan-out of
   shards over writer tasks (``prepare_fan_out``);
 - :mod:`signpose.shards.write`: writing shards in parallel and committing the manifest
-  (``write_dataset``, ``write_shard_range``, ``merge_manifest``), ``verify_dataset``.
+  (``write_dataset``, ``write_shard_range``, ``merge_manifest``), ``verify_dataset``;
+- :mod:`signpose.shards.commit`: one data set per store prefix: the refusal of another input
+  (``DatasetExistsError``), the manifest's compare-and-set commit, garbage collection.
 
 The command line over it, ``signpose dataset info|verify URI``, is :mod:`signpose.cli.dataset`.
 """
