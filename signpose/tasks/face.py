@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from signpose.augment import FaceAugmentConfig
 from signpose.data import FaceSamples, first_samples
 from signpose.losses import masked_mse
 from signpose.metrics import FaceMetrics
@@ -20,7 +21,7 @@ from signpose.train.config import TrainConfig
 
 
 @dataclass
-class FaceTrainConfig(TrainConfig, FaceModelConfig):
+class FaceTrainConfig(TrainConfig, FaceModelConfig, FaceAugmentConfig):
     """``signpose train face`` (seed: training/hierarchical_keypoint/train.py); the seed's sizes are the defaults."""
 
     batch_size: int = 32

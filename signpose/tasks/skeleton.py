@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from signpose.augment import SkeletonAugmentConfig
 from signpose.data import SkeletonSamples
 from signpose.losses import compute_weighted_loss
 from signpose.metrics import SkeletonMetrics
@@ -21,7 +22,7 @@ from signpose.train.config import TrainConfig
 
 
 @dataclass
-class SkeletonTrainConfig(TrainConfig, SkeletonModelConfig):
+class SkeletonTrainConfig(TrainConfig, SkeletonModelConfig, SkeletonAugmentConfig):
     """``signpose train skeleton`` (seed: training/skeleton/train.py); the seed's sizes are the defaults."""
 
     batch_size: int = 16

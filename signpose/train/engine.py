@@ -229,7 +229,7 @@ def _epoch_batches(run: Run, state: TrainState) -> Iterable:
     loaders, cfg = run.loaders, run.cfg
     if loaders.sampler is not None:
         loaders.sampler.set_position(state.epoch, state.batches_done * cfg.batch_size)
-    elif hasattr(loaders.train.dataset, "set_epoch"):
+    if hasattr(loaders.train.dataset, "set_epoch"):  # streams; augmented datasets draw per epoch
         loaders.train.dataset.set_epoch(state.epoch)
     # Worker seeds come from the loader's generator: make them a function of the epoch too.
     loaders.train.generator.manual_seed(cfg.seed * 100_003 + state.epoch)
