@@ -1,5 +1,7 @@
 """The synthetic signer: deterministic, whole videos per split, and plausible by the numbers."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -261,3 +263,22 @@ def test_the_dominant_hand_sometimes_covers_the_face():
         present = (kp[:, hand, 2] > 0).all(1)
         over |= present & covers(box(kp[:, hand, :2]), face_box)
     assert 0.02 < over.mean() < 0.5
+
+
+def test_generated_shape_statistics_cover_the_real_signers():
+    from signpose.io import read_keypoints
+    from signpose.resources import REAL_SIGNERS
+    from signpose.synth.stats import FACE_STATS, face_stats, hand_span, missing_hand_runs
+
+    generated = generate_signer_frames(80, 48, seed=0)
+    gen = face_stats(generated.keypoints)
+    gen["hand_span"] = hand_span(generated.keypoints)
+    for path in sorted(Path(REAL_SIGNERS).glob("*.pose")):
+        real = read_keypoints(str(path)).keypoints
+        stats = face_stats(real)
+        stats["hand_span"] = hand_span(real)
+        for name in (*FACE_STATS, "hand_span"):
+            lo, hi = np.percentile(gen[name], [0.5, 99.5])
+            assert lo < np.median(stats[name]) < hi, (path.name, name)
+    runs = missing_hand_runs(generated.keypoints, generated.video_id)
+    assert (runs <= 3).sum() >= 20 and (runs >= 15).sum() >= 10  # dropouts and whole rest periods, as in real
