@@ -123,3 +123,15 @@ def test_a_tracked_run_logs_real_metrics_a_real_panel_and_tags_the_version_with_
     assert any("val_real_panel" in path for path in artifacts), artifacts
     version = client.get_model_version(outcome.model_name, outcome.model_version)
     assert float(version.tags["metric.val_real/nme"]) == pytest.approx(outcome.metrics["val_real/nme"])
+    assert float(version.tags["metric.val_real_baseline/nme"]) == pytest.approx(
+        outcome.result.history[-1]["val_real_baseline/nme"])
+
+    from signpose.cli.registry import real_signer_report
+    from signpose.tracking import load_mlflow_settings
+
+    report = real_signer_report(load_mlflow_settings(tracking_uri=tracking_uri), client=client).splitlines()
+    row = next(line.split() for line in report if line.startswith(outcome.model_name))
+    generated, real, baseline = (float(value) for value in row[-4:-1])
+    assert row[2:4] == ["(champion)", "nme"] and row[-1] == ("yes" if real < baseline else "NO")
+    assert real == pytest.approx(outcome.metrics["val_real/nme"], rel=1e-3)
+    assert generated == pytest.approx(outcome.metrics["val/nme"], rel=1e-3)

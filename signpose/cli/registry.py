@@ -125,6 +125,52 @@ def format_versions(rows: list[VersionRow]) -> str:
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in table)
 
 
+# Shown by `make run` for the newest version of each task: lower is better except these.
+REPORT_METRICS = {"face": ("nme",), "skeleton": ("ssim", "psnr", "mse_hands", "mse_body")}
+HIGHER_IS_BETTER = {"ssim", "psnr"}
+
+
+def real_signer_report(settings=None, client=None) -> str:
+    """The newest registered version of each task: its generated validation metrics next to those on
+    real signers (``val_real/``) and the trivial baseline's on the same real frames (``val_real_baseline/``),
+    from the metric tags the version was registered with."""
+    from mlflow import MlflowClient
+
+    from signpose.tracking.registry import metric_tag
+    from signpose.tracking.runs import configure_mlflow
+
+    settings = configure_mlflow(settings)
+    client = client or MlflowClient(settings.tracking_uri, settings.effective_registry_uri)
+    newest: dict[str, VersionRow] = {}
+    for row in list_versions(settings, client=client):
+        newest.setdefault(row.model_name, row)
+    table = [("MODEL", "VERSION", "METRIC", "GENERATED", "REAL SIGNERS", "BASELINE ON REAL", "BEATS IT")]
+    for task_name, task in settings.tasks.items():
+        row = newest.get(task.model_name)
+        if row is None:
+            continue
+        tags = client.get_model_version(row.model_name, row.version).tags or {}
+
+        def value(key, tags=tags):
+            raw = tags.get(metric_tag(key))
+            return None if raw is None else float(raw)
+
+        for metric in REPORT_METRICS.get(task_name, ()):
+            generated, real, base = (value(f"{prefix}/{metric}") for prefix in ("val", "val_real", "val_real_baseline"))
+            beats = "-" if real is None or base is None else (
+                "yes" if (real > base if metric in HIGHER_IS_BETTER else real < base) else "NO")
+            version = f"{row.version} ({','.join(row.aliases)})" if row.aliases else row.version
+            table.append((row.model_name, version, metric, *(_cell(v) for v in (generated, real, base)), beats))
+    if len(table) == 1:
+        return "no registered model versions"
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table)
+
+
+def _cell(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
 def _cmd_models(args) -> int:
     from signpose.tracking.settings import load_mlflow_settings
 

@@ -117,7 +117,7 @@ def tracked_fit(
         final = result.best_metrics if restored else result.history[-1]
         weights_epoch = result.best_epoch if restored else len(result.history) - 1
         # Quality metrics only: throughput and learning rate say nothing about the model.
-        metrics = {k: float(v) for k, v in final.items() if k.startswith(("val/", "val_real/")) or k == "train/loss"}
+        metrics = {k: float(v) for k, v in final.items() if k.startswith(("val/", "val_real/", "val_real_baseline/")) or k == "train/loss"}
         mlflow.log_metric("best_epoch", result.best_epoch)
         run_id, version = log_and_register(result.model, cfg, panel_inputs[:2], policy.model_name, task=task,
                                            metrics=metrics, dataset_hash=dataset_hash, step=weights_epoch)
