@@ -113,9 +113,54 @@ def train_one(model_name: str, overrides: dict, data_path: str, real_path: str, 
         scored = evaluate(get_task("skeleton").objective(cfg), model, DataLoader(real, batch_size=64),
                           torch.device("cpu"))
         metrics.update({f"{REAL_EVAL_NAME}/{key.split('/', 1)[1]}": value for key, value in scored.items()})
+    shown = None
+    if real is not None:  # the kept weights' images of a few real frames, for --panel
+        inputs, targets = panel_frames(real)
+        with torch.no_grad():
+            shown = (targets.numpy(), model.eval()(inputs).numpy())
     return dict(model=model_name, params=sum(p.numel() for p in model.parameters()), step_s=step_s,
                 epochs=cfg.epochs, steps=result.global_step, cpu_s=cpu_s, best_epoch=result.best_epoch, metrics=metrics,
+                shown=shown,
                 n_train=len(data.train), n_val=len(data.val), n_real=len(real) if real else 0)
+
+
+def panel_frames(real, count: int = 6):
+    """``count`` real frames with both hands present, evenly spread over the set: (keypoints, targets)."""
+    import torch
+
+    from signpose import layout
+
+    keypoints = torch.stack([real[i][0] for i in range(len(real))])
+    both = ((keypoints[:, layout.LEFT_HAND, 2] > 0).any(1) & (keypoints[:, layout.RIGHT_HAND, 2] > 0).any(1))
+    candidates = torch.nonzero(both).flatten() if both.any() else torch.arange(len(real))
+    picked = candidates[torch.linspace(0, len(candidates) - 1, min(count, len(candidates))).round().long()]
+    return keypoints[picked], torch.stack([real[int(i)][1] for i in picked]).float()
+
+
+def write_panel(path: str, rows: list[dict], zoom: int = 3) -> None:
+    """Columns: target, then each model's image of the same real frames (grey, nearest-neighbour zoom)."""
+    import cv2
+    import numpy as np
+
+    targets = rows[0]["shown"][0]
+    short = {"hierarchical_skeleton_transformer": "seed model"}
+    columns = [("target", targets)] + [(short.get(row["model"], row["model"]), row["shown"][1]) for row in rows]
+    size = targets.shape[-1] * zoom
+
+    def tile(image):
+        grey = np.clip(image[0] * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return cv2.copyMakeBorder(cv2.resize(grey, (size, size), interpolation=cv2.INTER_NEAREST),
+                                  2, 2, 2, 2, cv2.BORDER_CONSTANT, value=80)
+
+    body = np.vstack([np.hstack([tile(images[i]) for _, images in columns]) for i in range(len(targets))])
+    header = np.zeros((24, body.shape[1]), np.uint8)
+    for j, (name, _) in enumerate(columns):
+        cv2.putText(header, name[:30], (j * (size + 4) + 4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.38, 255, 1, cv2.LINE_AA)
+    ok, png = cv2.imencode(".png", np.vstack([header, body]))
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "wb") as fh:
+        fh.write(png.tobytes())
+    os.replace(tmp, path)
 
 
 def black_baseline(overrides: dict, data_path: str, real_path: str) -> dict:
@@ -169,6 +214,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="real signers' keypoint files ('' = none; default ../shared/data/real when present)")
     parser.add_argument("--calibration_steps", type=int, default=8, help="timed steps per model before training")
     parser.add_argument("--jobs", type=int, default=2, help="models trained at once (one process, one thread each)")
+    parser.add_argument("--panel", default="", help="write a PNG of real frames: target and each model's image")
     add_recording_arguments(parser)
     args = parser.parse_args(argv)
     if args.quick:
@@ -201,6 +247,10 @@ def main(argv=None) -> None:
                 f"{args.calibration_steps}-step CPU calibration of each model")
     report.note("kept epoch = lowest val/loss (the engine's restore_best): " +
                 ", ".join(f"{row['model']} epoch {row['best_epoch'] + 1} of {row['epochs']}" for row in rows))
+    if args.panel and all(row["shown"] is not None for row in rows):
+        write_panel(args.panel, rows)
+        report.note(f"panel of {len(rows[0]['shown'][0])} real frames with both hands (target, then each "
+                    f"model): {args.panel}")
     report.finish()
 
 
