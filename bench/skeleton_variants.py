@@ -83,7 +83,7 @@ def step_cpu_seconds(cfg, train_ds, steps: int) -> float:
 
 
 def train_one(model_name: str, overrides: dict, data_path: str, real_path: str, cpu_budget: float,
-              calibration_steps: int) -> dict:
+              calibration_steps: int, seed: int) -> dict:
     """One model, in its own process: calibrate, train for about ``cpu_budget`` CPU seconds, score."""
     import torch
     from torch.utils.data import DataLoader
@@ -96,7 +96,7 @@ def train_one(model_name: str, overrides: dict, data_path: str, real_path: str, 
     from signpose.train.inputs import load_task_data
     from signpose.train.real_eval import REAL_EVAL_NAME, load_real_eval
 
-    cfg = SkeletonTrainConfig(**overrides, model=model_name, data_path=data_path, real_eval_path=real_path,
+    cfg = SkeletonTrainConfig(**overrides, model=model_name, data_path=data_path, real_eval_path=real_path, seed=seed,
                               device="cpu", amp="off", num_workers=0, progress=False, track=False)
     data = load_task_data("skeleton", cfg)
     real = load_real_eval("skeleton", real_path, cfg.image_size) if real_path else None
@@ -210,6 +210,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--videos", type=int, default=100, help="generated videos (10%% held out for validation)")
     parser.add_argument("--frames_per_video", type=int, default=48)
     parser.add_argument("--data_seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="training seed (weights, data order) of every model")
     parser.add_argument("--real_eval_path", default=str(DEFAULT_REAL) if DEFAULT_REAL.exists() else "",
                         help="real signers' keypoint files ('' = none; default ../shared/data/real when present)")
     parser.add_argument("--calibration_steps", type=int, default=8, help="timed steps per model before training")
@@ -227,7 +228,7 @@ def main(argv=None) -> None:
     overrides = QUICK_CONFIG if args.quick else README_CONFIG
     data_path = str(data_file(args.videos, args.frames_per_video, args.data_seed))
     report = Report("Skeleton variants: seed model vs bone heat at equal parameters and CPU time", args)
-    jobs = [(name, overrides, data_path, args.real_eval_path, args.cpu_budget, args.calibration_steps)
+    jobs = [(name, overrides, data_path, args.real_eval_path, args.cpu_budget, args.calibration_steps, args.seed)
             for name in args.models]
     with ProcessPoolExecutor(max_workers=max(1, args.jobs), mp_context=get_context("spawn")) as pool:
         rows = list(pool.map(train_one, *zip(*jobs)))
