@@ -64,6 +64,8 @@ def test_local_dag_registers_both_models_with_champion(finished_local_run):
         run = client.get_run(champion.run_id)
         assert "val/loss" in run.data.metrics
         assert np.isfinite(run.data.metrics["val/loss"])
+        # make run scores the real signers that ship with the package, next to the trivial baseline
+        assert {"val_real/loss", "val_real_baseline/loss"} <= set(run.data.metrics), sorted(run.data.metrics)
 
 
 def test_registered_skeleton_model_loads_and_renders(finished_local_run):
