@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import json
 import socket
+import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -41,6 +42,7 @@ pytest.importorskip("prometheus_flask_exporter")  # --expose-prometheus
 
 from chart_pods import LocalContainer, Rendered, local_container, stop  # noqa: E402
 
+from signpose.tracking.server import wait_until_listening  # noqa: E402
 from tools import chartcheck  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,6 +53,13 @@ DB_PASSWORD = "pg-" + uuid.uuid4().hex[:20]
 SERVICE_HOST = f"signpose-mlflow.{NAMESPACE}.svc.cluster.local"
 # What the MLflow image sets itself (docker/Dockerfile.mlflow ENV): the rest comes from the chart.
 IMAGE_ENV = {"PYTHONDONTWRITEBYTECODE": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
+
+
+# Servers here take their port from the command line (PostgreSQL's -p, the chart's rendered ports), so a
+# port is chosen free and may be taken by another process before the server binds it: the start is then
+# tried again on fresh ports, at most this many times.
+PORT_ATTEMPTS = 5
+PORT_TAKEN = "address already in use"
 
 
 def _free_port() -> int:
@@ -82,11 +91,22 @@ def postgres(tmp_path_factory):
     database service is reached from a pod; a role and database for MLflow."""
     pgdata = tmp_path_factory.mktemp("pg") / "data"
     server = pgserver.get_server(pgdata, cleanup_mode="stop")  # initdb + a first start (socket only)
-    port = _free_port()
     (pgdata / "pg_hba.conf").write_text("local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n")
     # Restarted listening on loopback TCP too, its socket in the data folder.
-    pgserver.pg_ctl(["-w", "-m", "fast", "-o", f"-h 127.0.0.1 -p {port} -k {pgdata}", "-l", str(pgdata / "log"),
-                     "restart"], pgdata=pgdata, user=server.system_user, timeout=120)
+    log = pgdata / "log"
+    for _ in range(PORT_ATTEMPTS):
+        port, seen = _free_port(), log.stat().st_size if log.exists() else 0
+        try:
+            pgserver.pg_ctl(["-w", "-m", "fast", "-o", f"-h 127.0.0.1 -p {port} -k {pgdata}", "-l", str(log),
+                             "restart"], pgdata=pgdata, user=server.system_user, timeout=120)
+            break
+        except subprocess.CalledProcessError:
+            with open(log, "rb") as text:
+                text.seek(seen)
+                if PORT_TAKEN not in text.read().decode(errors="replace").lower():
+                    raise
+    else:
+        pytest.fail(f"PostgreSQL's port was taken {PORT_ATTEMPTS} times in a row:\n{log.read_text()[-3000:]}")
     pg = Postgres(port, pgdata, server.system_user)
     pg.psql(f"CREATE ROLE mlflow LOGIN PASSWORD '{DB_PASSWORD}'")
     pg.psql("CREATE DATABASE mlflow OWNER mlflow")
@@ -123,10 +143,11 @@ def _stop_postgres(pgdata: Path, system_user: str | None) -> None:
 
 # ---- the chart's MLflow, started ---------------------------------------------------------------------
 
-def _values(pg_port: int, s3_endpoint: str, bucket: str, mlflow_port: int) -> dict:
+def _values(pg_port: int, s3_endpoint: str, bucket: str, mlflow_port: int, metrics_port: int) -> dict:
     return {
         # One worker: the same app, fewer seconds of start-up on a small machine.
-        "mlflow": {"port": mlflow_port, "workers": 1, "service": {"type": "ClusterIP", "port": mlflow_port}},
+        "mlflow": {"port": mlflow_port, "workers": 1, "service": {"type": "ClusterIP", "port": mlflow_port},
+                   "metrics": {"port": metrics_port}},
         "postgresql": {"enabled": False},
         "externalDatabase": {"host": "127.0.0.1", "port": pg_port, "database": "mlflow", "username": "mlflow",
                              "password": DB_PASSWORD, "sslmode": "disable"},
@@ -215,19 +236,53 @@ class Stack:
         return {k: v.replace(SERVICE_HOST, "127.0.0.1") for k, v in env.items()}
 
 
+def _render(pg_port: int, s3_endpoint: str, bucket: str) -> Rendered:
+    """The chart for this test's database and S3, the server and its metrics sidecar on ports free now."""
+    objects, _ = chartcheck.render_chart(_values(pg_port, s3_endpoint, bucket, _free_port(), _free_port()), CHART,
+                                         release="signpose", namespace=NAMESPACE)
+    return Rendered(objects, NAMESPACE)
+
+
+def _pod(rendered: Rendered) -> dict:
+    return rendered.one("Deployment", "signpose-mlflow")["spec"]["template"]["spec"]
+
+
+def _start_servers(rendered: Rendered, container, logs: Path) -> list[tuple[subprocess.Popen, Path]] | None:
+    """Starts the pod's containers (``mlflow``, ``metrics``) and waits until each listens on its rendered
+    port itself (so no other process answers in its place). None, everything stopped, when a port was
+    taken before its server bound it."""
+    pod = _pod(rendered)
+    processes = []
+    try:
+        for spec in pod["containers"]:
+            log = logs / f"{spec['name']}.log"
+            processes.append((container(spec["name"]).start(log), log))
+            port = spec["ports"][0]["containerPort"]
+            try:
+                wait_until_listening(processes[-1][0], port, timeout_s=600, log_path=log, host=None)
+            except RuntimeError:
+                if PORT_TAKEN in log.read_text().lower():
+                    for process, _ in processes:
+                        stop(process)
+                    return None
+                raise
+        return processes
+    except BaseException:
+        for process, _ in processes:
+            stop(process)
+        raise
+
+
 @pytest.fixture(scope="module")
 def stack(postgres, s3_endpoint, tmp_path_factory):
     root = tmp_path_factory.mktemp("mlflow-pod")
     bucket = f"signpose-{uuid.uuid4().hex[:10]}"
-    port = _free_port()
-    objects, _ = chartcheck.render_chart(_values(postgres.port, s3_endpoint, bucket, port), CHART,
-                                         release="signpose", namespace=NAMESPACE)
-    rendered = Rendered(objects, NAMESPACE)
-    pod = rendered.one("Deployment", "signpose-mlflow")["spec"]["template"]["spec"]
+    rendered = _render(postgres.port, s3_endpoint, bucket)
+    pod = _pod(rendered)
     hosts = {SERVICE_HOST: "127.0.0.1"}
 
     def container(name: str) -> LocalContainer:
-        return local_container(pod, name, rendered, root / "pod", image_env=IMAGE_ENV, hosts=hosts)
+        return local_container(_pod(rendered), name, rendered, root / "pod", image_env=IMAGE_ENV, hosts=hosts)
 
     server_env = container("mlflow").env
     database_uri = server_env["MLFLOW_BACKEND_STORE_URI"]
@@ -238,6 +293,7 @@ def stack(postgres, s3_endpoint, tmp_path_factory):
 
     # The pod, in order: init containers one after the other, then the containers.
     assert [c["name"] for c in pod["initContainers"]] == ["prepare", "migrate"]
+    assert [c["name"] for c in pod["containers"]] == ["mlflow", "metrics"]
     init_output = {}
     for name in ("prepare", "migrate"):
         result = container(name).run()
@@ -247,11 +303,17 @@ def stack(postgres, s3_endpoint, tmp_path_factory):
 
     processes = []
     try:
-        for name in ("mlflow", "metrics"):
-            processes.append((container(name).start(root / f"{name}.log"), root / f"{name}.log"))
-        url = f"http://127.0.0.1:{port}"
-        metrics_port = pod["containers"][1]["ports"][0]["containerPort"]
-        metrics_url = f"http://127.0.0.1:{metrics_port}"
+        for _ in range(PORT_ATTEMPTS):
+            processes = _start_servers(rendered, container, root)
+            if processes is not None:
+                break
+            # A port was taken between choosing and binding it: the chart again, on other ports (the
+            # init containers' work does not depend on them).
+            rendered = _render(postgres.port, s3_endpoint, bucket)
+        else:
+            pytest.fail(f"the pod's ports were taken {PORT_ATTEMPTS} times in a row")
+        ports = [c["ports"][0]["containerPort"] for c in _pod(rendered)["containers"]]
+        url, metrics_url = (f"http://127.0.0.1:{port}" for port in ports)
         _wait_for_http(f"{url}/health", *processes[0])
         _wait_for_http(f"{metrics_url}/metrics", *processes[1])
 
@@ -265,7 +327,7 @@ def stack(postgres, s3_endpoint, tmp_path_factory):
         yield Stack(url, metrics_url, rendered, bucket, schema_before, schema_after, init_output, users_output,
                     users_job)
     finally:
-        for process, _ in processes:
+        for process, _ in processes or []:
             stop(process)
 
 
