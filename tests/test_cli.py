@@ -75,11 +75,13 @@ def empty_registry(tmp_path) -> Path:
     return tmp_path
 
 
-def closed_port() -> int:
-    """A loopback port with nothing listening on it."""
+@pytest.fixture
+def closed_port():
+    """A loopback port that refuses connections for the whole test: bound here and never listened on,
+    so no other process can take it and answer on it meanwhile."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        yield sock.getsockname()[1]
 
 
 # ---- one flag style, help for every flag ------------------------------------------------------------
@@ -163,8 +165,8 @@ def test_predict_with_an_unknown_model_uri_names_the_uri_and_the_models_command(
 
 
 @pytest.mark.parametrize("command", ["models", "predict"])
-def test_an_unreachable_mlflow_server_names_its_address_and_what_to_set(command, tmp_path, keypoints):
-    port = closed_port()
+def test_an_unreachable_mlflow_server_names_its_address_and_what_to_set(command, tmp_path, keypoints, closed_port):
+    port = closed_port
     argv = ["models"] if command == "models" else ["predict", "--model", "models:/m@champion", keypoints,
                                                    "--out", "out"]
     result = signpose(*argv, cwd=tmp_path, env={
@@ -173,14 +175,14 @@ def test_an_unreachable_mlflow_server_names_its_address_and_what_to_set(command,
     assert_user_error(result, f"127.0.0.1:{port}", "MLFLOW_TRACKING_URI")
 
 
-def test_an_unreachable_kfp_api_names_the_host_and_the_flag(tmp_path):
-    host = f"http://127.0.0.1:{closed_port()}"
+def test_an_unreachable_kfp_api_names_the_host_and_the_flag(tmp_path, closed_port):
+    host = f"http://127.0.0.1:{closed_port}"
     result = signpose("submit", "--host", host, cwd=tmp_path)
     assert_user_error(result, host, "--host")
 
 
-def test_a_missing_token_file_names_the_flag_and_the_file(tmp_path):
-    result = signpose("submit", "--host", f"http://127.0.0.1:{closed_port()}", "--token_file",
+def test_a_missing_token_file_names_the_flag_and_the_file(tmp_path, closed_port):
+    result = signpose("submit", "--host", f"http://127.0.0.1:{closed_port}", "--token_file",
                       tmp_path / "no-token", cwd=tmp_path)
     assert_user_error(result, "--token_file", "no-token")
 
