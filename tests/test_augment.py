@@ -17,6 +17,7 @@ from signpose.augment import (
     SampleAugmenter,
     SkeletonAugmentConfig,
     augment_face,
+    for_training,
 )
 from signpose.data import KeypointDataset, ShardStream, SkeletonDataset, normalize_face
 from signpose.losses import masked_mse
@@ -172,3 +173,42 @@ def test_a_streamed_training_set_is_augmented_reproducibly_per_epoch_and_worker(
     raw = frames.keypoints[frames.split == "train"]
     stored = {kp.tobytes() for kp in raw}
     assert not any(kp.numpy().tobytes() in stored for kp in first)  # every training sample was moved
+
+
+# --- exact resume through the training engine ------------------------------------------------------
+
+class _CrashAt:
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, step, metrics):
+        if step == self.step:
+            raise KeyboardInterrupt(f"simulated preemption at step {step}")
+
+
+def test_an_interrupted_augmented_run_resumes_to_identical_weights(frames, tmp_path):
+    from signpose.models import build_model
+    from signpose.train.engine import fit
+    from signpose.train.state import load_checkpoint
+
+    tiny = dict(batch_size=8, epochs=2, d_region=16, d_global=8, n_heads=2, region_layers=1, interaction_layers=1,
+                decoder_layers=1, dropout=0.0, lr=3e-3, progress=False, num_workers=0, device="cpu", amp="off",
+                seed=4)
+    faces = frames.keypoints[:32, layout.FACE]
+    train = lambda cfg: for_training(KeypointDataset(faces), "face", cfg)  # noqa: E731
+
+    def model(cfg, seed):
+        torch.manual_seed(seed)
+        return build_model(cfg)
+
+    cfg = FaceTrainConfig(**tiny)
+    assert isinstance(train(cfg), AugmentedDataset)
+    reference = fit("face", model(cfg, 0), train(cfg), None, cfg)
+    run_cfg = FaceTrainConfig(**tiny, checkpoint_dir=str(tmp_path / "run"), checkpoint_every=2)
+    with pytest.raises(KeyboardInterrupt):
+        fit("face", model(run_cfg, 0), train(run_cfg), None, run_cfg, callbacks=[_CrashAt(7)])  # epoch 2, mid-way
+    assert load_checkpoint(run_cfg.checkpoint_dir)["global_step"] == 6
+    resumed = fit("face", model(run_cfg, 123), train(run_cfg), None, run_cfg)
+    ref, got = reference.model.state_dict(), resumed.model.state_dict()
+    assert resumed.global_step == reference.global_step == 8
+    assert all(torch.equal(ref[k], got[k]) for k in ref)
