@@ -11,6 +11,11 @@ template, normal with the coefficient of variation (SD / mean) of the adult norm
 (SD 3.3 / 3.1), mouth width ch-ch 54 / 50 (SD 3.3 / 3.2), lower face height sn-gn 72 / 64 (SD 6.0 /
 4.8), mandible width go-go 97 / 91 (SD 5.8 / 5.6). The CVs (3.5-8 %) are widened by :data:`SPREAD`
 (x1.6) to span both sexes and populations other than the norm group, and draws are clipped at 2.5 SD.
+The Farkas figures were written from the book, not from a machine-readable copy; as a check, an
+independent adult sample measured the same way (Korean adults, J. Korean Assoc. Maxillofac. Plast.
+Reconstr. Surg. 2019, doi:10.1186/s40902-019-0191-7, table 9: zy-zy 133.8 / 130.1 mm, SD 4.6 / 3.5;
+ch-ch 55.9 / 52.0, SD 3.3 / 4.0; go-go 106.6 / 96.8, SD 5.9 / 2.9; ex-ex 98.2 / 94.4, SD 3.5 / 4.9;
+n-sn 51.0 / 47.6, SD 1.9 / 3.1) has coefficients of variation of 3.0-7.7 %, the range used here.
 Jaw shape (square to pointed: the exponent of the contour) and brow height have no single Farkas
 measurement; their ranges are set so the generated spread covers the real samples (docs/data.md).
 
