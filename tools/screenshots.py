@@ -69,8 +69,8 @@ def produce_runs(workdir: Path, url: str) -> None:
         run_local(workdir / "pipeline", **PIPELINE)
     if len(skeleton_runs(client)) < 2:
         first = skeleton_runs(client)[0]
-        params = first.data.params  # the pipeline's loss settings, so only the model size differs
-        config = dict(SECOND_SKELETON, image_size=int(params["image_size"]),
+        params = first.data.params  # the pipeline's learning rate and loss settings: only the size differs
+        config = dict(SECOND_SKELETON, image_size=int(params["image_size"]), lr=float(params["lr"]),
                       use_weighted_loss=params["use_weighted_loss"] == "True",
                       hand_weight=float(params["hand_weight"]), face_weight=float(params["face_weight"]))
         stages.train_task("skeleton", first.data.params["manifest_uri"], url, config=config)
