@@ -167,8 +167,9 @@ class HierarchicalSkeletonTransformer(nn.Module):
         hierarchy = self.ln_hierarchy(self.hierarchy(hierarchy))
         return points, hierarchy, present
 
-    def forward(self, keypoints: torch.Tensor) -> torch.Tensor:
-        """(B, 143, 3) -> (B, 1, image_size, image_size) in [0, 1]."""
+    def decode_grid(self, keypoints: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Encode, then let the grid's cells attend to the tokens: ((B, d_model, g, g) feature map,
+        (B, 143) presence mask)."""
         b = keypoints.shape[0]
         g = self.config.grid_size
         points, hierarchy, present = self.encode(keypoints)
@@ -178,5 +179,9 @@ class HierarchicalSkeletonTransformer(nn.Module):
         for block in self.decoder:
             cells = block(cells, context, context_mask)
         cells = self.ln_decoder(cells)
-        feature_map = cells.transpose(1, 2).reshape(b, self.config.d_model, g, g)
+        return cells.transpose(1, 2).reshape(b, self.config.d_model, g, g), present
+
+    def forward(self, keypoints: torch.Tensor) -> torch.Tensor:
+        """(B, 143, 3) -> (B, 1, image_size, image_size) in [0, 1]."""
+        feature_map, _ = self.decode_grid(keypoints)
         return torch.sigmoid(self.to_image(self.cnn(feature_map)))

@@ -163,16 +163,8 @@ class BoneHeatmapSkeletonTransformer(HierarchicalSkeletonTransformer):
 
     def forward(self, keypoints: torch.Tensor) -> torch.Tensor:
         """(B, 143, 3) -> (B, 1, image_size, image_size) in [0, 1]."""
-        b = keypoints.shape[0]
-        g = self.config.grid_size
-        points, hierarchy, present = self.encode(keypoints)
-        context = torch.cat([hierarchy, points], dim=1)
-        context_mask = torch.cat([torch.ones_like(present[:, : hierarchy.shape[1]]), present], dim=1)
-        cells = self.cell_proj(self.cell_features).unsqueeze(0).expand(b, -1, -1)
-        for block in self.decoder:
-            cells = block(cells, context, context_mask)
-        cells = self.ln_decoder(cells)
-        x = self.stem(cells.transpose(1, 2).reshape(b, self.config.d_model, g, g))
+        feature_map, present = self.decode_grid(keypoints)
+        x = self.stem(feature_map)
         heat = self.heat(keypoints, present).to(x.dtype)
         for factor, block in zip(self.pool_factors, self.up_blocks):
             x = block(x, F.avg_pool2d(heat, factor) if factor > 1 else heat)
