@@ -19,6 +19,7 @@ from typing import Callable
 
 import numpy as np
 import pytest
+from pickle_opcodes import glob, int4, pickle4, ustr
 
 from signpose import layout
 from signpose.cli import main as cli_main
@@ -159,32 +160,16 @@ def _raw(name: str, data: bytes):
     return lambda d: _write(d / name, data)
 
 
-def _protocol4(body: bytes) -> bytes:
-    return b"\x80\x04" + body + b"."
-
-
-def _short_str(text: str) -> bytes:
-    return b"\x8c" + bytes([len(text)]) + text.encode()
-
-
-def _global4(module: str, name: str) -> bytes:
-    return _short_str(module) + _short_str(name) + b"\x93"
-
-
-def _int4(n: int) -> bytes:
-    return b"J" + n.to_bytes(4, "little", signed=True)
-
-
 def _object_array_state(n: int, items: int) -> bytes:
     """numpy's reconstruction of an object array declaring ``n`` elements, with ``items`` of data."""
-    return _protocol4(_global4("numpy._core.multiarray", "_reconstruct") + _global4("numpy", "ndarray")
-                      + b"K\x00\x85C\x01b\x87R(K\x01" + _int4(n) + b"\x85" + _global4("numpy", "dtype")
-                      + _short_str("O8") + b"\x89\x88\x87R(K\x03" + _short_str("|")
-                      + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK?tb\x89](" + b"N" * items + b"etb")
+    return pickle4(glob("numpy._core.multiarray", "_reconstruct") + glob("numpy", "ndarray")
+                   + b"K\x00\x85C\x01b\x87R(K\x01" + int4(n) + b"\x85" + glob("numpy", "dtype")
+                   + ustr("O8") + b"\x89\x88\x87R(K\x03" + ustr("|")
+                   + b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK?tb\x89](" + b"N" * items + b"etb")
 
 
 def _nested_lists(depth: int) -> bytes:
-    return _protocol4(b"]" * depth + b"a" * (depth - 1))
+    return pickle4(b"]" * depth + b"a" * (depth - 1))
 
 
 def _npz_of_zeros(frames: int):
@@ -367,21 +352,21 @@ CASES = [
          1, "n_points", "declares 5"),
     Case("unknown-suffix-and-content", lambda d: _write(d / "a.bin", b"\x01\x02\x03"), None, None, "unknown format"),
     # --- issue 17, class 2: a small file asking for gigabytes -----------------------------------
-    Case("pickle-bytearray-of-1.5e9", _raw("x.pkl", _protocol4(_global4("builtins", "bytearray") + _int4(1_500_000_000)
-                                                             + b"\x85R")), None, None, "would materialise 1.5 GB"),
-    Case("pickle-list-of-bytes-2e8", _raw("x.pkl", _protocol4(_global4("builtins", "list") + _global4("builtins", "bytes")
-                                                            + _int4(200_000_000) + b"\x85R\x85R")), None, None,
+    Case("pickle-bytearray-of-1.5e9", _raw("x.pkl", pickle4(glob("builtins", "bytearray") + int4(1_500_000_000)
+                                                          + b"\x85R")), None, None, "would materialise 1.5 GB"),
+    Case("pickle-list-of-bytes-2e8", _raw("x.pkl", pickle4(glob("builtins", "list") + glob("builtins", "bytes")
+                                                         + int4(200_000_000) + b"\x85R\x85R")), None, None,
          "builtins.bytes() of int 200000000"),
-    Case("pickle-list-of-a-number", _raw("x.pkl", _protocol4(_global4("builtins", "list") + _int4(5) + b"\x85R")),
+    Case("pickle-list-of-a-number", _raw("x.pkl", pickle4(glob("builtins", "list") + int4(5) + b"\x85R")),
          None, None, "builtins.list() of a int"),
-    Case("pickle-ndarray-of-2e9", _raw("x.pkl", _protocol4(_global4("numpy", "ndarray") + _int4(2_000_000_000)
-                                                         + b"\x85R")), None, None, "numpy.ndarray of shape (2000000000,)"),
+    Case("pickle-ndarray-of-2e9", _raw("x.pkl", pickle4(glob("numpy", "ndarray") + int4(2_000_000_000)
+                                                      + b"\x85R")), None, None, "numpy.ndarray of shape (2000000000,)"),
     Case("pickle-object-array-state-of-1e9", _raw("x.pkl", _object_array_state(1_000_000_000, 0)), None, None,
          "numpy array of shape (1000000000,) and dtype object"),
     Case("pickle-object-array-state-short", _raw("x.pkl", _object_array_state(10, 2)), None, None,
          "object array of 10 elements whose data is not a list of them"),
-    Case("pickle-codecs-to-hex", _raw("x.pkl", _protocol4(_global4("_codecs", "encode") + _short_str("a")
-                                                        + _short_str("hex") + b"\x86R")), None, None, "'hex'"),
+    Case("pickle-codecs-to-hex", _raw("x.pkl", pickle4(glob("_codecs", "encode") + ustr("a")
+                                                     + ustr("hex") + b"\x86R")), None, None, "'hex'"),
     Case("pickle-nested-33-deep", _raw("x.pkl", _nested_lists(40)), None, None, "nested more than 32 levels"),
     Case("npz-member-inflating-1000x", _npz_of_zeros(2048), None, "keypoints", "compressed data declare"),
     Case("npz-column-longer-than-the-frames", _npz(keypoints=np.full((4, 143, 3), 0.5, np.float32),

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pickle_opcodes import glob, int4, pickle4, ustr
 
 from signpose.io import KeypointFormatError, read_keypoints
 from signpose.io.safe_pickle import load_pickle
@@ -182,37 +183,21 @@ def python_sources():
 
 # --- allowed callables with size arguments: bounded by what the pickle can describe -----------------
 
-def _p4(*parts: bytes) -> bytes:
-    return b"\x80\x04" + b"".join(parts) + b"."
-
-
-def _s(text: str) -> bytes:
-    return b"\x8c" + bytes([len(text)]) + text.encode()
-
-
-def _g(module: str, name: str) -> bytes:
-    return _s(module) + _s(name) + b"\x93"
-
-
-def _i(n: int) -> bytes:
-    return b"J" + n.to_bytes(4, "little", signed=True)
-
-
 _MIB_STRING = b"X" + (1 << 20).to_bytes(4, "little") + b"a" * (1 << 20)
 AMPLIFIERS = {  # name -> a pickle of a few bytes (one: 1 MB) asking an allowed callable for gigabytes
-    "bytearray(1.5e9)": _p4(_g("builtins", "bytearray"), _i(1_500_000_000), b"\x85R"),
-    "list(bytes(2e8))": _p4(_g("builtins", "list"), _g("builtins", "bytes"), _i(200_000_000), b"\x85R\x85R"),
-    "bytes(1.5e9) through NEWOBJ": _p4(_g("builtins", "bytes"), _i(1_500_000_000), b"\x85\x81"),
-    "str() of 1000 references to a 1 MB string": _p4(_g("builtins", "str"), _MIB_STRING, b"\x940](",
-                                                     b"h\x00" * 1000, b"e\x85R"),
-    "numpy.ndarray((2e9,))": _p4(_g("numpy", "ndarray"), _i(2_000_000_000), b"\x85R"),
-    "numpy _reconstruct((2e9,))": _p4(_g("numpy._core.multiarray", "_reconstruct"), _g("numpy", "ndarray"),
-                                      _i(2_000_000_000), b"\x85C\x01b\x87R"),
-    "numpy scalar of a 1.5 GB dtype": _p4(_g("numpy._core.multiarray", "scalar"), _g("numpy", "dtype"),
-                                          _s("S1500000000"), b"\x89\x88\x87R\x85R"),
-    "numpy object array state of 1e9 elements": _p4(
-        _g("numpy._core.multiarray", "_reconstruct"), _g("numpy", "ndarray"), b"K\x00\x85C\x01b\x87R(K\x01",
-        _i(1_000_000_000), b"\x85", _g("numpy", "dtype"), _s("O8"), b"\x89\x88\x87R(K\x03", _s("|"),
+    "bytearray(1.5e9)": pickle4(glob("builtins", "bytearray"), int4(1_500_000_000), b"\x85R"),
+    "list(bytes(2e8))": pickle4(glob("builtins", "list"), glob("builtins", "bytes"), int4(200_000_000), b"\x85R\x85R"),
+    "bytes(1.5e9) through NEWOBJ": pickle4(glob("builtins", "bytes"), int4(1_500_000_000), b"\x85\x81"),
+    "str() of 1000 references to a 1 MB string": pickle4(glob("builtins", "str"), _MIB_STRING, b"\x940](",
+                                                         b"h\x00" * 1000, b"e\x85R"),
+    "numpy.ndarray((2e9,))": pickle4(glob("numpy", "ndarray"), int4(2_000_000_000), b"\x85R"),
+    "numpy _reconstruct((2e9,))": pickle4(glob("numpy._core.multiarray", "_reconstruct"), glob("numpy", "ndarray"),
+                                          int4(2_000_000_000), b"\x85C\x01b\x87R"),
+    "numpy scalar of a 1.5 GB dtype": pickle4(glob("numpy._core.multiarray", "scalar"), glob("numpy", "dtype"),
+                                              ustr("S1500000000"), b"\x89\x88\x87R\x85R"),
+    "numpy object array state of 1e9 elements": pickle4(
+        glob("numpy._core.multiarray", "_reconstruct"), glob("numpy", "ndarray"), b"K\x00\x85C\x01b\x87R(K\x01",
+        int4(1_000_000_000), b"\x85", glob("numpy", "dtype"), ustr("O8"), b"\x89\x88\x87R(K\x03", ustr("|"),
         b"NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK?tb\x89]tb"),
 }
 
