@@ -17,7 +17,8 @@ per epoch)`` (rounded, at least one), so each model trains for about ``--cpu_bud
 measured CPU seconds of the whole training (validation passes included) are in the table.
 
 **Scores** are those of the epoch the engine keeps (best ``val/loss``, restored at the end): SSIM,
-PSNR and MSE inside hands / face / body (``signpose.metrics.SkeletonMetrics``) on the generated
+PSNR, MSE inside hands / face / body and the normalised MSE of hands and body (squared error over the
+target's energy there: black = 1; ``signpose.metrics.SkeletonMetrics``) on the generated
 validation frames and on the real signers' frames (``--real_eval_path``, every usable frame of every
 file, targets rendered from the real keypoints, as ``signpose train --real_eval_path`` scores them;
 scored once, after training, so that they do not take training time).
@@ -196,11 +197,13 @@ def score_row(table, row: dict, prefix: str, with_training: bool) -> None:
                  fmt(row["step_s"] * 1000)] if with_training else ["-", "-", "-", "-"])
     table.add(row["model"], *training, f"{m[f'{prefix}/ssim']:.4f}", f"{m[f'{prefix}/psnr']:.2f}",
               f"{hands:.5f}", f"{m[f'{prefix}/mse_face']:.5f}", f"{body:.5f}",
-              f"{hands / body:.1f}x" if body > 0 else "n/a")
+              f"{hands / body:.1f}x" if body > 0 else "n/a",
+              *(f"{m[f'{prefix}/nmse_{region}']:.4f}" if f"{prefix}/nmse_{region}" in m else "n/a"
+                for region in ("hands", "body")))
 
 
 HEADERS = ["model", "parameters", "epochs (steps)", "train CPU s", "CPU ms/step", "SSIM", "PSNR dB",
-           "MSE hands", "MSE face", "MSE body", "hands / body"]
+           "MSE hands", "MSE face", "MSE body", "hands / body", "NMSE hands", "NMSE body"]
 
 
 def parse_args(argv=None) -> argparse.Namespace:

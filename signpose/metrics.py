@@ -3,7 +3,7 @@
 Names are stable and shared by every run (the MLflow layer logs them as they come):
 
 * skeleton: ``val/mse``, ``val/weighted_loss``, ``val/psnr``, ``val/ssim``, ``val/mse_hands``,
-  ``val/mse_face``, ``val/mse_body``;
+  ``val/mse_face``, ``val/mse_body`` and ``val/nmse_hands``, ``val/nmse_face``, ``val/nmse_body``;
 * face: ``val/mse`` (over present points), ``val/nme`` and ``val/nme_<region>`` for the 8 regions of
   :data:`signpose.layout.FACE_REGIONS`.
 
@@ -61,9 +61,15 @@ def ssim_per_sample(generated: torch.Tensor, target: torch.Tensor) -> torch.Tens
 
 
 class SkeletonMetrics:
-    """MSE, the weighted loss, PSNR, SSIM (per-sample means) and MSE inside the hand / face / body
+    """MSE, the weighted loss, PSNR, SSIM (per-sample means), MSE inside the hand / face / body
     regions (per-pixel means over all pixels of that region in the epoch; regions from the frame's
-    keypoints, as in the weighted loss)."""
+    keypoints, as in the weighted loss) and each region's normalised MSE.
+
+    ``nmse_<region>`` is the region's squared error over the target's energy there (sum of squared
+    target pixels): an all-black image scores 1 in every region, a perfect one 0. The body region is
+    mostly background, so its plain MSE is small for any image that is black where the target is; the
+    normalised figure compares the regions by how much of their drawing is wrong, not by how much ink
+    they hold."""
 
     REGIONS = ("hands", "face", "body")
 
@@ -71,7 +77,7 @@ class SkeletonMetrics:
                  margin: float = DEFAULT_MARGIN):
         self.image_size, self.hand_weight, self.face_weight, self.margin = image_size, hand_weight, face_weight, margin
         self.sums = MetricSums(["val/mse", "val/weighted_loss", "val/psnr", "val/ssim"]
-                               + [f"val/mse_{r}" for r in self.REGIONS])
+                               + [f"val/mse_{r}" for r in self.REGIONS] + [f"val/nmse_{r}" for r in self.REGIONS])
 
     @torch.no_grad()
     def update(self, generated: torch.Tensor, target: torch.Tensor, keypoints: torch.Tensor | None) -> None:
@@ -87,7 +93,9 @@ class SkeletonMetrics:
         masks = region_masks(keypoints, b, self.image_size, self.margin, device=generated.device)
         for region in self.REGIONS:
             mask = masks[region]
-            self.sums.add(f"val/mse_{region}", (squared * mask).sum(), mask.sum())
+            region_error = (squared * mask).sum()
+            self.sums.add(f"val/mse_{region}", region_error, mask.sum())
+            self.sums.add(f"val/nmse_{region}", region_error, (target.pow(2) * mask).sum())
 
     def compute(self) -> dict[str, float]:
         return self.sums.compute()

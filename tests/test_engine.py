@@ -13,7 +13,7 @@ from signpose.tasks import FaceTrainConfig, SkeletonTrainConfig
 from signpose.train.engine import ResumableSampler, fit, load_checkpoint, warmup_cosine
 
 SKELETON_VAL_METRICS = {"val/loss", "val/mse", "val/weighted_loss", "val/psnr", "val/ssim", "val/mse_hands",
-                        "val/mse_face", "val/mse_body"}
+                        "val/mse_face", "val/mse_body", "val/nmse_hands", "val/nmse_face", "val/nmse_body"}
 FACE_VAL_METRICS = {"val/loss", "val/mse", "val/nme"} | {f"val/nme_{r}" for r in layout.FACE_REGION_NAMES}
 
 

@@ -105,6 +105,25 @@ def test_region_errors_land_in_the_region_where_the_image_is_wrong():
     assert values["val/weighted_loss"] == pytest.approx(2.0 * values["val/mse"])
 
 
+def test_normalised_region_error_is_one_for_a_black_image_zero_for_the_target_and_ignores_ink_amount():
+    kp = torch.zeros(1, layout.N_POINTS, 3)
+    kp[0, layout.LEFT_HAND, 0] = torch.linspace(0.70, 0.80, layout.N_HAND)
+    kp[0, layout.LEFT_HAND, 1] = 0.75
+    kp[0, layout.LEFT_HAND, 2] = 1.0
+    masks = region_masks(kp, 1, 64)
+    target = torch.zeros(1, 1, 64, 64)
+    target[masks["hands"]] = 0.8  # much ink in the hand box
+    target[0, 0, 5, 5] = 0.8      # a single body pixel
+    names = ("val/nmse_hands", "val/nmse_body")
+    for generated, expected in ((torch.zeros_like(target), 1.0), (target.clone(), 0.0), (target * 0.5, 0.25)):
+        metrics = SkeletonMetrics(64)
+        metrics.update(generated, target, kp)
+        values = metrics.compute()
+        assert [values[n] for n in names] == pytest.approx([expected, expected])
+    # the plain region MSEs of the half-bright image differ by the ink each region holds; nmse does not
+    assert values["val/mse_hands"] > 100 * values["val/mse_body"]
+
+
 def test_metric_sums_report_nan_for_a_metric_that_saw_no_sample():
     sums = MetricSums(["a", "b"])
     sums.add("a", 3.0, 2)

@@ -99,8 +99,11 @@ def test_skeleton_training_scores_real_frames_against_targets_rendered_from_them
     cfg = SkeletonTrainConfig(data_path=str(generated / "signers.pkl"), real_eval_path=str(REAL), track=False,
                               **SKELETON)
     epoch = run(cfg).history[-1]
-    for name in ("ssim", "psnr", "mse_hands", "mse_face", "mse_body"):
+    for name in ("ssim", "psnr", "mse_hands", "mse_face", "mse_body", "nmse_hands", "nmse_face", "nmse_body"):
         assert f"val_real/{name}" in epoch, name
+    # an all-black image is the normalised error's unit: the baseline scores exactly 1 in every region
+    for region in ("hands", "face", "body"):
+        assert epoch[f"val_real_baseline/nmse_{region}"] == pytest.approx(1.0)
 
 
 def test_the_real_set_can_live_under_a_store_prefix(s3_bucket):

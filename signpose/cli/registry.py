@@ -126,7 +126,7 @@ def format_versions(rows: list[VersionRow]) -> str:
 
 
 # Shown by `make run` for the newest version of each task: lower is better except these.
-REPORT_METRICS = {"face": ("nme",), "skeleton": ("ssim", "psnr", "mse_hands", "mse_body")}
+REPORT_METRICS = {"face": ("nme",), "skeleton": ("ssim", "psnr", "mse_hands", "mse_body", "nmse_hands", "nmse_body")}
 HIGHER_IS_BETTER = {"ssim", "psnr"}
 
 
