@@ -103,7 +103,7 @@ def test_skeleton_training_scores_real_frames_against_targets_rendered_from_them
         assert f"val_real/{name}" in epoch, name
     # an all-black image is the normalised error's unit: the baseline scores exactly 1 in every region
     for region in ("hands", "face", "body"):
-        assert epoch[f"val_real_baseline/nmse_{region}"] == pytest.approx(1.0)
+        assert epoch[f"val_real_baseline/nmse_{region}"] == pytest.approx(1.0, rel=1e-3)
 
 
 def test_the_real_set_can_live_under_a_store_prefix(s3_bucket):
