@@ -1,7 +1,9 @@
 """Training-time augmentation: random transforms of the training samples, never of validation.
 
 - **face** (the auto-encoder's normalised (68, 3) faces): a random similarity transform (rotation,
-  scale, translation about the centre of the unit square) applied to input and target alike, then,
+  scale, translation about the centre of the unit square) and a random new face shape (each facial
+  region scaled and shifted on its own, every point displaced a little) applied to input and target
+  alike -- shapes the model must reproduce, not snap to its training faces' average -- then,
   on the input only, small per-point jitter and point dropout: a dropped point becomes missing
   (all zeros, confidence 0: the model masks it out of attention) while the target keeps it, so the
   loss (:func:`signpose.losses.masked_mse` over the target's present points) asks the model to
@@ -29,6 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
+from signpose import layout
 from signpose.render import RenderSettings, render_frame
 
 _STREAM = 0xA06  # mixed into every augmentation seed: independent of the data order's streams
@@ -44,6 +47,11 @@ class FaceAugmentConfig:
     aug_shift: float = 0.03          # max translation per axis, in normalised face units (face = 1)
     aug_jitter: float = 0.003        # SD of the per-point jitter added to the input only, normalised units
     aug_dropout: float = 0.1         # share of input points dropped (confidence 0); the target keeps them
+    aug_region_scale: float = 0.15   # max relative scale of each facial region about its centre (input and
+                                     # target alike: a new face shape the model must reproduce); 0 = off
+    aug_region_shift: float = 0.02   # max shift per axis of each facial region (input and target alike)
+    aug_shape: float = 0.01          # SD of a per-point displacement of input and target alike (detector-
+                                     # and annotator-specific point placement the model must reproduce)
 
 
 @dataclass
@@ -86,6 +94,8 @@ def augment_face(face: np.ndarray, rng: np.random.Generator, cfg: FaceAugmentCon
     """One normalised (68, 3) face -> (input, target): the target is the transformed clean face, the
     input also jittered and with some points dropped (never all of them)."""
     target = apply_affine(face, random_affine(rng, cfg.aug_rotation, cfg.aug_scale, cfg.aug_shift))
+    if cfg.aug_region_scale > 0 or cfg.aug_region_shift > 0 or cfg.aug_shape > 0:
+        target = reshape_face(target, rng, cfg)
     source = target.copy()
     present = source[:, 2] > 0
     source[:, :2] += np.where(present[:, None], rng.normal(0.0, cfg.aug_jitter, (len(source), 2)), 0.0)
@@ -93,6 +103,27 @@ def augment_face(face: np.ndarray, rng: np.random.Generator, cfg: FaceAugmentCon
     if drop.sum() < present.sum():
         source[drop] = 0.0
     return source, target
+
+
+def reshape_face(face: np.ndarray, rng: np.random.Generator, cfg: FaceAugmentConfig) -> np.ndarray:
+    """A new face shape from a normalised (68, 3) face: every region of
+    :data:`signpose.layout.FACE_REGIONS` scaled about its own centre and shifted, then every point
+    displaced; missing points stay missing. Applied to input and target alike, so the model learns to
+    carry a face's own geometry through instead of snapping it to the training faces' average shape."""
+    out = np.array(face, dtype=np.float32, copy=True)
+    present = out[:, 2] > 0
+    xy = out[:, :2]
+    for region in layout.FACE_REGIONS.values():
+        idx = np.asarray(region)
+        scale = rng.uniform(1.0 - cfg.aug_region_scale, 1.0 + cfg.aug_region_scale, 2)
+        shift = rng.uniform(-cfg.aug_region_shift, cfg.aug_region_shift, 2)
+        here = present[idx]
+        if here.any():
+            centre = xy[idx][here].mean(axis=0)
+            xy[idx] = (xy[idx] - centre) * scale + centre + shift
+    xy += rng.normal(0.0, cfg.aug_shape, xy.shape) if cfg.aug_shape > 0 else 0.0
+    out[~present] = 0.0
+    return out
 
 
 def augment_skeleton(keypoints: np.ndarray, rng: np.random.Generator, cfg: SkeletonAugmentConfig

@@ -43,7 +43,8 @@ def _faces(frames) -> np.ndarray:
 
 def test_face_target_is_a_similarity_transform_of_the_clean_face(frames):
     face = _faces(frames)[0]
-    cfg = FaceAugmentConfig(aug_rotation=20, aug_scale=0.2, aug_shift=0.05, aug_jitter=0.0, aug_dropout=0.0)
+    cfg = FaceAugmentConfig(aug_rotation=20, aug_scale=0.2, aug_shift=0.05, aug_jitter=0.0, aug_dropout=0.0,
+                            aug_region_scale=0.0, aug_region_shift=0.0, aug_shape=0.0)
     source, target = augment_face(face, np.random.default_rng(0), cfg)
     np.testing.assert_array_equal(source, target)  # no jitter, no dropout: the input is the target
     before = np.linalg.norm(face[:, None, :2] - face[None, :, :2], axis=-1)
@@ -56,7 +57,7 @@ def test_face_target_is_a_similarity_transform_of_the_clean_face(frames):
 
 def test_face_dropout_masks_input_points_and_the_loss_still_asks_for_them(frames):
     face = _faces(frames)[3]
-    cfg = FaceAugmentConfig(aug_dropout=0.3, aug_jitter=0.002)
+    cfg = FaceAugmentConfig(aug_dropout=0.3, aug_jitter=0.002, aug_shape=0.0)
     source, target = augment_face(face, np.random.default_rng(5), cfg)
     dropped = (source[:, 2] == 0) & (target[:, 2] > 0)
     assert 5 <= dropped.sum() <= 40
@@ -68,6 +69,28 @@ def test_face_dropout_masks_input_points_and_the_loss_still_asks_for_them(frames
     kept_only = masked_mse(torch.from_numpy(source)[None], torch.from_numpy(target)[None],
                            torch.from_numpy(kept)[None])
     assert copy_loss > 10 * kept_only
+
+
+def test_face_shape_augmentation_reshapes_input_and_target_alike_region_by_region(frames):
+    face = _faces(frames)[1].copy()
+    face[40] = 0.0  # a missing eye point stays missing
+    cfg = FaceAugmentConfig(aug_rotation=0, aug_scale=0, aug_shift=0, aug_jitter=0, aug_dropout=0,
+                            aug_region_scale=0.2, aug_region_shift=0.02, aug_shape=0.0)
+    source, target = augment_face(face, np.random.default_rng(3), cfg)
+    np.testing.assert_array_equal(source, target)  # a new face to reproduce, not noise to remove
+    assert (target[40] == 0).all() and (target[:, 2] == face[:, 2]).all()
+    for region in layout.FACE_REGIONS.values():
+        idx = [i for i in region if face[i, 2] > 0]
+        before, after = face[idx, :2] - face[idx, :2].mean(0), target[idx, :2] - target[idx, :2].mean(0)
+        ratio = after / np.where(np.abs(before) > 1e-3, before, np.nan)
+        spread = np.nanstd(ratio, axis=0)  # one scale per axis within a region
+        assert (spread < 1e-3).all() and (np.abs(np.nanmean(ratio, axis=0) - 1) <= 0.2 + 1e-4).all()
+    assert not np.allclose(target, face)
+    jittered = augment_face(face, np.random.default_rng(3), FaceAugmentConfig(
+        aug_rotation=0, aug_scale=0, aug_shift=0, aug_jitter=0, aug_dropout=0, aug_region_scale=0,
+        aug_region_shift=0, aug_shape=0.01))
+    np.testing.assert_array_equal(jittered[0], jittered[1])
+    assert 0.003 < np.abs(jittered[1][:, :2] - face[:, :2])[face[:, 2] > 0].std() < 0.03
 
 
 def test_face_dropout_never_drops_every_point():

@@ -110,8 +110,9 @@ def test_skeleton_frame_with_every_point_missing_gives_a_finite_image():
     assert torch.isfinite(out).all()
 
 
-def test_face_output_ignores_coordinates_of_missing_points_even_a_whole_region():
-    model = tiny_face().eval()
+@pytest.mark.parametrize("coord_bands", [0, 6], ids=["linear_coordinates", "coordinate_octaves"])
+def test_face_output_ignores_coordinates_of_missing_points_even_a_whole_region(coord_bands):
+    model = tiny_face(coord_bands=coord_bands).eval()
     src = frames(2)[:, layout.FACE].clone()
     src[:, 36:42, 2] = 0.0  # right eye missing entirely
     src[:, 5, 2] = 0.0      # one jaw point missing
@@ -121,6 +122,22 @@ def test_face_output_ignores_coordinates_of_missing_points_even_a_whole_region()
     with torch.no_grad():
         assert torch.equal(model(src), model(moved))
         assert torch.isfinite(model(src)).all()
+
+
+def test_face_point_tokens_see_octaves_of_x_and_y_and_nothing_of_missing_points():
+    from signpose.models.face import CoordinateFeatures
+
+    features = CoordinateFeatures(3)
+    points = torch.tensor([[0.25, 0.5, 1.0], [0.7, 0.1, 0.0]])
+    out = features(points)
+    assert out.shape == (2, 3 + 4 * 3) and features.channels == 15
+    torch.testing.assert_close(out[0, :3], points[0])
+    x_sines = out[0, 3:6]  # sin(2^k pi x) for k = 0, 1, 2 at x = 0.25
+    torch.testing.assert_close(x_sines, torch.tensor([2 ** -0.5, 1.0, 0.0]), atol=1e-6, rtol=0)
+    assert (out[1, 3:] == 0).all()  # a missing point carries no position
+    assert CoordinateFeatures(0)(points).equal(points)
+    with pytest.raises(ValueError, match="coord_bands"):
+        FaceModelConfig(coord_bands=-1)
 
 
 def _steps_reduce_loss(model, inputs, target, loss_fn, steps=40, lr=3e-3):
@@ -168,9 +185,10 @@ def test_skeleton_models_export_with_torch_export_and_a_dynamic_batch(make):
         torch.testing.assert_close(ep.module()(other), skeleton(other))
 
 
-def test_face_model_exports_with_torch_export_and_a_dynamic_batch():
+@pytest.mark.parametrize("coord_bands", [0, 6], ids=["linear_coordinates", "coordinate_octaves"])
+def test_face_model_exports_with_torch_export_and_a_dynamic_batch(coord_bands):
     batch = torch.export.Dim("batch", min=1, max=4096)
-    face = tiny_face().eval()
+    face = tiny_face(coord_bands=coord_bands).eval()
     src = frames(3)[:, layout.FACE]
     ep = torch.export.export(face, (src,), dynamic_shapes={"src": {0: batch}})
     other = frames(6, seed=2)[:, layout.FACE]
