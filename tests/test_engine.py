@@ -150,6 +150,17 @@ def test_finished_run_resumes_as_a_no_op(tmp_path):
     assert all(torch.equal(first.model.state_dict()[k], v) for k, v in again.model.state_dict().items())
 
 
+def test_resuming_a_checkpoint_of_another_model_shape_is_a_user_error_naming_the_fields(tmp_path):
+    from signpose.errors import UserError
+
+    cfg = face_cfg(checkpoint_dir=str(tmp_path), coord_bands=0)
+    fit("face", new_model(cfg), face_data(16), None, cfg)
+    wider = face_cfg(checkpoint_dir=str(tmp_path), coord_bands=6, d_region=cfg.d_region * 2)
+    with pytest.raises(UserError, match=rf"{tmp_path}: .*another model shape.*d_region {cfg.d_region} -> "
+                                        rf"{cfg.d_region * 2}.*coord_bands 0 -> 6.*--no_resume"):
+        fit("face", new_model(wider), face_data(16), None, wider)
+
+
 def test_checkpoint_is_readable_with_weights_only_and_holds_the_model(tmp_path):
     cfg = skeleton_cfg(epochs=1, checkpoint_dir=str(tmp_path))
     result = fit("skeleton", new_model(cfg), skeleton_data(8), None, cfg)

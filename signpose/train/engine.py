@@ -43,6 +43,7 @@ from signpose.train.state import (
     TrainState,
     check_checkpoint_task,
     load_checkpoint,
+    load_checkpoint_weights,
     rng_state,
     save_checkpoint,
     set_rng_state,
@@ -192,7 +193,7 @@ def restore(run: Run) -> TrainState:
     if ckpt is None:
         return TrainState()
     check_checkpoint_task(ckpt, run.objective.name, cfg.checkpoint_dir)
-    run.model.load_state_dict(ckpt["model"])
+    load_checkpoint_weights(run.model, ckpt, cfg, cfg.checkpoint_dir)
     run.optimizer.load_state_dict(ckpt["optimizer"])
     run.scheduler.load_state_dict(ckpt["scheduler"])
     set_rng_state(ckpt["rng"][min(run.ctx.rank, len(ckpt["rng"]) - 1)])

@@ -113,3 +113,19 @@ def check_checkpoint_task(checkpoint: dict, task: str, checkpoint_dir: str) -> N
     if checkpoint["task"] != task:
         raise UserError(f"{checkpoint_dir}: holds a {checkpoint['task']!r} checkpoint, not {task!r}; "
                         "use another --checkpoint_dir or --no_resume")
+
+
+def load_checkpoint_weights(model: torch.nn.Module, checkpoint: dict, cfg, checkpoint_dir: str) -> None:
+    """The checkpoint's weights into ``model``; a checkpoint of another model shape (other widths, another
+    ``--model``, or written before a model field existed) is a user error naming the fields that differ."""
+    try:
+        model.load_state_dict(checkpoint["model"])
+    except RuntimeError as e:
+        saved = checkpoint.get("config") or {}
+        current = {**cfg.model_config().to_dict(), "model": getattr(cfg, "model", None)}
+        differ = [f"{name} {saved.get(name, '(not recorded)')} -> {value}" for name, value in current.items()
+                  if value is not None and saved.get(name) != value]
+        raise UserError(f"{checkpoint_dir}: its checkpoint is of another model shape "
+                        f"({'; '.join(differ) or str(e).splitlines()[0]}); train with the flags it was written "
+                        "with, or use another --checkpoint_dir or --no_resume") from e
+
