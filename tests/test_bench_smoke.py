@@ -77,7 +77,8 @@ def test_skeleton_variants_benchmark_scores_both_models_on_generated_and_real_fr
     rows = table_rows(out, "generated validation")
     assert [row[0] for row in rows] == ["hierarchical_skeleton_transformer", "skeleton_bone_heatmap",
                                         "all-black image (trivial baseline)"]
-    assert rows[-1][-2:] == ["1.0000", "1.0000"]  # black is the normalised error's unit
+    # black is the normalised error's unit (up to the metric's floor of 1e-6 per pixel)
+    assert [float(value) for value in rows[-1][-2:]] == pytest.approx([1.0, 1.0], abs=1e-3)
     if (REPO.parent / "shared" / "data" / "real").exists():
         assert len(table_rows(out, "real signers")) == 3
 
