@@ -95,11 +95,12 @@ class SkeletonMetrics:
         self.sums.add("val/psnr", psnr_per_sample(generated, target).sum(), b)
         self.sums.add("val/ssim", ssim_per_sample(generated, target).sum(), b)
         masks = region_masks(keypoints, b, self.image_size, self.margin, device=generated.device)
+        target_energy = target.pow(2)
         for region in self.REGIONS:
             mask = masks[region]
             region_error = (squared * mask).sum()
             self.sums.add(f"val/mse_{region}", region_error, mask.sum())
-            energy = (target.pow(2) * mask).sum() + NMSE_FLOOR * mask.sum()
+            energy = (target_energy * mask).sum() + NMSE_FLOOR * mask.sum()
             self.sums.add(f"val/nmse_{region}", region_error, energy)
 
     def compute(self) -> dict[str, float]:

@@ -26,6 +26,10 @@ def tiny_skeleton(image_size=64, **kw) -> HierarchicalSkeletonTransformer:
     return create_model("hierarchical_skeleton_transformer", **cfg)
 
 
+WITH_AND_WITHOUT_OCTAVES = pytest.mark.parametrize("coord_bands", [0, 6], ids=["linear_coordinates",
+                                                                              "coordinate_octaves"])
+
+
 def tiny_face(**kw) -> HierarchicalKeypointTransformer:
     cfg = dict(d_region=32, d_global=24, n_heads=4, region_layers=1, interaction_layers=1, decoder_layers=1,
                dropout=0.0)
@@ -110,7 +114,7 @@ def test_skeleton_frame_with_every_point_missing_gives_a_finite_image():
     assert torch.isfinite(out).all()
 
 
-@pytest.mark.parametrize("coord_bands", [0, 6], ids=["linear_coordinates", "coordinate_octaves"])
+@WITH_AND_WITHOUT_OCTAVES
 def test_face_output_ignores_coordinates_of_missing_points_even_a_whole_region(coord_bands):
     model = tiny_face(coord_bands=coord_bands).eval()
     src = frames(2)[:, layout.FACE].clone()
@@ -185,7 +189,7 @@ def test_skeleton_models_export_with_torch_export_and_a_dynamic_batch(make):
         torch.testing.assert_close(ep.module()(other), skeleton(other))
 
 
-@pytest.mark.parametrize("coord_bands", [0, 6], ids=["linear_coordinates", "coordinate_octaves"])
+@WITH_AND_WITHOUT_OCTAVES
 def test_face_model_exports_with_torch_export_and_a_dynamic_batch(coord_bands):
     batch = torch.export.Dim("batch", min=1, max=4096)
     face = tiny_face(coord_bands=coord_bands).eval()
