@@ -7,6 +7,8 @@ The writer and commit tasks take work items that carry the data set's content ha
 data under the same input URI is never served from a stale cache entry. The plan task itself is not
 cached, because it is what looks at the input."""
 
+from typing import List
+
 from kfp import dsl
 from kfp.dsl import Dataset, Output
 
@@ -23,7 +25,7 @@ def plan_dataset(
     synthetic_frames_per_video: int,
     render_tasks: int,
     replace_dataset: bool = True,
-) -> list:
+) -> List[dict]:
     """Read + validate the keypoints and store the shard plan; bad input fails here, before any
     compute, and so does a store holding another data set unless ``replace_dataset``. Returns the
     writers' work items: {"dataset_hash", "start", "stop", "replaces"}."""

@@ -16,7 +16,8 @@ def train_skeleton(
     face_weight: float,
     overrides: dict,
     pipeline_run_id: str,
-    gpu_count: int,
+    gpu_count: str,
+    gpu_node_selector: dict,
     checkpoint_every: int,
     nodes: int,
     gpu_type: str,
@@ -33,7 +34,8 @@ def train_skeleton(
                   face_weight=face_weight)
     return stages.training_stage("skeleton", dataset, model, metrics, config=config,
                                  mlflow_tracking_uri=mlflow_tracking_uri, pipeline_run_id=pipeline_run_id,
-                                 nodes=nodes, gpu_count=gpu_count, gpu_type=gpu_type, train_image=train_image)
+                                 nodes=nodes, gpu_count=gpu_count, gpu_type=gpu_type, train_image=train_image,
+                                 gpu_node_selector=gpu_node_selector)
 
 
 @dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
@@ -46,7 +48,8 @@ def train_face(
     d_region: int,
     overrides: dict,
     pipeline_run_id: str,
-    gpu_count: int,
+    gpu_count: str,
+    gpu_node_selector: dict,
     checkpoint_every: int,
     nodes: int,
     gpu_type: str,
@@ -62,4 +65,5 @@ def train_face(
                   batch_size=batch_size, d_global=d_global, d_region=d_region)
     return stages.training_stage("face", dataset, model, metrics, config=config,
                                  mlflow_tracking_uri=mlflow_tracking_uri, pipeline_run_id=pipeline_run_id,
-                                 nodes=nodes, gpu_count=gpu_count, gpu_type=gpu_type, train_image=train_image)
+                                 nodes=nodes, gpu_count=gpu_count, gpu_type=gpu_type, train_image=train_image,
+                                 gpu_node_selector=gpu_node_selector)

@@ -36,6 +36,7 @@ SMALL_RUN = dict(
     d_region=32,
     face_overrides={"n_heads": 4, "lr": 3e-3, "dropout": 0.0, "num_workers": 0},
     real_eval_uri=REAL_SIGNERS,
+    gpu_count="0",  # the CPU; the cluster default "1" refuses to start without a GPU in the pod
 )
 
 

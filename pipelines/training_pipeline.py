@@ -42,7 +42,12 @@ def signpose_training(
     d_region: int = 128,
     face_overrides: dict = {},
     gpu_type: str = "nvidia.com/gpu",
-    gpu_count: int = 1,
+    # A string: KFP's driver reads the GPU limit's placeholder as a string value and silently drops a
+    # number (docs/deploy.md, "GPU count"). "0" trains on the CPU.
+    gpu_count: str = "1",
+    # Node labels the training pods must match, e.g. {"nvidia.com/gpu.present": "true"} (NVIDIA GPU
+    # Operator) or {"cloud.google.com/gke-accelerator": "nvidia-l4"}; empty: the GPU limit decides.
+    gpu_node_selector: dict = {},
     checkpoint_every: int = 500,
     real_eval_uri: str = "",
     nodes: int = 1,
@@ -75,6 +80,7 @@ def signpose_training(
         overrides=skeleton_overrides,
         pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         gpu_count=gpu_count,
+        gpu_node_selector=gpu_node_selector,
         checkpoint_every=checkpoint_every,
         nodes=nodes, gpu_type=gpu_type, train_image=TRAIN_IMAGE, real_eval_uri=real_eval_uri,
     )
@@ -88,6 +94,7 @@ def signpose_training(
         overrides=face_overrides,
         pipeline_run_id=dsl.PIPELINE_JOB_ID_PLACEHOLDER,
         gpu_count=gpu_count,
+        gpu_node_selector=gpu_node_selector,
         checkpoint_every=checkpoint_every,
         nodes=nodes, gpu_type=gpu_type, train_image=TRAIN_IMAGE, real_eval_uri=real_eval_uri,
     )
@@ -95,9 +102,11 @@ def signpose_training(
     # a Kubeflow Trainer TrainJob of `nodes` pods x gpu_count GPUs (docs/deploy.md, "Many GPUs").
     with dsl.If(nodes <= 1, name="one-node"):
         skeleton = train_skeleton(**skeleton_args).set_display_name("train-skeleton")
-        cluster.configure_training_task(skeleton, accelerator_type=gpu_type, accelerator_limit=gpu_count)
+        cluster.configure_training_task(skeleton, accelerator_type=gpu_type, accelerator_limit=gpu_count,
+                                        node_selector=gpu_node_selector)
         face = train_face(**face_args).set_display_name("train-face-autoencoder")
-        cluster.configure_training_task(face, accelerator_type=gpu_type, accelerator_limit=gpu_count)
+        cluster.configure_training_task(face, accelerator_type=gpu_type, accelerator_limit=gpu_count,
+                                        node_selector=gpu_node_selector)
     with dsl.Else(name="many-nodes"):
         configure_launcher_task(train_skeleton(**skeleton_args).set_display_name("train-skeleton-on-nodes"))
         configure_launcher_task(train_face(**face_args).set_display_name("train-face-autoencoder-on-nodes"))

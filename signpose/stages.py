@@ -11,7 +11,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from signpose.errors import UserError
+from signpose.errors import UserError, exit_on_user_error
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +240,8 @@ def remove_checkpoint(checkpoint_dir: str) -> None:
 
 def train_task_on_nodes(task: str, manifest_uri: str, *, nodes: int, gpus_per_node: int, image: str,
                         accelerator_type: str = "nvidia.com/gpu", mlflow_tracking_uri: str = "",
-                        config: dict | None = None, pipeline_run_id: str = "", expected_dataset_hash: str = "") -> dict:
+                        config: dict | None = None, pipeline_run_id: str = "", expected_dataset_hash: str = "",
+                        node_selector: dict | None = None) -> dict:
     """Train one task as a Kubeflow Trainer TrainJob of ``nodes`` x ``gpus_per_node`` processes running
     the training CLI (:func:`signpose.deploy.trainjob.run_multinode_training`); returns what its rank 0
     registered (``run_id, model_name, model_version, alias, reason, metrics, model_uri, trainjob``)."""
@@ -252,26 +253,63 @@ def train_task_on_nodes(task: str, manifest_uri: str, *, nodes: int, gpus_per_no
     args = ["--data_path", manifest_uri, "--no_progress", *config_to_cli_args(task, config)]
     outcome = run_multinode_training(task, nodes, gpus_per_node, image, args, pipeline_run_id=pipeline_run_id,
                                      mlflow_tracking_uri=mlflow_tracking_uri, accelerator_type=accelerator_type,
-                                     expected_dataset_hash=expected_dataset_hash)
+                                     expected_dataset_hash=expected_dataset_hash, node_selector=node_selector)
     remove_checkpoint(config.get("checkpoint_dir", ""))
     return outcome
 
 
+class GpuCountError(UserError, ValueError):
+    """``gpu_count`` is not a whole number >= 0, or the pod sees fewer GPUs than it asked for."""
+
+
+def parse_gpu_count(gpu_count: int | str) -> int:
+    """The pipeline's ``gpu_count`` (a string parameter: KFP's driver reads a GPU limit placeholder
+    only from a STRING parameter, docs/deploy.md) as a number; 0 trains on the CPU."""
+    text = str(gpu_count).strip()
+    if not text.isdigit():
+        raise GpuCountError(f"gpu_count {gpu_count!r}: expected a whole number of GPUs per pod "
+                            "(0 trains on the CPU)")
+    return int(text)
+
+
+def require_visible_gpus(asked: int, visible: int | None = None) -> None:
+    """Refuse to start when the pod sees fewer GPUs than ``asked`` (``torch.cuda.device_count()``):
+    a pod whose GPU limit never reached it would otherwise train on the CPU until its deadline."""
+    if asked <= 0:
+        return
+    if visible is None:
+        import torch
+
+        visible = torch.cuda.device_count()
+    if visible < asked:
+        raise GpuCountError(
+            f"gpu_count={asked}: this pod sees {visible} GPU(s) (torch.cuda.device_count()); check that the "
+            "task pod got its GPU limit (kubectl describe pod: Limits) and the node runs NVIDIA's device "
+            "plugin, or run with gpu_count=0 to train on the CPU")
+
+
 def training_stage(task: str, dataset, model_artifact, metrics_artifact, *, config: dict,
-                   mlflow_tracking_uri: str = "", pipeline_run_id: str = "", nodes: int = 1, gpu_count: int = 1,
-                   gpu_type: str = "nvidia.com/gpu", train_image: str = "") -> str:
+                   mlflow_tracking_uri: str = "", pipeline_run_id: str = "", nodes: int = 1,
+                   gpu_count: int | str = 1, gpu_type: str = "nvidia.com/gpu", train_image: str = "",
+                   gpu_node_selector: dict | None = None) -> str:
     """What a training component does: train ``task`` on the committed ``dataset`` (a KFP Dataset
     artifact: its metadata names the manifest and hash) in this pod on ``gpu_count`` ranks, or as a
-    TrainJob on ``nodes`` nodes; fill the KFP outputs; remove the finished task's checkpoint. Returns
-    the registered model's URI."""
+    TrainJob on ``nodes`` nodes (placed by ``gpu_node_selector`` when not empty); fill the KFP
+    outputs; remove the finished task's checkpoint. Returns the registered model's URI. A bad
+    ``gpu_count``, or fewer GPUs in this pod than it names, ends the task at once: one line, exit 2."""
+    with exit_on_user_error():
+        gpus = parse_gpu_count(gpu_count)
+        if nodes <= 1:
+            require_visible_gpus(gpus)
     common = dict(manifest_uri=dataset.metadata["manifest_uri"], expected_dataset_hash=dataset.metadata["dataset_hash"],
                   mlflow_tracking_uri=mlflow_tracking_uri, pipeline_run_id=pipeline_run_id, config=config)
     if nodes > 1:
-        outcome = train_task_on_nodes(task, nodes=nodes, gpus_per_node=gpu_count, image=train_image,
-                                      accelerator_type=gpu_type, **common)
+        outcome = train_task_on_nodes(task, nodes=nodes, gpus_per_node=gpus, image=train_image,
+                                      accelerator_type=gpu_type, node_selector=gpu_node_selector or None,
+                                      **common)
         describe_node_training_artifacts(outcome, model_artifact, metrics_artifact)
         return outcome["model_uri"]
-    result = train_task(task, nproc=max(1, gpu_count), **common)
+    result = train_task(task, nproc=max(1, gpus), **common)
     describe_training_artifacts(result, model_artifact, metrics_artifact)
     remove_task_checkpoints(result)
     return f"models:/{result.model_name}/{result.model_version}"

@@ -17,10 +17,12 @@ there. A local folder takes an exclusive ``flock`` of the object's folder, links
 file onto a new key (``os.link`` fails if it exists) and uses the content's SHA-256 as ETag: one
 machine only (not NFS).
 
-S3 configuration follows the AWS conventions so MinIO and moto work unchanged: the endpoint comes
-from the ``endpoint_url`` argument, else ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` (boto3 reads
-them natively), else ``MLFLOW_S3_ENDPOINT_URL`` (what MLflow deployments on MinIO already set);
-credentials come from the standard AWS chain; retries use botocore's retry modes.
+S3 configuration: signpose's own variables first (``SIGNPOSE_S3_*``, :mod:`signpose.s3_env`: what
+pipeline pods get, so KFP's launcher never picks signpose's identity up), else the AWS conventions so
+MinIO and moto work unchanged: the endpoint comes from the ``endpoint_url`` argument, else
+``SIGNPOSE_S3_ENDPOINT_URL``, else ``AWS_ENDPOINT_URL_S3`` / ``AWS_ENDPOINT_URL`` (boto3 reads them
+natively), else ``MLFLOW_S3_ENDPOINT_URL``; credentials are ``SIGNPOSE_S3_ACCESS_KEY_ID`` /
+``SIGNPOSE_S3_SECRET_ACCESS_KEY``, else the standard AWS chain; retries use botocore's retry modes.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
+
+from signpose import s3_env
 
 try:
     from botocore.exceptions import BotoCoreError, ClientError
@@ -310,6 +314,8 @@ class S3Options:
 
 def _default_endpoint() -> str | None:
     # boto3 itself honours AWS_ENDPOINT_URL(_S3); MLflow-on-MinIO set-ups export MLFLOW_S3_ENDPOINT_URL.
+    if s3_env.endpoint_url():
+        return s3_env.endpoint_url()
     if os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"):
         return None
     return os.environ.get("MLFLOW_S3_ENDPOINT_URL") or None
@@ -331,10 +337,10 @@ class S3Store(ObjectStore):
             validate_key(self.prefix)
         self.options = options
         config = Config(retries={"mode": options.retry_mode, "total_max_attempts": options.max_attempts})
-        self.client = boto3.session.Session().client(
+        self.client = boto3.session.Session(**s3_env.session_kwargs()).client(
             "s3",
             endpoint_url=options.endpoint_url or _default_endpoint(),
-            region_name=options.region_name,
+            region_name=options.region_name or s3_env.region(),
             config=config,
         )
         self.transfer_config = TransferConfig(

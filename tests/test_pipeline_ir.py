@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import kfp_driver
 import pytest
 import yaml
 
@@ -92,6 +93,104 @@ def test_dag_is_plan_then_parallel_shard_writers_then_commit_then_the_two_traini
         assert dataset == "pipelinechannel--commit-dataset-dataset", component
 
 
+# ---- what the KFP v2 driver feeds the tasks (tests/kfp_driver.py: its rules, cited upstream) ------
+
+WORK_ITEMS = [{"dataset_hash": "ab12", "start": 0, "stop": 3, "replaces": None},
+              {"dataset_hash": "ab12", "start": 3, "stop": 5, "replaces": None}]
+UPSTREAM_OUTPUTS = {"plan-dataset": {"Output": WORK_ITEMS}, "commit-dataset": {"Output": "s3://b/d/manifest.json"}}
+
+
+def driver_run(ir, **params) -> kfp_driver.Run:
+    return kfp_driver.Run(ir["spec"], params=params, outputs=UPSTREAM_OUTPUTS)
+
+
+def test_every_parallel_for_item_has_the_type_its_consumers_declare(ir):
+    # The driver converts a STRING loop item to text, then refuses text for a STRUCT input.
+    loops = 0
+    for owner in (ir["spec"]["root"], *ir["spec"]["components"].values()):
+        for task in owner.get("dag", {}).get("tasks", {}).values():
+            if "parameterIterator" not in task:
+                continue
+            loops += 1
+            loop = ir["spec"]["components"][task["componentRef"]["name"]]
+            item = task["parameterIterator"]["itemInput"]
+            item_type = loop["inputDefinitions"]["parameters"][item]["parameterType"]
+            for name, inner in loop["dag"]["tasks"].items():
+                declared = ir["spec"]["components"][inner["componentRef"]["name"]]["inputDefinitions"]["parameters"]
+                for key, source in inner["inputs"]["parameters"].items():
+                    if source.get("componentInputParameter") == item:
+                        assert declared[key]["parameterType"] == item_type, (name, key)
+    assert loops == 1
+
+
+def test_the_v2_driver_gives_each_shard_writer_its_work_item_as_a_struct(ir):
+    run = driver_run(ir)
+    writers = [t for t in run.tasks() if t.component == "comp-write-shards"]
+    assert [t.parameter_values["work_item"] for t in writers] == [kfp_driver.as_value(w) for w in WORK_ITEMS]
+    [commit] = [t for t in run.tasks() if t.component == "comp-commit-dataset"]
+    assert commit.parameter_values["work_items"] == kfp_driver.as_value(WORK_ITEMS)
+
+
+def test_every_resource_count_placeholder_names_a_string_parameter(ir):
+    # The driver reads the placeholder with GetStringValue(): a number reads as "" and no GPU is asked for.
+    found = list(kfp_driver.placeholder_sources(ir["spec"]))
+    assert {(task, fld) for task, fld, _, _ in found} >= {(t, "resourceCount") for t in ("train-skeleton", "train-face")}
+    for task, fld, name, source_type in found:
+        assert source_type == "STRING", f"{task}.{fld} <- {name} is {source_type}"
+
+
+@pytest.mark.parametrize("gpu_count", [None, "2", "0"])
+def test_the_v2_driver_puts_the_runs_gpu_count_into_the_training_pods_limits(ir, gpu_count):
+    params = {} if gpu_count is None else {"gpu_count": gpu_count, "gpu_type": "nvidia.com/gpu"}
+    run = driver_run(ir, **params)
+    limits = {t.component: kfp_driver.accelerator_limit(run.executor(t), t.parameter_values) for t in run.tasks()}
+    for component in TRAINING_COMPONENTS:
+        assert limits[component] == ("nvidia.com/gpu", gpu_count or "1"), component
+    for component in (*NODES_COMPONENTS, *PREPROCESS_COMPONENTS):
+        assert limits[component] is None, component
+
+
+def test_the_driver_rules_refuse_what_kfp_local_accepts(tmp_path):
+    """The helper's rules are live: a bare ``list`` loop feeding a ``dict`` input, and an int GPU limit."""
+    from kfp import compiler, dsl
+
+    @dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
+    def plan() -> list:
+        return [{"a": 1}]
+
+    @dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)
+    def consume(item: dict) -> str:
+        return str(item)
+
+    @dsl.pipeline(name="old-shapes")
+    def old_shapes(gpus: int = 1):
+        planned = plan()
+        with dsl.ParallelFor(planned.output) as item:
+            consume(item=item)
+        consume(item={"b": 2}).set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpus)
+
+    out = tmp_path / "old.yaml"
+    compiler.Compiler().compile(old_shapes, str(out))
+    spec = kfp_driver.load_spec(out)
+    with pytest.raises(kfp_driver.DriverError, match="'item' type mismatch: expect STRUCT, got string"):
+        list(kfp_driver.Run(spec, outputs={"plan": {"Output": [{"a": 1}]}}).tasks())
+    [(_, _, _, source_type)] = [p for p in kfp_driver.placeholder_sources(spec) if p[1] == "resourceCount"]
+    assert source_type == "NUMBER_INTEGER"
+    assert kfp_driver.pod_spec_parameter("{{$.inputs.parameters['n']}}", {"n": 1.0}) == ""
+
+
+def test_the_executor_input_carries_the_resolved_values_and_an_output_place_per_output(ir):
+    run = driver_run(ir, gpu_count="2")
+    task = next(t for t in run.tasks() if t.component == "comp-train-face")
+    executor_input = kfp_driver.executor_input(run, task, output_root="/out",
+                                               artifacts={"dataset": [{"uri": "s3://b/d", "metadata": {}}]})
+    values = executor_input["inputs"]["parameterValues"]
+    assert values["gpu_count"] == "2" and values["epochs"] == 100 and values["gpu_node_selector"] == {}
+    assert values["pipeline_run_id"] == run.job_uuid
+    assert set(executor_input["outputs"]["artifacts"]) == {"model", "metrics"}
+    assert executor_input["outputs"]["parameters"]["Output"] == {"outputFile": "/out/train-face/parameters/Output"}
+
+
 @pytest.mark.parametrize("component", NODES_COMPONENTS)
 def test_on_several_nodes_the_training_task_only_launches_a_trainjob_and_asks_for_no_gpu(ir, component):
     assert "accelerator" not in container(ir, component)["resources"]
@@ -108,7 +207,8 @@ def test_pipeline_parameters_cover_data_tracking_hyperparameters_image_size_and_
                  "skeleton_batch_size", "face_epochs", "face_batch_size", "gpu_type", "gpu_count"):
         assert name in params, name
     assert params["gpu_type"]["defaultValue"] == "nvidia.com/gpu"
-    assert int(params["gpu_count"]["defaultValue"]) == 1
+    assert params["gpu_count"]["defaultValue"] == "1"
+    assert params["gpu_node_selector"]["defaultValue"] == {}  # no node selector unless a run names one
 
 
 def test_no_pipeline_parameter_carries_a_credential(ir):
@@ -144,6 +244,26 @@ def test_image_tag_comes_from_the_environment_at_compile_time(tmp_path):
     text = out.read_text()
     assert "image: registry.example.com/ml/signpose-preprocess:9.9.9" in text
     assert "image: registry.example.com/ml/signpose-train:9.9.9" in text
+
+
+def test_image_pull_secrets_from_the_image_settings_reach_every_task_pod(tmp_path):
+    out = tmp_path / "p.yaml"
+    code = ("from pipelines.training_pipeline import compile_pipeline; "
+            f"compile_pipeline({str(out)!r})")
+    env = dict(os.environ, SIGNPOSE_IMAGE_PULL_SECRETS="regcred, other-registry")
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, check=True, capture_output=True)
+    spec, platform_doc = [d for d in yaml.safe_load_all(out.read_text()) if d]
+    executors = platform_doc["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert set(executors) == set(spec["deploymentSpec"]["executors"])
+    for label, k8s in executors.items():
+        assert [s["secretName"] for s in k8s["imagePullSecret"]] == ["regcred", "other-registry"], label
+        # ...and the task's code, which puts them on a TrainJob's pods, knows them too.
+        env_vars = {e["name"]: e["value"] for e in spec["deploymentSpec"]["executors"][label]["container"]["env"]}
+        assert env_vars["SIGNPOSE_IMAGE_PULL_SECRETS"] == "regcred,other-registry", label
+
+
+def test_no_image_pull_secret_by_default(ir):
+    assert not any("imagePullSecret" in k8s for k8s in ir["platform"].values())
 
 
 # ---- resources and GPU placement ------------------------------------------------------------------
@@ -183,10 +303,12 @@ def test_preprocessing_asks_for_no_gpu_and_stays_off_the_gpu_pool(ir, component)
 
 
 @pytest.mark.parametrize("component", TRAINING_COMPONENTS)
-def test_training_is_placed_on_the_gpu_pool_with_selector_and_toleration(ir, component):
+def test_training_tolerates_the_gpu_taint_and_takes_its_node_selector_from_a_parameter(ir, component):
     spec = platform(ir, component)
-    key, value = cluster.GPU_NODE_LABEL
-    assert spec["nodeSelector"]["labels"] == {key: value}
+    # nvidia.com/gpu.present is GPU Operator's label, missing on plain device-plugin pools: no fixed
+    # selector, the run's gpu_node_selector (default {}) instead.
+    assert "labels" not in spec["nodeSelector"]
+    assert spec["nodeSelector"]["nodeSelectorJson"] == {"componentInputParameter": "pipelinechannel--gpu_node_selector"}
     assert cluster.GPU_TOLERATION in [
         {k: t[k] for k in ("key", "operator", "effect") if k in t} for t in spec["tolerations"]]
 
@@ -200,7 +322,8 @@ def test_training_gets_a_memory_backed_dev_shm_for_dataloader_workers(ir, compon
 # ---- secrets --------------------------------------------------------------------------------------
 
 def _secret_env(ir, component) -> dict[str, dict[str, str]]:
-    return {s["secretName"]: {k["envVar"]: k["secretKey"] for k in s["keyToEnv"]}
+    """Secret name -> {Secret key: env var} (SecretRefs' direction)."""
+    return {s["secretName"]: {k["secretKey"]: k["envVar"] for k in s["keyToEnv"]}
             for s in platform(ir, component).get("secretAsEnv", [])}
 
 
@@ -225,7 +348,19 @@ def test_endpoints_come_from_an_optional_configmap(ir, component):
     refs = cluster.SecretRefs()
     [cm] = platform(ir, component)["configMapAsEnv"]
     assert cm["configMapName"] == refs.env_config_map and cm["optional"] is True
-    assert {k["envVar"] for k in cm["keyToEnv"]} == set(refs.env_config_keys)
+    assert {k["configMapKey"]: k["envVar"] for k in cm["keyToEnv"]} == dict(refs.env_config_keys)
+
+
+def test_no_task_container_gets_aws_variables_that_kfps_launcher_would_use_for_its_own_uploads(ir):
+    # The launcher runs in the task's container; with a fromEnv pipeline root it uploads with the AWS
+    # SDK's default chain (kubeflow/pipelines backend/src/v2/objectstore/object_store.go, newS3Client).
+    for label, executor in ir["platform"].items():
+        names = [k["envVar"] for s in executor.get("secretAsEnv", []) for k in s["keyToEnv"]]
+        names += [k["envVar"] for c in executor.get("configMapAsEnv", []) for k in c["keyToEnv"]]
+        names += [e["name"] for e in ir["spec"]["deploymentSpec"]["executors"][label]["container"].get("env", [])]
+        assert not [n for n in names if n.startswith("AWS_")], f"{label}: {names}"
+        if label.startswith(("exec-write", "exec-train-s", "exec-train-f")):
+            assert {"SIGNPOSE_S3_ACCESS_KEY_ID", "SIGNPOSE_S3_SECRET_ACCESS_KEY", "SIGNPOSE_S3_ENDPOINT_URL"} <= set(names)
 
 
 def test_credentials_are_never_set_as_plain_environment_values(ir):

@@ -21,12 +21,18 @@ from typing import Any, Mapping, Union
 from kfp import dsl, kubernetes
 from kfp.dsl.pipeline_channel import PipelineChannel
 
+from signpose import s3_env
+from signpose.deploy.images import IMAGE_PULL_SECRETS, IMAGE_PULL_SECRETS_VAR
+
 StrOrParam = Union[str, PipelineChannel]
 IntOrParam = Union[int, str, PipelineChannel]
 
-# The label NVIDIA's GPU feature discovery (GPU operator) puts on every GPU node, and the taint most
-# managed GPU node pools (GKE, AKS, EKS GPU AMIs with the device plugin docs) carry.
-GPU_NODE_LABEL = ("nvidia.com/gpu.present", "true")
+# The taint most managed GPU node pools (GKE, AKS, EKS GPU AMIs with the device plugin docs) carry.
+# No node selector by default: the GPU limit alone makes the scheduler pick a node that has the GPUs,
+# and labels differ between pools (NVIDIA's GPU feature discovery, part of the GPU Operator, sets
+# nvidia.com/gpu.present=true; the plain device plugin and many managed pools do not). The pipeline's
+# gpu_node_selector parameter names one where it is wanted (docs/deploy.md).
+GPU_OPERATOR_NODE_LABEL = ("nvidia.com/gpu.present", "true")
 GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
 
 
@@ -44,21 +50,25 @@ class GpuPool:
 
     accelerator_type: str = "nvidia.com/gpu"
     accelerator_limit: int = 1
-    node_selector: Mapping[str, str] = field(default_factory=lambda: dict([GPU_NODE_LABEL]))
+    node_selector: Mapping[str, str] = field(default_factory=dict)
     tolerations: tuple[Mapping[str, Any], ...] = (GPU_TOLERATION,)
 
 
 @dataclass(frozen=True)
 class SecretRefs:
-    """Secret / ConfigMap names and key -> env var maps. Only names and keys, never values.
+    """Secret / ConfigMap names and (Secret or ConfigMap key) -> env var maps. Only names and keys,
+    never values.
 
     ``None`` for a name leaves that source out (e.g. S3 access through IAM roles for service accounts).
+    signpose's S3 identity reaches the pods as ``SIGNPOSE_S3_*`` (signpose/s3_env.py), never as
+    ``AWS_*``: KFP's launcher, in the same container, would use those for its own artifact uploads.
+    The Secret keeps the conventional key names, so a Secret made for any S3 client fits.
     """
 
     s3_secret: str | None = "signpose-s3"
     s3_keys: Mapping[str, str] = field(default_factory=lambda: {
-        "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
-        "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
+        "AWS_ACCESS_KEY_ID": s3_env.ACCESS_KEY_ID,
+        "AWS_SECRET_ACCESS_KEY": s3_env.SECRET_ACCESS_KEY,
     })
     mlflow_secret: str | None = "signpose-mlflow"
     mlflow_keys: Mapping[str, str] = field(default_factory=lambda: {
@@ -71,8 +81,8 @@ class SecretRefs:
     # MLFLOW_TRACKING_URI there is the chart's in-cluster MLflow Service: the fallback MLflow itself
     # uses when the pipeline's mlflow_tracking_uri parameter is left empty.
     env_config_keys: Mapping[str, str] = field(default_factory=lambda: {
-        "AWS_ENDPOINT_URL": "AWS_ENDPOINT_URL",
-        "AWS_DEFAULT_REGION": "AWS_DEFAULT_REGION",
+        s3_env.ENDPOINT_URL: s3_env.ENDPOINT_URL,
+        s3_env.REGION: s3_env.REGION,
         "MLFLOW_S3_ENDPOINT_URL": "MLFLOW_S3_ENDPOINT_URL",
         "MLFLOW_TRACKING_URI": "MLFLOW_TRACKING_URI",
         # Where concurrent promotions of a model take turns (signpose/tracking/lease.py).
@@ -108,6 +118,9 @@ class ClusterSettings:
     preprocess_timeout_s: int = 6 * 3600
     training_timeout_s: int = 48 * 3600
     pod_labels: Mapping[str, str] = field(default_factory=lambda: {"app.kubernetes.io/part-of": "signpose"})
+    # Secrets (in the pipeline's namespace) to pull the stage images from a private registry; chosen
+    # with the registry at compile time (images.env / SIGNPOSE_IMAGE_PULL_SECRETS).
+    image_pull_secrets: tuple[str, ...] = IMAGE_PULL_SECRETS
 
 
 DEFAULT_SETTINGS = ClusterSettings()
@@ -140,8 +153,13 @@ def inject_secrets(task: dsl.PipelineTask, secrets: SecretRefs, *, mlflow: bool)
 
 
 def _label(task: dsl.PipelineTask, settings: ClusterSettings) -> None:
+    """Pod labels and image pull secrets: what every task pod carries."""
     for key, value in settings.pod_labels.items():
         kubernetes.add_pod_label(task, key, value)
+    if settings.image_pull_secrets:
+        kubernetes.set_image_pull_secrets(task, list(settings.image_pull_secrets))
+        # The task's code (a TrainJob's pods, signpose/deploy/trainjob.py) reads the same names.
+        task.set_env_variable(IMAGE_PULL_SECRETS_VAR, ",".join(settings.image_pull_secrets))
 
 
 def configure_preprocess_task(task: dsl.PipelineTask,

@@ -22,6 +22,9 @@ PREPROCESS_REPOSITORY = "signpose-preprocess"
 TRAIN_REPOSITORY = "signpose-train"
 MLFLOW_REPOSITORY = "signpose-mlflow"
 
+# Comma-separated names of Kubernetes Secrets (type kubernetes.io/dockerconfigjson) in the pipeline's
+# namespace that pull the stage images: compiled into the task pods and the TrainJob pods.
+IMAGE_PULL_SECRETS_VAR = "SIGNPOSE_IMAGE_PULL_SECRETS"
 REGISTRY_VAR = "SIGNPOSE_REGISTRY"
 TAG_VAR = "SIGNPOSE_IMAGE_TAG"
 FILE_VAR = "SIGNPOSE_IMAGES_FILE"
@@ -34,6 +37,8 @@ _REGISTRY_RE = re.compile(
     r"|^[a-zA-Z0-9.-]+(?::[0-9]+)?$"
 )
 _TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
+# A Secret's name: a DNS subdomain (RFC 1123), at most 253 characters.
+_SECRET_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
 class ImageSettingsError(ValueError):
@@ -44,6 +49,7 @@ class ImageSettingsError(ValueError):
 class ImageSettings:
     registry: str
     tag: str
+    pull_secrets: tuple[str, ...] = ()
 
     @property
     def preprocess(self) -> str:
@@ -104,19 +110,27 @@ def load_image_settings(path: str | Path | None = None, environ: dict[str, str] 
     if not _TAG_RE.match(tag):
         raise ImageSettingsError(
             f"{tag_src}: {tag!r} is not a valid image tag (letters, digits, '_', '.', '-'; at most 128)")
-    return ImageSettings(registry=registry, tag=tag)
+    secrets_text, secrets_src = pick(IMAGE_PULL_SECRETS_VAR, "")
+    pull_secrets = tuple(name.strip() for name in secrets_text.split(",") if name.strip())
+    for name in pull_secrets:
+        if len(name) > 253 or not _SECRET_NAME_RE.match(name):
+            raise ImageSettingsError(f"{secrets_src}: {name!r} is not a Kubernetes Secret name "
+                                     "(lowercase letters, digits, '-' and '.'; comma-separate several)")
+    return ImageSettings(registry=registry, tag=tag, pull_secrets=pull_secrets)
 
 
 IMAGES = load_image_settings()
 PREPROCESS_IMAGE = IMAGES.preprocess
 TRAIN_IMAGE = IMAGES.train
 MLFLOW_IMAGE = IMAGES.mlflow
+IMAGE_PULL_SECRETS = IMAGES.pull_secrets
 
 
 def main() -> None:
     print(f"PREPROCESS_IMAGE={PREPROCESS_IMAGE}")
     print(f"TRAIN_IMAGE={TRAIN_IMAGE}")
     print(f"MLFLOW_IMAGE={MLFLOW_IMAGE}")
+    print(f"{IMAGE_PULL_SECRETS_VAR}={','.join(IMAGE_PULL_SECRETS)}")
 
 
 if __name__ == "__main__":

@@ -93,11 +93,12 @@ class TrainJobRequest:
 
 
 def _secret_env_names(secrets: SecretRefs) -> set[str]:
+    """The env var names the Secrets fill (SecretRefs map Secret key -> env var), and the Secret keys."""
     names: set[str] = set()
     if secrets.s3_secret:
-        names |= set(secrets.s3_keys)
+        names |= set(secrets.s3_keys) | set(secrets.s3_keys.values())
     if secrets.mlflow_secret:
-        names |= set(secrets.mlflow_keys)
+        names |= set(secrets.mlflow_keys) | set(secrets.mlflow_keys.values())
     return names
 
 
@@ -163,11 +164,11 @@ def _env(request: TrainJobRequest) -> list[dict]:
     for secret, keys in ((secrets.s3_secret, secrets.s3_keys), (secrets.mlflow_secret, secrets.mlflow_keys)):
         if secret:
             env += [{"name": var, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
-                    for var, key in keys.items()]
+                    for key, var in keys.items()]
     if secrets.env_config_map:
         env += [{"name": var, "valueFrom": {"configMapKeyRef": {"name": secrets.env_config_map, "key": key,
                                                                 "optional": True}}}
-                for var, key in secrets.env_config_keys.items() if var not in request.env]
+                for key, var in secrets.env_config_keys.items() if var not in request.env]
     return env
 
 
@@ -181,7 +182,8 @@ def _resources(request: TrainJobRequest) -> dict:
 
 def _pod_patch(request: TrainJobRequest) -> dict:
     """What the runtime's node pods get on top of the runtime: labels (the chart's NetworkPolicy admits
-    them to MinIO), /dev/shm for DataLoader workers, GPU placement, a non-root security context."""
+    them to MinIO), /dev/shm for DataLoader workers, GPU placement, image pull secrets, a non-root
+    security context."""
     gpu = request.settings.gpu
     node_selector = request.node_selector
     tolerations = request.tolerations
@@ -199,6 +201,8 @@ def _pod_patch(request: TrainJobRequest) -> dict:
         spec["nodeSelector"] = dict(node_selector)
     if tolerations:
         spec["tolerations"] = [dict(t) for t in tolerations]
+    if request.settings.image_pull_secrets:
+        spec["imagePullSecrets"] = [{"name": name} for name in request.settings.image_pull_secrets]
     pod = {"metadata": {"labels": {**request.settings.pod_labels, TASK_LABEL: _label_value(request.task)}},
            "spec": spec}
     job = {"name": NODE, "template": {"spec": {"template": pod}}}
