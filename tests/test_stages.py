@@ -106,3 +106,34 @@ def test_training_refuses_a_store_whose_data_set_was_replaced_by_another_run(tmp
     with pytest.raises(RuntimeError, match="another run replaced it"):
         stages.train_task("face", store, f"sqlite:///{tmp_path}/mlruns.db", {"epochs": 1},
                           expected_dataset_hash=first.dataset_hash)
+
+
+# ---- GPUs: what the pod sees against what the run asked for -----------------------------------------
+
+def test_a_training_pod_that_sees_fewer_gpus_than_gpu_count_stops_at_once_with_one_line(capsys):
+    # No GPU on this machine: a pod whose GPU limit never reached it looks like this. Checked before
+    # the data set is read (the artifact here would fail any later step).
+    with pytest.raises(SystemExit) as stopped:
+        stages.training_stage("face", object(), object(), object(), config={}, gpu_count="1")
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: gpu_count=1: this pod sees 0 GPU(s)"), err
+    assert "gpu_count=0" in err  # says what to do
+
+
+def test_the_gpu_check_compares_the_count_asked_for_with_the_devices_visible():
+    stages.require_visible_gpus(0, visible=0)  # gpu_count 0: the CPU, nothing to check
+    stages.require_visible_gpus(2, visible=4)
+    with pytest.raises(stages.GpuCountError, match=r"gpu_count=4: this pod sees 2 GPU\(s\)"):
+        stages.require_visible_gpus(4, visible=2)
+
+
+@pytest.mark.parametrize("text, count", [("0", 0), ("1", 1), (" 8 ", 8), (2, 2)])
+def test_gpu_count_is_a_string_parameter_read_as_a_whole_number(text, count):
+    assert stages.parse_gpu_count(text) == count
+
+
+@pytest.mark.parametrize("text", ["", "one", "-1", "1.5"])
+def test_a_gpu_count_that_is_no_whole_number_is_a_user_error(text):
+    with pytest.raises(stages.GpuCountError, match="whole number"):
+        stages.parse_gpu_count(text)

@@ -230,3 +230,40 @@ def test_s3_missing_bucket_is_a_clear_error(s3_endpoint):
         store.put_bytes("k", b"v")
     with pytest.raises(store_mod.StoreError, match="no-such-bucket-xyz"):
         store.list()
+
+
+# ---- signpose's own S3 variables (what pipeline pods get; KFP's launcher reads AWS_*) ----------------
+
+def test_signpose_s3_variables_reach_the_client_instead_of_the_aws_ones(s3_bucket, monkeypatch):
+    endpoint = os.environ["AWS_ENDPOINT_URL"]
+    for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance-metadata credential lookup
+    monkeypatch.setenv("SIGNPOSE_S3_ENDPOINT_URL", endpoint)
+    monkeypatch.setenv("SIGNPOSE_S3_ACCESS_KEY_ID", "SIGNPOSEKEYID")
+    monkeypatch.setenv("SIGNPOSE_S3_SECRET_ACCESS_KEY", "signpose-secret")
+    monkeypatch.setenv("SIGNPOSE_S3_REGION", "eu-west-1")
+    store = open_store(s3_bucket + "/pods")
+    signed = []
+    store.client.meta.events.register("before-send.s3", lambda request, **_: signed.append(request.headers["Authorization"]))
+    store.put_bytes("k.bin", b"data")
+    assert store.get_bytes("k.bin") == b"data"
+    assert store.client.meta.region_name == "eu-west-1"
+    assert signed and all(b"Credential=SIGNPOSEKEYID/" in (h if isinstance(h, bytes) else h.encode()) for h in signed)
+
+
+def test_plain_aws_variables_still_work_when_the_signpose_ones_are_absent(s3_bucket, monkeypatch):
+    for name in ("SIGNPOSE_S3_ENDPOINT_URL", "SIGNPOSE_S3_ACCESS_KEY_ID", "SIGNPOSE_S3_SECRET_ACCESS_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    store = open_store(s3_bucket + "/dev")
+    store.put_bytes("k.bin", b"local")
+    assert store.get_bytes("k.bin") == b"local"
+
+
+def test_half_a_signpose_key_pair_is_refused_by_name(monkeypatch):
+    from signpose.s3_env import S3EnvError
+
+    monkeypatch.setenv("SIGNPOSE_S3_ACCESS_KEY_ID", "only-the-id")
+    monkeypatch.delenv("SIGNPOSE_S3_SECRET_ACCESS_KEY", raising=False)
+    with pytest.raises(S3EnvError, match="SIGNPOSE_S3_SECRET_ACCESS_KEY is not set"):
+        open_store("s3://bucket/prefix")

@@ -157,8 +157,12 @@ def test_gpus_per_node_become_the_node_resources_and_processes_per_node_on_the_g
     assert trainer["resourcesPerNode"]["limits"]["nvidia.com/gpu"] == 4
     pod = build_trainjob(request())["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"][
         "replicatedJobs"][0]["template"]["spec"]["template"]["spec"]
-    assert pod["nodeSelector"] == dict(DEFAULT_SETTINGS.gpu.node_selector)
+    # No node label by default (nvidia.com/gpu.present is the GPU Operator's): the GPU limit places the pods.
+    assert "nodeSelector" not in pod and dict(DEFAULT_SETTINGS.gpu.node_selector) == {}
     assert pod["tolerations"] == [dict(t) for t in DEFAULT_SETTINGS.gpu.tolerations]
+    chosen = build_trainjob(request(node_selector={"nvidia.com/gpu.present": "true"}))["spec"]["runtimePatches"][0][
+        "trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]
+    assert chosen["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
     cpu = build_trainjob(request(gpus_per_node=0))
     assert cpu["spec"]["trainer"]["numProcPerNode"] == 1
     assert "nvidia.com/gpu" not in cpu["spec"]["trainer"]["resourcesPerNode"]["limits"]
@@ -171,9 +175,16 @@ def test_credentials_reach_the_nodes_only_by_reference_to_the_pipelines_secrets(
     obj = build_trainjob(request())
     env = {e["name"]: e for e in obj["spec"]["trainer"]["env"]}
     secrets = DEFAULT_SETTINGS.secrets
-    for var in (*secrets.s3_keys, *secrets.mlflow_keys):
+    for key, var in (*secrets.s3_keys.items(), *secrets.mlflow_keys.items()):
         assert "value" not in env[var] and env[var]["valueFrom"]["secretKeyRef"]["name"] in {
             secrets.s3_secret, secrets.mlflow_secret}
+        assert env[var]["valueFrom"]["secretKeyRef"]["key"] == key
+    # signpose's S3 identity under its own names, never AWS_* (the KFP launcher's default chain)
+    assert env["SIGNPOSE_S3_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": secrets.s3_secret, "key": "AWS_SECRET_ACCESS_KEY"}
+    assert not [name for name in env if name.startswith("AWS_")]
+    with pytest.raises(ValueError, match="Secrets"):
+        request(env={"SIGNPOSE_S3_SECRET_ACCESS_KEY": "plain-text"})
     assert env["MLFLOW_TRACKING_URI"]["valueFrom"]["configMapKeyRef"] == {
         "name": secrets.env_config_map, "key": "MLFLOW_TRACKING_URI", "optional": True}
     assert env["KFP_RUN_ID"] == {"name": "KFP_RUN_ID", "value": "run-0f3c"}
@@ -183,6 +194,20 @@ def test_credentials_reach_the_nodes_only_by_reference_to_the_pipelines_secrets(
     explicit = {e["name"]: e for e in build_trainjob(request(env={"MLFLOW_TRACKING_URI": "http://mlflow:5000"}))[
         "spec"]["trainer"]["env"]}
     assert explicit["MLFLOW_TRACKING_URI"] == {"name": "MLFLOW_TRACKING_URI", "value": "http://mlflow:5000"}
+
+
+def test_image_pull_secrets_of_the_settings_reach_the_node_pods():
+    from dataclasses import replace
+
+    def pod_of(settings):
+        return build_trainjob(request(settings=settings))["spec"]["runtimePatches"][0]["trainingRuntimeSpec"][
+            "template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]["spec"]
+
+    with_secrets = replace(DEFAULT_SETTINGS, image_pull_secrets=("regcred", "mirror"))
+    assert pod_of(with_secrets)["imagePullSecrets"] == [{"name": "regcred"}, {"name": "mirror"}]
+    obj = build_trainjob(request(settings=with_secrets))
+    assert not schema_errors(obj), "\n".join(schema_errors(obj))
+    assert "imagePullSecrets" not in pod_of(replace(DEFAULT_SETTINGS, image_pull_secrets=()))
 
 
 def test_torchruns_own_settings_are_left_to_the_trainer_and_refused_in_env():
