@@ -75,7 +75,10 @@ def s3_endpoint(tmp_path_factory):
             mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
             mp.setenv("AWS_DEFAULT_REGION", "us-east-1")
             # Keep a developer's real AWS profile and config out of the tests.
-            for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ENDPOINT_URL_S3"):
+            for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ENDPOINT_URL_S3",
+                         # signpose's own S3 variables win over AWS_* (signpose/s3_env.py)
+                         "SIGNPOSE_S3_ENDPOINT_URL", "SIGNPOSE_S3_ACCESS_KEY_ID", "SIGNPOSE_S3_SECRET_ACCESS_KEY",
+                         "SIGNPOSE_S3_SESSION_TOKEN", "SIGNPOSE_S3_REGION"):
                 mp.delenv(name, raising=False)
             mp.setenv("AWS_CONFIG_FILE", os.devnull)
             mp.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)

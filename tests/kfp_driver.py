@@ -160,6 +160,26 @@ def accelerator_limit(executor: Mapping, parameter_values: Mapping[str, Any]) ->
     return (kind, count) if kind and count else None
 
 
+def image_pull_secrets(k8s_executor: Mapping, dag_values: Mapping[str, Any]) -> list[str]:
+    """``backend/src/v2/driver/k8s.go``: each ``imagePullSecret`` of a task's Kubernetes executor
+    config, its name resolved with ``resolveInputParameterStr``, which refuses anything but a
+    non-empty string (a parameter left at "" fails the task)."""
+    names = []
+    for entry in k8s_executor.get("imagePullSecret", []):
+        spec = entry.get("secretNameParameter")
+        if spec is None:
+            if not entry.get("secretName"):
+                raise DriverError("missing either SecretName or SecretNameParameter for image pull secret")
+            names.append(entry["secretName"])
+            continue
+        value = (dag_values.get(spec["componentInputParameter"]) if "componentInputParameter" in spec
+                 else as_value(spec["runtimeValue"]["constant"]))
+        if not isinstance(value, str) or not value:
+            raise DriverError(f"resolving input parameter with spec {spec}: expected a non-empty string, got {value!r}")
+        names.append(value)
+    return names
+
+
 @dataclass(frozen=True)
 class ResolvedTask:
     """A container task as the driver resolved it: ``path`` is the DAG tasks down to it (a loop

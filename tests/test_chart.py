@@ -291,7 +291,10 @@ def test_pipeline_secrets_and_configmap_match_what_the_compiled_pipeline_referen
     assert set(refs.mlflow_keys) <= set(mlflow["data"])
     assert set(refs.env_config_keys) <= set(cm["data"])
     assert cm["data"]["MLFLOW_TRACKING_URI"] == "http://signpose-mlflow.mlops.svc.cluster.local:5000"
-    assert cm["data"]["AWS_ENDPOINT_URL"] == "http://signpose-minio.mlops.svc.cluster.local:9000"
+    assert cm["data"]["SIGNPOSE_S3_ENDPOINT_URL"] == "http://signpose-minio.mlops.svc.cluster.local:9000"
+    # Nothing KFP's launcher (same container, AWS SDK default chain) would pick up for its own uploads.
+    assert not [key for key in (*cm["data"], *refs.env_config_keys.values(), *refs.s3_keys.values())
+                if key.startswith("AWS_")]
 
 
 def test_generated_pipeline_credentials_are_the_pipeline_users_never_the_admin_or_root_ones():

@@ -229,10 +229,16 @@ class Stack:
         return data["MLFLOW_TRACKING_USERNAME"], data["MLFLOW_TRACKING_PASSWORD"]
 
     def pipeline_env(self) -> dict[str, str]:
-        """What a pipeline pod gets (signpose/deploy/cluster.py): the ConfigMap and both Secrets."""
-        env = dict(self.rendered.config_maps[(PIPELINE_NAMESPACE, "signpose-pipeline-env")])
-        env.update(self.rendered.secret("signpose-mlflow", PIPELINE_NAMESPACE))
-        env.update(self.rendered.secret("signpose-s3", PIPELINE_NAMESPACE))
+        """What a pipeline pod gets (signpose/deploy/cluster.py): the ConfigMap and both Secrets, each key
+        under the env var name SecretRefs maps it to."""
+        from signpose.deploy.cluster import SecretRefs
+
+        refs = SecretRefs()
+        env: dict[str, str] = {}
+        for data, keys in ((self.rendered.config_maps[(PIPELINE_NAMESPACE, refs.env_config_map)], refs.env_config_keys),
+                           (self.rendered.secret(refs.mlflow_secret, PIPELINE_NAMESPACE), refs.mlflow_keys),
+                           (self.rendered.secret(refs.s3_secret, PIPELINE_NAMESPACE), refs.s3_keys)):
+            env.update({var: data[key] for key, var in keys.items() if key in data})
         return {k: v.replace(SERVICE_HOST, "127.0.0.1") for k, v in env.items()}
 
 
@@ -411,7 +417,8 @@ def test_pipeline_secret_is_the_pipeline_user_not_the_admin(stack):
     env = stack.pipeline_env()
     assert env["MLFLOW_TRACKING_USERNAME"] == "signpose-pipeline"
     assert (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"]) == stack.login("signpose-mlflow-pipeline")
-    assert env["AWS_ACCESS_KEY_ID"] == "pipeline-key"  # externalS3.pipelineAccessKeyId, not MLflow's keys
+    # externalS3.pipelineAccessKeyId, not MLflow's keys, under signpose's own name (never AWS_*: KFP's launcher)
+    assert env["SIGNPOSE_S3_ACCESS_KEY_ID"] == "pipeline-key" and not [k for k in env if k.startswith("AWS_")]
     status, body = call(stack, "GET", "/api/2.0/mlflow/users/current",
                         (env["MLFLOW_TRACKING_USERNAME"], env["MLFLOW_TRACKING_PASSWORD"]))
     assert status == 200 and body["user"]["is_admin"] is False

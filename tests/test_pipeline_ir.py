@@ -256,7 +256,7 @@ def test_image_pull_secrets_from_the_image_settings_reach_every_task_pod(tmp_pat
     executors = platform_doc["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     assert set(executors) == set(spec["deploymentSpec"]["executors"])
     for label, k8s in executors.items():
-        assert [s["secretName"] for s in k8s["imagePullSecret"]] == ["regcred", "other-registry"], label
+        assert kfp_driver.image_pull_secrets(k8s, {}) == ["regcred", "other-registry"], label
         # ...and the task's code, which puts them on a TrainJob's pods, knows them too.
         env_vars = {e["name"]: e["value"] for e in spec["deploymentSpec"]["executors"][label]["container"]["env"]}
         assert env_vars["SIGNPOSE_IMAGE_PULL_SECRETS"] == "regcred,other-registry", label

@@ -150,7 +150,7 @@ def test_submit_sends_the_compiled_pipeline_with_typed_parameters_and_prints_id_
     rc = run_cli("submit", "--host", kfp_server.url, "--package", package, "--experiment", "signpose-dev",
                  "--run_name", "first", "--param", "input_uri=s3://signpose/incoming/",
                  "--param", "skeleton_epochs=5", "--param", "hand_weight=3",
-                 "--param", 'face_overrides={"n_heads": 4}')
+                 "--param", 'face_overrides={"n_heads": 4}', "--param", "gpu_count=2")
     out = capsys.readouterr().out
     assert rc == 0, out
     [run] = kfp_server.posted("runs")
@@ -163,8 +163,9 @@ def test_submit_sends_the_compiled_pipeline_with_typed_parameters_and_prints_id_
     assert body["pipeline_spec"]["pipeline_spec"]["pipelineInfo"]["name"] == "signpose-training"
     assert compiled["platform_spec"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     params = body["runtime_config"]["parameters"]
+    # gpu_count is a STRING parameter (the KFP driver reads the GPU limit only from a string): 2 -> "2"
     assert params == {"input_uri": "s3://signpose/incoming/", "skeleton_epochs": 5, "hand_weight": 3.0,
-                      "face_overrides": {"n_heads": 4}}
+                      "face_overrides": {"n_heads": 4}, "gpu_count": "2"}
     run_id = re.search(r"run id: (\S+)", out)
     assert run_id and run_id.group(1).startswith("run-"), out
     assert f"run link: {kfp_server.url}/#/runs/details/{run_id.group(1)}" in out, out
