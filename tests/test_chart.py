@@ -180,15 +180,18 @@ def test_mlflow_uses_postgres_and_proxied_s3_artifacts_with_credentials_from_sec
     scenario, objects, _ = rendered
     mlflow = container(one(objects, "Deployment", "signpose-mlflow"), "mlflow")
     env = env_of(mlflow)
-    assert env["MLFLOW_BACKEND_STORE_URI"]["value"].startswith("postgresql+psycopg2://$(DB_USER):$(DB_PASSWORD)@")
+    # The password reaches libpq as PGPASSWORD, from the same Secret, never inside the URI.
+    assert env["MLFLOW_BACKEND_STORE_URI"]["value"].startswith("postgresql+psycopg2://mlflow@$(DB_HOST):$(DB_PORT)/")
+    assert "PASSWORD" not in env["MLFLOW_BACKEND_STORE_URI"]["value"]
     assert "secretKeyRef" in env["DB_PASSWORD"]["valueFrom"]
+    assert env["PGPASSWORD"]["valueFrom"] == env["DB_PASSWORD"]["valueFrom"]
     assert env["MLFLOW_ARTIFACTS_DESTINATION"]["value"].startswith("s3://")
     assert "--serve-artifacts" in mlflow["args"][0]
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         assert "secretKeyRef" in env[key]["valueFrom"], f"[{scenario}] {key}"
     # Kubernetes only expands $(VAR) from variables defined earlier in the list.
     names = [e["name"] for e in mlflow["env"]]
-    for var in ("DB_USER", "DB_PASSWORD", "DB_HOST", "DB_PORT", "DB_NAME", "DB_SSLMODE"):
+    for var in ("DB_HOST", "DB_PORT", "DB_SSLMODE"):
         assert names.index(var) < names.index("MLFLOW_BACKEND_STORE_URI")
 
 
@@ -537,9 +540,17 @@ def test_schema_migration_runs_in_an_init_container_between_prepare_and_the_serv
     assert [c["name"] for c in pod["initContainers"]] == ["prepare", "migrate"]
     migrate = container(one(objects, "Deployment", "signpose-mlflow"), "migrate")
     assert migrate["image"] == container(one(objects, "Deployment", "signpose-mlflow"), "mlflow")["image"]
-    assert migrate["command"] + migrate["args"] == ["/bin/sh", "-ec", 'exec mlflow db upgrade "$MLFLOW_BACKEND_STORE_URI"']
+    # `mlflow db upgrade` under a PostgreSQL advisory lock (replicas take turns), auth tables included;
+    # the URI from the environment, not the command line.
+    assert migrate["command"] + migrate["args"] == ["python", "-m", "signpose.deploy.mlflow_migrate", "--auth"]
     server_env = env_of(container(one(objects, "Deployment", "signpose-mlflow"), "mlflow"))
     assert env_of(migrate)["MLFLOW_BACKEND_STORE_URI"] == server_env["MLFLOW_BACKEND_STORE_URI"]
+    assert env_of(migrate)["PGPASSWORD"] == server_env["PGPASSWORD"]
+    from signpose.deploy import mlflow_migrate
+
+    assert mlflow_migrate.build_parser().parse_args(migrate["args"]).auth
+    no_auth, _ = render({"mlflow": {"auth": {"enabled": False}}})
+    assert "args" not in container(one(no_auth, "Deployment", "signpose-mlflow"), "migrate")
     off, _ = render({"mlflow": {"migration": {"enabled": False}}})
     assert [c["name"] for c in _mlflow_pod(off)["initContainers"]] == ["prepare"]
 
