@@ -150,7 +150,8 @@ def tls_server_binaries() -> Path | None:
     return Path(found[-1]) if found else None
 
 
-def make_ca_and_server_cert(folder: Path, host_ip: str = "127.0.0.1") -> tuple[str, Path, Path]:
+def make_ca_and_server_cert(folder: Path, host_ip: str = "127.0.0.1",
+                            ca_name: str = "signpose test database CA") -> tuple[str, Path, Path]:
     """A self-signed CA and a server certificate it signs for ``localhost`` and ``host_ip`` (subject
     alternative names: what verify-full matches). Returns (CA PEM, server cert file, server key file)."""
     from cryptography import x509
@@ -164,7 +165,7 @@ def make_ca_and_server_cert(folder: Path, host_ip: str = "127.0.0.1") -> tuple[s
         return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
 
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (x509.CertificateBuilder().subject_name(name("signpose test database CA")).issuer_name(name("signpose test database CA"))
+    ca = (x509.CertificateBuilder().subject_name(name(ca_name)).issuer_name(name(ca_name))
           .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
           .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
           .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
