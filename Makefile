@@ -37,3 +37,5 @@ clean:
 	rm -rf $(WORKDIR) .pytest_cache
 
 include mk/cluster.mk
+
+include mk/test-deps.mk

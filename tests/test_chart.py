@@ -180,15 +180,18 @@ def test_mlflow_uses_postgres_and_proxied_s3_artifacts_with_credentials_from_sec
     scenario, objects, _ = rendered
     mlflow = container(one(objects, "Deployment", "signpose-mlflow"), "mlflow")
     env = env_of(mlflow)
-    assert env["MLFLOW_BACKEND_STORE_URI"]["value"].startswith("postgresql+psycopg2://$(DB_USER):$(DB_PASSWORD)@")
+    # The password reaches libpq as PGPASSWORD, from the same Secret, never inside the URI.
+    assert env["MLFLOW_BACKEND_STORE_URI"]["value"].startswith("postgresql+psycopg2://mlflow@$(DB_HOST):$(DB_PORT)/")
+    assert "PASSWORD" not in env["MLFLOW_BACKEND_STORE_URI"]["value"]
     assert "secretKeyRef" in env["DB_PASSWORD"]["valueFrom"]
+    assert env["PGPASSWORD"]["valueFrom"] == env["DB_PASSWORD"]["valueFrom"]
     assert env["MLFLOW_ARTIFACTS_DESTINATION"]["value"].startswith("s3://")
     assert "--serve-artifacts" in mlflow["args"][0]
     for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         assert "secretKeyRef" in env[key]["valueFrom"], f"[{scenario}] {key}"
     # Kubernetes only expands $(VAR) from variables defined earlier in the list.
     names = [e["name"] for e in mlflow["env"]]
-    for var in ("DB_USER", "DB_PASSWORD", "DB_HOST", "DB_PORT", "DB_NAME", "DB_SSLMODE"):
+    for var in ("DB_HOST", "DB_PORT", "DB_SSLMODE"):
         assert names.index(var) < names.index("MLFLOW_BACKEND_STORE_URI")
 
 
@@ -375,6 +378,149 @@ def test_retraining_hook_arguments_are_accepted_by_the_real_schedule_command():
     assert shlex.join(args)  # printable as a shell command line
 
 
+
+# Kubeflow's NetworkPolicies in front of KFP's API server, as kubeflow/manifests installs them (commit
+# 009c88084074904c7743384ff50d3bd70012ef55, common/kubeflow-namespace/base/kubeflow/ml-pipeline.yaml and
+# default-allow-same-namespace.yaml; Apache-2.0, the Kubeflow Authors), and the labels the profile
+# controller gives a profile namespace (applications/profiles/upstream/base/namespace-labels.yaml).
+KUBEFLOW_API_POLICIES = yaml.safe_load_all("""
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: ml-pipeline, namespace: kubeflow}
+spec:
+  podSelector:
+    matchExpressions: [{key: app, operator: In, values: [ml-pipeline]}]
+  ingress:
+    - from:
+        - namespaceSelector:
+            matchExpressions: [{key: app.kubernetes.io/part-of, operator: In, values: [kubeflow-profile]}]
+        - namespaceSelector:
+            matchExpressions: [{key: kubernetes.io/metadata.name, operator: In, values: [istio-system]}]
+  policyTypes: [Ingress]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: default-allow-same-namespace, namespace: kubeflow}
+spec:
+  podSelector: {}
+  ingress: [{from: [{podSelector: {}}]}]
+  policyTypes: [Ingress]
+""")
+KUBEFLOW_API_POLICIES = list(KUBEFLOW_API_POLICIES)
+PROFILE_NAMESPACE_LABELS = {"katib.kubeflow.org/metrics-collector-injection": "enabled",
+                            "serving.kubeflow.org/inferenceservice": "enabled",
+                            "pipelines.kubeflow.org/enabled": "true", "app.kubernetes.io/part-of": "kubeflow-profile",
+                            "istio-injection": "enabled"}
+KFP_API_POD = ("kubeflow", {"app": "ml-pipeline"}, 8888)
+
+
+def _selects(selector: dict, labels: dict) -> bool:
+    """A LabelSelector (matchLabels, matchExpressions In/NotIn/Exists/DoesNotExist) against labels."""
+    if any(labels.get(k) != v for k, v in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr["key"], expr["operator"], expr.get("values", [])
+        if not {"In": key in labels and labels[key] in values, "NotIn": labels.get(key) not in values,
+                "Exists": key in labels, "DoesNotExist": key not in labels}[op]:
+            return False
+    return True
+
+
+def _ingress_allowed(policies, source: tuple[str, dict, dict], target=KFP_API_POD) -> bool:
+    """NetworkPolicy semantics for one TCP connection: policies selecting the target pod in its namespace
+    isolate it; then any of their ingress rules admitting the source (namespace and pod) and port admits."""
+    (src_ns, ns_labels, pod_labels), (dst_ns, dst_labels, port) = source, target
+    ns_labels = {**ns_labels, "kubernetes.io/metadata.name": src_ns}
+    selecting = [p for p in policies if p["metadata"]["namespace"] == dst_ns
+                 and _selects(p["spec"]["podSelector"], dst_labels) and "Ingress" in p["spec"]["policyTypes"]]
+    if not selecting:
+        return True
+
+    def peer_admits(peer: dict) -> bool:
+        in_namespace = (_selects(peer["namespaceSelector"], ns_labels) if "namespaceSelector" in peer
+                        else src_ns == dst_ns)
+        return in_namespace and _selects(peer.get("podSelector", {}), pod_labels)
+
+    return any(any(peer_admits(peer) for peer in rule.get("from", [])) and
+               (not rule.get("ports") or any(p["port"] == port for p in rule["ports"]))
+               for policy in selecting for rule in policy["spec"].get("ingress", []))
+
+
+def _retraining(values: dict):
+    objects, notes = render(values)
+    assert not chartcheck.schema_problems(objects) and not chartcheck.security_problems(objects)
+    return [o for o in objects if o.template.endswith("retraining.yaml")], notes
+
+
+def _hook_pod(objects) -> tuple[str, dict, dict]:
+    job = one(objects, "Job", "signpose-retraining")
+    return job["metadata"]["namespace"], job["spec"]["template"]["metadata"], job["spec"]["template"]["spec"]
+
+
+STANDALONE = {"retraining": {"enabled": True}}
+RELEASE_MODE = copy.deepcopy(PRODUCTION)
+RELEASE_MODE["retraining"]["kfp"]["multiUser"] = {"jobNamespace": "release"}
+
+
+def test_retraining_on_standalone_kfp_runs_in_the_release_namespace_without_credentials():
+    objects, notes = _retraining(STANDALONE)
+    assert sorted((o.kind, o.doc["metadata"]["namespace"]) for o in objects) == [("Job", "mlops"),
+                                                                                   ("ServiceAccount", "mlops")]
+    namespace, _, pod = _hook_pod(objects)
+    assert pod["serviceAccountName"] == "signpose-retraining" and pod["automountServiceAccountToken"] is False
+    assert {v["name"] for v in pod["volumes"]} == {"tmp"}  # no KFP token
+    assert "KF_PIPELINES_SA_TOKEN_PATH" not in env_of(pod["containers"][0])
+    assert "kubectl -n mlops logs job/signpose-retraining" in notes
+
+
+def test_retraining_on_multi_user_kubeflow_runs_in_the_profile_namespace_as_default_editor():
+    """default-editor exists only in profile namespaces: a Job in the release namespace naming it never
+    gets a pod. In the profile namespace it has kubeflow-edit (which aggregates kubeflow-pipelines-edit)
+    and Kubeflow's own NetworkPolicy admits it to the KFP API."""
+    objects, notes = _retraining(PRODUCTION)
+    profile = PRODUCTION["retraining"]["kfp"]["namespace"]
+    assert [(o.kind, o.doc["metadata"]["namespace"]) for o in objects] == [("Job", profile)]  # no SA, no RBAC
+    namespace, meta, pod = _hook_pod(objects)
+    assert pod["serviceAccountName"] == "default-editor"
+    token = {v["name"]: v for v in pod["volumes"]}["kfp-token"]["projected"]["sources"][0]["serviceAccountToken"]
+    assert token["audience"] == "pipelines.kubeflow.org"
+    assert env_of(pod["containers"][0])["KF_PIPELINES_SA_TOKEN_PATH"]["value"].startswith(
+        pod["containers"][0]["volumeMounts"][1]["mountPath"])
+    # The profile namespace injects istio-proxy; as a non-native sidecar it would keep the Job running.
+    assert meta["annotations"] == {"sidecar.istio.io/inject": "false"}
+    assert _ingress_allowed(KUBEFLOW_API_POLICIES, (namespace, PROFILE_NAMESPACE_LABELS, meta["labels"]))
+    assert f"kubectl -n {profile} logs job/signpose-retraining" in notes
+
+
+def test_retraining_from_the_release_namespace_gets_kfp_edit_rbac_and_a_network_policy_exception():
+    objects, _ = _retraining(RELEASE_MODE)
+    profile = PRODUCTION["retraining"]["kfp"]["namespace"]
+    assert sorted((o.kind, o.doc["metadata"]["namespace"]) for o in objects) == [
+        ("Job", "mlops"), ("NetworkPolicy", "kubeflow"), ("RoleBinding", profile), ("ServiceAccount", "mlops")]
+    namespace, meta, pod = _hook_pod(objects)
+    assert pod["serviceAccountName"] == "signpose-retraining"
+    binding = one(objects, "RoleBinding", "signpose-retraining")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                  "name": "kubeflow-pipelines-edit"}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "signpose-retraining", "namespace": "mlops"}]
+    hook = (namespace, {}, meta["labels"])
+    # Kubeflow's policies alone refuse the release namespace (the failure this mode has to fix) ...
+    assert not _ingress_allowed(KUBEFLOW_API_POLICIES, hook)
+    exception = one(objects, "NetworkPolicy", "signpose-retraining")
+    # ... the chart's exception admits the hook pod, on the API port only, and nothing else of the release.
+    assert _ingress_allowed(KUBEFLOW_API_POLICIES + [exception], hook)
+    assert not _ingress_allowed(KUBEFLOW_API_POLICIES + [exception], hook, ("kubeflow", {"app": "ml-pipeline"}, 8887))
+    mlflow_pod = one(render(RELEASE_MODE)[0], "Deployment", "signpose-mlflow")["spec"]["template"]["metadata"]
+    assert not _ingress_allowed(KUBEFLOW_API_POLICIES + [exception], ("mlops", {}, mlflow_pod["labels"]))
+
+
+def test_the_network_policy_evaluator_is_live():
+    anywhere = ("default", {}, {"app": "x"})
+    assert _ingress_allowed([], anywhere)  # no policy selects the pod: not isolated
+    assert not _ingress_allowed(KUBEFLOW_API_POLICIES, anywhere)
+    assert _ingress_allowed(KUBEFLOW_API_POLICIES, ("istio-system", {}, {"app": "istio-ingressgateway"}))
+    assert _ingress_allowed(KUBEFLOW_API_POLICIES, ("kubeflow", {}, {"app": "ml-pipeline-ui"}))
+
 # ---- images ---------------------------------------------------------------------------------------
 
 def test_chart_default_images_are_the_ones_make_images_builds():
@@ -409,8 +555,10 @@ def test_mlflow_start_script_is_valid_shell_and_writes_the_auth_config_it_points
     (fake_bin / "mlflow").write_text('#!/bin/sh\necho "mlflow $*"\n')
     (fake_bin / "mlflow").chmod(0o755)
     auth_dir = tmp_path / "mlflow-auth"
+    # The URI as the chart builds it for a user name with `@ %` (percent-encoded): ConfigParser's
+    # interpolation would take the `%` for its own syntax unless the file escapes it.
     env = {"PATH": f"{fake_bin}:/usr/bin:/bin", "SIGNPOSE_AUTH_DEFAULT_PERMISSION": "READ",
-           "MLFLOW_BACKEND_STORE_URI": "postgresql+psycopg2://u:p@db:5432/mlflow?sslmode=disable"}
+           "MLFLOW_BACKEND_STORE_URI": "postgresql+psycopg2://sign%40pose%25ml@db:5432/mlflow?sslmode=disable"}
     # The pod's /tmp (an emptyDir) is this test's folder: the script also clears /tmp/prometheus.
     result = subprocess.run(["sh", "-ec", script.replace("/tmp/", f"{tmp_path}/")],
                             env=env, capture_output=True, text=True)
@@ -540,9 +688,17 @@ def test_schema_migration_runs_in_an_init_container_between_prepare_and_the_serv
     assert [c["name"] for c in pod["initContainers"]] == ["prepare", "migrate"]
     migrate = container(one(objects, "Deployment", "signpose-mlflow"), "migrate")
     assert migrate["image"] == container(one(objects, "Deployment", "signpose-mlflow"), "mlflow")["image"]
-    assert migrate["command"] + migrate["args"] == ["/bin/sh", "-ec", 'exec mlflow db upgrade "$MLFLOW_BACKEND_STORE_URI"']
+    # `mlflow db upgrade` under a PostgreSQL advisory lock (replicas take turns), auth tables included;
+    # the URI from the environment, not the command line.
+    assert migrate["command"] + migrate["args"] == ["python", "-m", "signpose.deploy.mlflow_migrate", "--auth"]
     server_env = env_of(container(one(objects, "Deployment", "signpose-mlflow"), "mlflow"))
     assert env_of(migrate)["MLFLOW_BACKEND_STORE_URI"] == server_env["MLFLOW_BACKEND_STORE_URI"]
+    assert env_of(migrate)["PGPASSWORD"] == server_env["PGPASSWORD"]
+    from signpose.deploy import mlflow_migrate
+
+    assert mlflow_migrate.build_parser().parse_args(migrate["args"]).auth
+    no_auth, _ = render({"mlflow": {"auth": {"enabled": False}}})
+    assert "args" not in container(one(no_auth, "Deployment", "signpose-mlflow"), "migrate")
     off, _ = render({"mlflow": {"migration": {"enabled": False}}})
     assert [c["name"] for c in _mlflow_pod(off)["initContainers"]] == ["prepare"]
 

@@ -1,7 +1,8 @@
 """The chart's MLflow, as rendered, started and used for real.
 
 The chart is rendered (Helm's own library) for a release whose database and S3 are this test's: a
-real PostgreSQL 16 server (``pgserver``, TCP on loopback, password authentication) and moto's S3
+real PostgreSQL 16 server (``pgserver``, TCP on loopback, password authentication; its login has
+``@ / : % ? #`` in both the user name and the password, which a URI must escape) and moto's S3
 server. Then, in the order a pod runs them, the MLflow Deployment's own containers run as local
 processes with exactly their rendered command, arguments and environment (``chart_pods``):
 
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import subprocess
 import time
 import urllib.error
@@ -35,12 +35,13 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("helm_python")
-pgserver = pytest.importorskip("pgserver")
+pytest.importorskip("pgserver")
 pytest.importorskip("psycopg2")
 pytest.importorskip("flask_wtf")  # the basic-auth app
 pytest.importorskip("prometheus_flask_exporter")  # --expose-prometheus
 
 from chart_pods import LocalContainer, Rendered, local_container, stop  # noqa: E402
+from chart_postgres import PORT_ATTEMPTS, PORT_TAKEN, Postgres, free_port, start_pgserver  # noqa: E402
 
 from signpose.tracking.server import wait_until_listening  # noqa: E402
 from tools import chartcheck  # noqa: E402
@@ -49,96 +50,27 @@ ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "charts" / "signpose"
 NAMESPACE = "mlops"
 PIPELINE_NAMESPACE = "kubeflow"
-DB_PASSWORD = "pg-" + uuid.uuid4().hex[:20]
+# A login as a managed database may hand out: every character a URI or an INI file treats specially.
+DB_USER = "sign@pose:ml%flow"
+DB_PASSWORD = "pg@/:%25?#" + uuid.uuid4().hex[:20]
 SERVICE_HOST = f"signpose-mlflow.{NAMESPACE}.svc.cluster.local"
-# What the MLflow image sets itself (docker/Dockerfile.mlflow ENV): the rest comes from the chart.
-IMAGE_ENV = {"PYTHONDONTWRITEBYTECODE": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
-
-
-# Servers here take their port from the command line (PostgreSQL's -p, the chart's rendered ports), so a
-# port is chosen free and may be taken by another process before the server binds it: the start is then
-# tried again on fresh ports, at most this many times.
-PORT_ATTEMPTS = 5
-PORT_TAKEN = "address already in use"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+# What the MLflow image sets itself (docker/Dockerfile.mlflow ENV): the rest comes from the chart. The
+# image carries this checkout's signpose package (its hooks and the migration): PYTHONPATH stands in.
+IMAGE_ENV = {"PYTHONDONTWRITEBYTECODE": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PYTHONPATH": str(ROOT)}
 
 
 # ---- a real PostgreSQL server -------------------------------------------------------------------------
 
-@dataclass
-class Postgres:
-    port: int
-    pgdata: Path
-    system_user: str | None
-
-    def psql(self, sql: str) -> str:
-        psql = Path(pgserver.__file__).parent / "pginstall" / "bin" / "psql"
-        import subprocess
-
-        return subprocess.run([str(psql), "-h", str(self.pgdata), "-p", str(self.port), "-U", "postgres", "-d",
-                               "postgres", "-v", "ON_ERROR_STOP=1", "-c", sql],
-                              check=True, capture_output=True, text=True).stdout
-
-
 @pytest.fixture(scope="module")
-def postgres(tmp_path_factory):
+def postgres(tmp_path_factory) -> Postgres:
     """PostgreSQL on 127.0.0.1:<free port> with password (scram) authentication over TCP, as a
     database service is reached from a pod; a role and database for MLflow."""
-    pgdata = tmp_path_factory.mktemp("pg") / "data"
-    server = pgserver.get_server(pgdata, cleanup_mode="stop")  # initdb + a first start (socket only)
-    (pgdata / "pg_hba.conf").write_text("local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n")
-    # Restarted listening on loopback TCP too, its socket in the data folder.
-    log = pgdata / "log"
-    for _ in range(PORT_ATTEMPTS):
-        port, seen = _free_port(), log.stat().st_size if log.exists() else 0
-        try:
-            pgserver.pg_ctl(["-w", "-m", "fast", "-o", f"-h 127.0.0.1 -p {port} -k {pgdata}", "-l", str(log),
-                             "restart"], pgdata=pgdata, user=server.system_user, timeout=120)
-            break
-        except subprocess.CalledProcessError:
-            with open(log, "rb") as text:
-                text.seek(seen)
-                if PORT_TAKEN not in text.read().decode(errors="replace").lower():
-                    raise
-    else:
-        pytest.fail(f"PostgreSQL's port was taken {PORT_ATTEMPTS} times in a row:\n{log.read_text()[-3000:]}")
-    pg = Postgres(port, pgdata, server.system_user)
-    pg.psql(f"CREATE ROLE mlflow LOGIN PASSWORD '{DB_PASSWORD}'")
-    pg.psql("CREATE DATABASE mlflow OWNER mlflow")
+    pg = start_pgserver(tmp_path_factory.mktemp("pg") / "data")
     try:
+        pg.create_login(DB_USER, DB_PASSWORD, "mlflow")
         yield pg
     finally:
-        _stop_postgres(pgdata, server.system_user)
-
-
-def _stop_postgres(pgdata: Path, system_user: str | None) -> None:
-    """pg_ctl's fast shutdown; if pg_ctl gives up, the postmaster is told to quit directly and
-    waited for, so no server outlives the tests."""
-    import os
-    import signal
-    import subprocess
-
-    try:
-        pgserver.pg_ctl(["-w", "-t", "120", "-m", "fast", "stop"], pgdata=pgdata, user=system_user, timeout=180)
-        return
-    except subprocess.CalledProcessError:
-        pass
-    pid_file = pgdata / "postmaster.pid"
-    if not pid_file.exists():
-        return
-    pid = int(pid_file.read_text().split()[0])
-    try:
-        os.kill(pid, signal.SIGQUIT)  # immediate shutdown
-        while True:
-            os.kill(pid, 0)
-            time.sleep(0.1)
-    except ProcessLookupError:
-        return
+        pg.stop()
 
 
 # ---- the chart's MLflow, started ---------------------------------------------------------------------
@@ -149,7 +81,7 @@ def _values(pg_port: int, s3_endpoint: str, bucket: str, mlflow_port: int, metri
         "mlflow": {"port": mlflow_port, "workers": 1, "service": {"type": "ClusterIP", "port": mlflow_port},
                    "metrics": {"port": metrics_port}},
         "postgresql": {"enabled": False},
-        "externalDatabase": {"host": "127.0.0.1", "port": pg_port, "database": "mlflow", "username": "mlflow",
+        "externalDatabase": {"host": "127.0.0.1", "port": pg_port, "database": "mlflow", "username": DB_USER,
                              "password": DB_PASSWORD, "sslmode": "disable"},
         "minio": {"enabled": False},
         "externalS3": {"endpoint": s3_endpoint, "accessKeyId": "mlflow-server-key",
@@ -160,15 +92,21 @@ def _values(pg_port: int, s3_endpoint: str, bucket: str, mlflow_port: int, metri
     }
 
 
+def _engine(database_uri: str, password: str = DB_PASSWORD):
+    """An engine on the pod's URI; the password as the pod's libpq gets it (PGPASSWORD), not in the URI."""
+    import sqlalchemy
+
+    return sqlalchemy.create_engine(database_uri, connect_args={"password": password})
+
+
 def _older_schema(database_uri: str) -> str:
     """The database an older MLflow leaves: its tables at every migration but the newest. Returns the
     newest revision."""
-    import sqlalchemy
     from alembic import command
     from alembic.script import ScriptDirectory
     from mlflow.store.db.utils import InitialBase, _get_alembic_config
 
-    engine = sqlalchemy.create_engine(database_uri)
+    engine = _engine(database_uri)
     config = _get_alembic_config(database_uri)
     head = ScriptDirectory.from_config(config).get_revision("head")
     InitialBase.metadata.create_all(engine)
@@ -179,13 +117,12 @@ def _older_schema(database_uri: str) -> str:
     return head.revision
 
 
-def _schema_problem(database_uri: str) -> str:
+def _schema_problem(database_uri: str, password: str = DB_PASSWORD) -> str:
     """What MLflow's server says about the schema on start-up ('' when it would start)."""
-    import sqlalchemy
     from mlflow.exceptions import MlflowException
     from mlflow.store.db.utils import _verify_schema
 
-    engine = sqlalchemy.create_engine(database_uri)
+    engine = _engine(database_uri, password)
     try:
         _verify_schema(engine)
         return ""
@@ -244,7 +181,7 @@ class Stack:
 
 def _render(pg_port: int, s3_endpoint: str, bucket: str) -> Rendered:
     """The chart for this test's database and S3, the server and its metrics sidecar on ports free now."""
-    objects, _ = chartcheck.render_chart(_values(pg_port, s3_endpoint, bucket, _free_port(), _free_port()), CHART,
+    objects, _ = chartcheck.render_chart(_values(pg_port, s3_endpoint, bucket, free_port(), free_port()), CHART,
                                          release="signpose", namespace=NAMESPACE)
     return Rendered(objects, NAMESPACE)
 
@@ -292,7 +229,9 @@ def stack(postgres, s3_endpoint, tmp_path_factory):
 
     server_env = container("mlflow").env
     database_uri = server_env["MLFLOW_BACKEND_STORE_URI"]
-    assert database_uri.startswith(f"postgresql+psycopg2://mlflow:{DB_PASSWORD}@127.0.0.1:{postgres.port}/mlflow")
+    # The user percent-encoded; the password only where libpq reads it.
+    assert database_uri.startswith(f"postgresql+psycopg2://sign%40pose%3Aml%25flow@127.0.0.1:{postgres.port}/mlflow")
+    assert DB_PASSWORD not in database_uri and server_env["PGPASSWORD"] == DB_PASSWORD
 
     _older_schema(database_uri)
     schema_before = _schema_problem(database_uri)

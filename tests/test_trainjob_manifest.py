@@ -149,6 +149,25 @@ def test_the_runtime_patch_targets_the_torch_distributed_runtimes_node_job_and_c
         assert mounts == {"dshm": "/dev/shm"} and pod["spec"]["volumes"][0]["emptyDir"]["medium"] == "Memory"
 
 
+
+def test_node_pods_opt_out_of_istio_sidecar_injection_of_kubeflow_profile_namespaces():
+    """A profile namespace injects istio-proxy into every pod; as a non-native sidecar it breaks the
+    rendezvous and keeps the job from completing (kubeflow/trainer#2794)."""
+    obj = build_trainjob(request())
+    [patch] = obj["spec"]["runtimePatches"]
+    for job in patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]:
+        # The pod template's metadata (Trainer merges it into the JobSet's pods), not the Job's.
+        assert job["template"]["spec"]["template"]["metadata"]["annotations"] == {"sidecar.istio.io/inject": "false"}
+    # Where the CRD declares it: pod template metadata, string values.
+    pod_meta = (crd_schema(strict=False)["properties"]["spec"]["properties"]["runtimePatches"]["items"]["properties"]
+                ["trainingRuntimeSpec"]["properties"]["template"]["properties"]["spec"]["properties"]["replicatedJobs"]
+                ["items"]["properties"]["template"]["properties"]["spec"]["properties"]["template"]["properties"]
+                ["metadata"])
+    assert "Pod template metadata" in pod_meta["description"]
+    assert pod_meta["properties"]["annotations"]["additionalProperties"] == {"type": "string"}
+    assert not schema_errors(obj)
+
+
 # ---- resources, placement, env ------------------------------------------------------------------------
 
 def test_gpus_per_node_become_the_node_resources_and_processes_per_node_on_the_gpu_pool():

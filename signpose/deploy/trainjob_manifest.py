@@ -31,6 +31,13 @@ NODE = "node"
 JOBSET_NAME_LABEL = "jobset.sigs.k8s.io/jobset-name"
 REPLICATED_JOB_LABEL = "jobset.sigs.k8s.io/replicatedjob-name"
 NODE_INDEX_LABEL = "batch.kubernetes.io/job-completion-index"
+# Kubeflow's profile namespaces inject Istio's sidecar into every pod (the profile controller labels them
+# istio-injection=enabled). A non-native istio-proxy breaks torchrun's rendezvous and keeps a finished
+# node's pod running, so the job never completes (kubeflow/trainer#2794; Trainer's own v1 guides give
+# every job's pods this annotation). KFP's pods carry it too. Trainer v2.3.0 copies a runtime patch's
+# pod template metadata (labels and annotations only) into the JobSet's pods
+# (pkg/runtime/core/trainingruntime.go, mergeRuntimePatches; PodTemplatePatch in trainjob_types.go).
+POD_ANNOTATIONS = {"sidecar.istio.io/inject": "false"}
 # torchrun's settings, set by Trainer's torch plugin; a TrainJob that sets them itself is refused.
 TORCHRUN_RESERVED_ENV = frozenset({"PET_NNODES", "PET_NPROC_PER_NODE", "PET_NODE_RANK", "PET_MASTER_ADDR",
                                    "PET_MASTER_PORT"})
@@ -182,8 +189,8 @@ def _resources(request: TrainJobRequest) -> dict:
 
 def _pod_patch(request: TrainJobRequest) -> dict:
     """What the runtime's node pods get on top of the runtime: labels (the chart's NetworkPolicy admits
-    them to MinIO), /dev/shm for DataLoader workers, GPU placement, image pull secrets, a non-root
-    security context."""
+    them to MinIO), no Istio sidecar (POD_ANNOTATIONS), /dev/shm for DataLoader workers, GPU placement,
+    image pull secrets, a non-root security context."""
     gpu = request.settings.gpu
     node_selector = request.node_selector
     tolerations = request.tolerations
@@ -203,7 +210,8 @@ def _pod_patch(request: TrainJobRequest) -> dict:
         spec["tolerations"] = [dict(t) for t in tolerations]
     if request.settings.image_pull_secrets:
         spec["imagePullSecrets"] = [{"name": name} for name in request.settings.image_pull_secrets]
-    pod = {"metadata": {"labels": {**request.settings.pod_labels, TASK_LABEL: _label_value(request.task)}},
+    pod = {"metadata": {"labels": {**request.settings.pod_labels, TASK_LABEL: _label_value(request.task)},
+                        "annotations": dict(POD_ANNOTATIONS)},
            "spec": spec}
     job = {"name": NODE, "template": {"spec": {"template": pod}}}
     return {"manager": PATCH_MANAGER,

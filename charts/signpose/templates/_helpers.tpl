@@ -148,6 +148,44 @@ Args: (dict "ctx" $ "secret" NAME "key" KEY "length" N)
 {{- define "signpose.db.sslmode" -}}
 {{- if .Values.postgresql.enabled -}}disable{{- else -}}{{ .Values.externalDatabase.sslmode }}{{- end -}}
 {{- end -}}
+{{/*
+The CA that signed the external database's certificate, for sslmode verify-ca / verify-full: libpq
+otherwise looks for ~/.postgresql/root.crt, which no image has, and every connection fails. Mounted
+from externalDatabase.sslRootCert.existingSecret; PGSSLROOTCERT (libpq's environment variable for the
+sslrootcert connection parameter, https://www.postgresql.org/docs/current/libpq-envars.html) points
+every libpq connection of the pod at it: the init container's psycopg2, the migration's and the
+server's SQLAlchemy engines. Empty when there is none.
+*/}}
+{{- define "signpose.db.rootCertDir" -}}/etc/signpose/db-ca{{- end -}}
+{{- define "signpose.db.rootCertPath" -}}
+{{- if not .Values.postgresql.enabled -}}
+{{- with .Values.externalDatabase.sslRootCert.existingSecret -}}
+{{ include "signpose.db.rootCertDir" $ }}/{{ $.Values.externalDatabase.sslRootCert.key }}
+{{- else -}}
+{{- if hasPrefix "verify-" $.Values.externalDatabase.sslmode -}}
+{{- fail (printf "externalDatabase.sslmode=%s needs the CA that signed the database's certificate: set externalDatabase.sslRootCert.existingSecret (a Secret with key %s, e.g. your cloud's CA bundle)" $.Values.externalDatabase.sslmode $.Values.externalDatabase.sslRootCert.key) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{/* The pod volume and the container mount of that CA (nothing without one). */}}
+{{- define "signpose.db.rootCertVolume" -}}
+{{- if include "signpose.db.rootCertPath" . }}
+- name: db-ca
+  secret:
+    secretName: {{ .Values.externalDatabase.sslRootCert.existingSecret }}
+    items:
+      - key: {{ .Values.externalDatabase.sslRootCert.key }}
+        path: {{ .Values.externalDatabase.sslRootCert.key }}
+{{- end }}
+{{- end -}}
+{{- define "signpose.db.rootCertMount" -}}
+{{- if include "signpose.db.rootCertPath" . }}
+- name: db-ca
+  mountPath: {{ include "signpose.db.rootCertDir" . }}
+  readOnly: true
+{{- end }}
+{{- end -}}
 {{- define "signpose.db.password" -}}
 {{- if .Values.postgresql.enabled -}}
 {{- if .Values.postgresql.auth.password -}}{{ .Values.postgresql.auth.password }}
@@ -303,6 +341,10 @@ Where the pipeline Secret's MLflow login comes from: "pipeline-user" (the chart 
   value: {{ include "signpose.db.user" . | quote }}
 - name: DB_SSLMODE
   value: {{ include "signpose.db.sslmode" . | quote }}
+{{- with include "signpose.db.rootCertPath" . }}
+- name: PGSSLROOTCERT
+  value: {{ . | quote }}
+{{- end }}
 - name: DB_PASSWORD
   valueFrom:
     secretKeyRef:
@@ -332,10 +374,21 @@ Where the pipeline Secret's MLflow login comes from: "pipeline-user" (the chart 
   value: /tmp
 {{- end -}}
 
-{{/* The backend store URI, from the store environment above (Kubernetes expands $(VAR) from earlier entries). */}}
+{{/*
+The backend store URI, from the store environment above (Kubernetes expands $(VAR) from earlier
+entries). The password is not in it: libpq reads PGPASSWORD (libpq-envars), so a password with
+`@ / : % ?` needs no escaping (Kubernetes' $(VAR) cannot percent-encode), and it appears in no URI
+that MLflow or its auth config could print. User and database name are percent-encoded here
+(urlquery; its `+` for a space would stay a `+` in SQLAlchemy's unquoting, hence %20).
+*/}}
 {{- define "signpose.mlflow.backendEnv" -}}
+- name: PGPASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "signpose.db.secretName" . }}
+      key: {{ include "signpose.db.secretKey" . }}
 - name: MLFLOW_BACKEND_STORE_URI
-  value: "postgresql+psycopg2://$(DB_USER):$(DB_PASSWORD)@$(DB_HOST):$(DB_PORT)/$(DB_NAME)?sslmode=$(DB_SSLMODE)"
+  value: {{ printf "postgresql+psycopg2://%s@$(DB_HOST):$(DB_PORT)/%s?sslmode=$(DB_SSLMODE)" (include "signpose.db.user" . | urlquery | replace "+" "%20") (include "signpose.db.name" . | urlquery | replace "+" "%20") | quote }}
 {{- end -}}
 
 {{/* The annotation that keeps a generated credential when the release is uninstalled: the data it
@@ -351,4 +404,33 @@ helm.sh/chart: {{ printf "%s-%s" .ctx.Chart.Name .ctx.Chart.Version | replace "+
 app.kubernetes.io/version: {{ .ctx.Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
 app.kubernetes.io/part-of: signpose
+{{- end -}}
+
+{{/*
+The retraining hook Job: where it runs and as whom (templates/retraining.yaml).
+- kfp.mode standalone: KFP without multi-user isolation; release namespace, the chart's (or a named)
+  ServiceAccount, no credentials.
+- kfp.mode multiUser, multiUser.jobNamespace profile: in the profile namespace (kfp.namespace) as the
+  ServiceAccount Kubeflow's profile controller creates there (default-editor, bound to kubeflow-edit,
+  which aggregates kubeflow-pipelines-edit); Kubeflow's `ml-pipeline` NetworkPolicy admits pods of
+  namespaces labelled app.kubernetes.io/part-of=kubeflow-profile (kubeflow/manifests
+  common/kubeflow-namespace/base/kubeflow/ml-pipeline.yaml, applications/profiles/upstream/base/namespace-labels.yaml).
+- kfp.mode multiUser, multiUser.jobNamespace release: in the release namespace as the chart's
+  ServiceAccount, with a RoleBinding to kubeflow-pipelines-edit in the profile namespace and a
+  NetworkPolicy next to KFP's API server that admits the hook pod (the upstream one admits only
+  profile namespaces and istio-system).
+*/}}
+{{- define "signpose.retraining.fullname" -}}{{ include "signpose.fullname" . }}-retraining{{- end -}}
+{{- define "signpose.retraining.inProfile" -}}
+{{- if and (eq .Values.retraining.kfp.mode "multiUser") (eq .Values.retraining.kfp.multiUser.jobNamespace "profile") -}}true{{- end -}}
+{{- end -}}
+{{- define "signpose.retraining.jobNamespace" -}}
+{{- if include "signpose.retraining.inProfile" . -}}{{ .Values.retraining.kfp.namespace }}{{- else -}}{{ .Release.Namespace }}{{- end -}}
+{{- end -}}
+{{- define "signpose.retraining.serviceAccountName" -}}
+{{- if include "signpose.retraining.inProfile" . -}}
+{{- required "retraining.kfp.multiUser.profileServiceAccount is required with jobNamespace=profile" .Values.retraining.kfp.multiUser.profileServiceAccount -}}
+{{- else -}}
+{{- default (include "signpose.retraining.fullname" .) .Values.retraining.kfp.serviceAccountName -}}
+{{- end -}}
 {{- end -}}
