@@ -446,3 +446,14 @@ def test_malformed_images_env_line_is_refused_with_its_line_number(tmp_path):
     env_file.write_text("SIGNPOSE_REGISTRY=ghcr.io/x\nnot a setting\n")
     with pytest.raises(ImageSettingsError, match=r"images.env:2: expected KEY=VALUE"):
         load_image_settings(env_file, environ={})
+
+
+def test_image_pull_secrets_are_comma_separated_secret_names_and_a_bad_name_is_refused(tmp_path):
+    env_file = tmp_path / "images.env"
+    env_file.write_text("SIGNPOSE_IMAGE_PULL_SECRETS=regcred, ghcr-pull\n")
+    assert load_image_settings(env_file, environ={}).pull_secrets == ("regcred", "ghcr-pull")
+    assert load_image_settings(env_file, environ={"SIGNPOSE_IMAGE_PULL_SECRETS": "other"}).pull_secrets == ("other",)
+    assert load_image_settings(ROOT / "images.env", environ={}).pull_secrets == ()  # none unless asked for
+    env_file.write_text("SIGNPOSE_IMAGE_PULL_SECRETS=Reg_Cred\n")
+    with pytest.raises(ImageSettingsError, match=r"images.env.*'Reg_Cred' is not a Kubernetes Secret name"):
+        load_image_settings(env_file, environ={})

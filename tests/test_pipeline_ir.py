@@ -260,6 +260,7 @@ def test_image_pull_secrets_from_the_image_settings_reach_every_task_pod(tmp_pat
         # ...and the task's code, which puts them on a TrainJob's pods, knows them too.
         env_vars = {e["name"]: e["value"] for e in spec["deploymentSpec"]["executors"][label]["container"]["env"]}
         assert env_vars["SIGNPOSE_IMAGE_PULL_SECRETS"] == "regcred,other-registry", label
+        assert not [name for name in env_vars if cluster_credential(name)], label
 
 
 def test_no_image_pull_secret_by_default(ir):
@@ -369,8 +370,12 @@ def test_credentials_are_never_set_as_plain_environment_values(ir):
             assert not cluster_credential(env["name"]), f"{label}: {env['name']} set in the clear"
 
 
+# Names of Kubernetes Secrets (the image pull secrets the task passes on to a TrainJob), never a value.
+NOT_CREDENTIALS = {"SIGNPOSE_IMAGE_PULL_SECRETS"}
+
+
 def cluster_credential(name: str) -> bool:
-    return any(w in name.upper() for w in ("PASSWORD", "SECRET", "TOKEN", "ACCESS_KEY"))
+    return name not in NOT_CREDENTIALS and any(w in name.upper() for w in ("PASSWORD", "SECRET", "TOKEN", "ACCESS_KEY"))
 
 
 # ---- caching and retries --------------------------------------------------------------------------
