@@ -40,25 +40,45 @@ def size_text(n: int) -> str:
     return f"{n} bytes"
 
 
+class NotRegularFileError(OSError):
+    """``filename`` is a directory, FIFO, socket or device; ``kind`` says which ('a FIFO (named pipe)')."""
+
+    def __init__(self, filename: str, kind: str):
+        super().__init__(f"{filename}: is {kind}, not a regular file")
+        self.filename, self.kind = filename, kind
+
+
+def open_regular_fd(path) -> int:
+    """A blocking read-only descriptor of the regular file ``path``: opened with ``O_NONBLOCK`` (a FIFO
+    without a writer is never waited on), its type checked on the descriptor (``fstat``). Raises
+    :class:`NotRegularFileError`, or the ``OSError`` of ``open`` (``FileNotFoundError``, ...). The one
+    check behind every reader here and the local object store's reads (:mod:`signpose.store`)."""
+    file = os.fspath(path)
+    fd = os.open(file, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise NotRegularFileError(file, kind_of(mode))
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def open_regular(path, *, field: str | None = None):
     """``path`` opened for binary reading, or a KeypointFormatError when it is not a regular file
     (a FIFO is never waited on). Returns the file object; its size is ``os.fstat(f.fileno()).st_size``."""
     file = os.fspath(path)
     try:
-        fd = os.open(file, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+        fd = open_regular_fd(file)
+    except NotRegularFileError as err:
+        raise KeypointFormatError(file, f"is {err.kind}, not a regular file; keypoint inputs are "
+                                  "regular files (or folders of them)", field=field) from None
     except OSError as err:
         raise KeypointFormatError(file, f"cannot open: {err.strerror or err}", field=field) from None
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise KeypointFormatError(file, f"is {kind_of(mode)}, not a regular file; keypoint inputs are "
-                                      "regular files (or folders of them)", field=field)
-        if hasattr(os, "set_blocking"):
-            os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
+    return os.fdopen(fd, "rb")
 
 
 def read_regular(path, *, max_bytes: int | None = None, what: str = "file", field: str | None = None) -> bytes:
