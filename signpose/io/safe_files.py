@@ -22,6 +22,10 @@ import stat
 from pathlib import Path
 
 from signpose.io.errors import KeypointFormatError
+from signpose.io.limits import INPUT_FILE_BYTES, size_text
+
+__all__ = ["CeilingError", "NotRegularFileError", "check_inside", "folder_members", "kind_of", "open_regular", "open_regular_fd",
+           "read_capped", "read_regular", "size_text"]
 
 _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
           (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
@@ -32,20 +36,16 @@ def kind_of(mode: int) -> str:
     return next((text for test, text in _KINDS if test(mode)), "not a regular file")
 
 
-def size_text(n: int) -> str:
-    """``1.5 GB``-style size for messages."""
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} bytes"
-
-
 class NotRegularFileError(OSError):
     """``filename`` is a directory, FIFO, socket or device; ``kind`` says which ('a FIFO (named pipe)')."""
 
     def __init__(self, filename: str, kind: str):
-        super().__init__(f"{filename}: is {kind}, not a regular file")
-        self.filename, self.kind = filename, kind
+        super().__init__(0, f"is {kind}, not a regular file", filename)
+        self.kind = kind
+
+
+class _DirectoryError(NotRegularFileError, IsADirectoryError):
+    pass
 
 
 def open_regular_fd(path) -> int:
@@ -58,13 +58,27 @@ def open_regular_fd(path) -> int:
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            raise NotRegularFileError(file, kind_of(mode))
+            raise (_DirectoryError if stat.S_ISDIR(mode) else NotRegularFileError)(file, kind_of(mode))
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)
         return fd
     except BaseException:
         os.close(fd)
         raise
+
+
+class CeilingError(OSError):
+    """A file larger than its :class:`~signpose.io.limits.ByteCeiling`; ``strerror`` says which."""
+
+
+def read_capped(path, ceiling) -> bytes:
+    """The bytes of the regular file ``path``, refused (:class:`NotRegularFileError`,
+    :class:`CeilingError`) before a byte is read when it is not one or is larger than ``ceiling``."""
+    with os.fdopen(open_regular_fd(path), "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if excess := ceiling.excess(size):
+            raise CeilingError(0, excess, os.fspath(path))
+        return handle.read(size)
 
 
 def open_regular(path, *, field: str | None = None):
@@ -78,6 +92,10 @@ def open_regular(path, *, field: str | None = None):
                                   "regular files (or folders of them)", field=field) from None
     except OSError as err:
         raise KeypointFormatError(file, f"cannot open: {err.strerror or err}", field=field) from None
+    excess = INPUT_FILE_BYTES.excess(os.fstat(fd).st_size)  # before a byte is read (a sparse file reads as zeros)
+    if excess:
+        os.close(fd)
+        raise KeypointFormatError(file, excess, field=field)
     return os.fdopen(fd, "rb")
 
 
