@@ -64,7 +64,7 @@ ANY_FINITE = Range(-1e300, 1e300, integer=False)
 RENDER_IMAGE_SIZE = Range(8, 4096)        # 4,096^2 px = 16.8 MB per image, one image at a time
 DATASET_IMAGE_SIZE = Range(8, 1024)       # preprocess renders a whole shard of images per worker
 THICKNESS = Range(0, 256)
-FPS = Range(0, 1000, integer=False, low_open=True)
+FPS = Range(0, 1000, integer=False, low_open=True)  # the GIF frame time is 1 / fps
 WORKERS = Range(1, 256)
 SHARD_SIZE = Range(1, 65_536)
 SYNTHETIC_VIDEOS = Range(1, 100_000)
@@ -74,14 +74,14 @@ SYNTHETIC_FRAMES_PER_VIDEO = Range(1, 100_000)
 TRAIN_RANGES: dict[str, Range] = {
     "batch_size": Range(1, 65_536),
     "epochs": Range(1, 1_000_000),
-    "lr": Range(0, 10, integer=False, low_open=True),
+    "lr": Range(0, 10, integer=False),      # 0 freezes the weights (an evaluation-only run)
     "weight_decay": Range(0, 10, integer=False),
     "warmup_fraction": Range(0, 1, integer=False),
     "min_lr_ratio": Range(0, 1, integer=False),
     "grad_clip": Range(0, 1e6, integer=False),
     "seed": Range(0, 2**32 - 1),
     "num_workers": Range(-1, 256),
-    "val_fraction": Range(0, 1, integer=False, low_open=True),
+    "val_fraction": Range(0, 1, integer=False),
     "checkpoint_every": Range(0, 10**12),
     "early_stopping_patience": Range(0, 1_000_000),
     "max_frames": Range(1, 10**12),

@@ -8,7 +8,9 @@ through :func:`folder_members`, so
   not block (``O_NONBLOCK``) and the type is checked on the opened descriptor (``fstat``), so a file
   swapped after a check is still caught;
 * a file is read up to the size ``fstat`` reported when it was opened, never "until EOF", and a
-  caller can cap that size (:func:`read_regular` ``max_bytes``);
+  caller can cap that size (:func:`read_regular` ``max_bytes``); every keypoint file is capped by
+  ``SIGNPOSE_MAX_INPUT_BYTES`` and every object a local store reads by its kind's ceiling
+  (:func:`read_capped`, :mod:`signpose.io.limits`) before a byte is read;
 * a member of an input folder that is a symbolic link pointing outside that folder is refused: a
   folder of ``.pose`` files cannot pull in ``/etc/passwd`` or another user's data. A file named
   directly on the command line may be a link to anywhere (that is the user's own choice), as long
@@ -24,8 +26,8 @@ from pathlib import Path
 from signpose.io.errors import KeypointFormatError
 from signpose.io.limits import INPUT_FILE_BYTES, size_text
 
-__all__ = ["CeilingError", "NotRegularFileError", "check_inside", "folder_members", "kind_of", "open_regular", "open_regular_fd",
-           "read_capped", "read_regular", "size_text"]
+__all__ = ["CeilingError", "NotRegularFileError", "check_inside", "folder_members", "kind_of", "open_regular",
+           "open_regular_fd", "read_capped", "read_regular", "size_text"]
 
 _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
           (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
