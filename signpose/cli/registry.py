@@ -249,9 +249,9 @@ def _predict(model_uri: str, input_path: str, out_dir: str, download: str, *, li
     from signpose.tracking.model_files import fetch_checked_model
     from signpose.tracking.training import load_registered_model
 
+    frames = read_keypoints(input_path)
     # The model is fetched once and checked before anything reads it (its MLmodel included).
     folder, _ = fetch_checked_model(model_uri, dst_path=download)
-    frames = read_keypoints(input_path)
     if split:
         frames = frames.subset(frames.split == split)
     keypoints = frames.keypoints
