@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from signpose import layout
+from signpose.errors import UserError
 from signpose.render import RenderSettings, render_frame
 from signpose.shards import Manifest, PackedImages, ShardInfo, read_manifest, read_shard
 from signpose.shards.manifest import face_present
@@ -59,6 +60,10 @@ def normalize_face(face):
     out = np.concatenate([out_xy, conf[..., None]], axis=-1).astype(np.float32)
     out[~present] = 0.0
     return out
+
+
+class EmptySplitError(UserError, ValueError):
+    """A split the manifest counts frames of, but no listed shard holds."""
 
 
 class SkeletonDataset(Dataset):
@@ -329,7 +334,8 @@ class ShardStream(IterableDataset):
         self.task = self.kind.name
         placed = manifest.positions(split)
         if split is not None and not placed:
-            raise ValueError(f"{manifest.uri}: split {split!r} has no frames (splits: {manifest.splits})")
+            raise EmptySplitError(f"{manifest.uri}: split {split!r} has no frames (splits: {manifest.splits}; "
+                                  "the manifest lists no shard holding them)")
         total = sum(shard.frames_of(split) for shard, _ in placed)
         self.window = None if frames is None else (max(0, int(frames[0])), min(total, int(frames[1])))
         lo, hi = self.window or (0, total)
@@ -466,7 +472,7 @@ def load_split(manifest_uri, split: str, task: "str | SampleKind" = "skeleton",
         arrays = read_shard(store, shard, images=kind.reads_images)
         parts.append(kind.columns(arrays, _rows_for(arrays, split, kind, first, frames)))
     if not parts:
-        raise ValueError(f"{manifest.uri}: split {split!r} has no frames for task {kind.name!r} "
+        raise EmptySplitError(f"{manifest.uri}: split {split!r} has no frames for task {kind.name!r} "
                          f"(splits: {manifest.splits})")
     return ArrayDataset({name: np.concatenate([part[name] for part in parts]) for name in parts[0]}, kind)
 

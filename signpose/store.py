@@ -40,6 +40,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from signpose import s3_env
+from signpose.io.limits import store_ceiling
+from signpose.io.safe_files import read_capped
 
 try:
     from botocore.exceptions import BotoCoreError, ClientError
@@ -202,11 +204,13 @@ class LocalStore(ObjectStore):
             os.close(dir_fd)
 
     def get_bytes(self, key: str) -> bytes:
-        path = self._path(key)
+        """A regular file (never a FIFO waited on) within its size ceiling, both checked before reading."""
         try:
-            return path.read_bytes()
-        except (FileNotFoundError, IsADirectoryError):
+            return read_capped(self._path(key), store_ceiling(key))
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
             raise ObjectNotFoundError(f"{self.url(key)}: no such object") from None
+        except OSError as err:
+            raise StoreError(f"{self.url(key)}: {err.strerror or err}") from None
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
@@ -251,7 +255,7 @@ class LocalStore(ObjectStore):
         fd = os.open(path.parent, os.O_RDONLY)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            yield path, (_etag(path.read_bytes()) if path.is_file() else None)
+            yield path, (_etag(self.get_bytes(key)) if path.is_file() else None)
             os.fsync(fd)  # persist the new directory entry (link or rename)
         finally:
             os.close(fd)
@@ -285,8 +289,8 @@ class LocalStore(ObjectStore):
 
     def get_with_etag(self, key: str) -> tuple[bytes, str] | None:
         try:
-            data = self._path(key).read_bytes()
-        except (FileNotFoundError, IsADirectoryError):
+            data = self.get_bytes(key)
+        except ObjectNotFoundError:
             return None
         return data, _etag(data)
 
@@ -382,13 +386,18 @@ class S3Store(ObjectStore):
     def get_bytes(self, key: str) -> bytes:
         try:
             response = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
-            return response["Body"].read()
+            return self._read_capped(key, response)
         except ClientError as e:
             if self._is_not_found(e):
                 raise ObjectNotFoundError(f"{self.url(key)}: no such object") from None
             raise StoreError(f"{self.url(key)}: download failed: {e}") from e
         except BotoCoreError as e:
             raise StoreError(f"{self.url(key)}: download failed: {e}") from e
+
+    def _read_capped(self, key: str, response: dict) -> bytes:
+        if excess := store_ceiling(key).excess(int(response.get("ContentLength") or 0)):
+            raise StoreError(f"{self.url(key)}: {excess}")
+        return response["Body"].read()
 
     def _head(self, key: str) -> dict | None:
         try:
@@ -465,7 +474,7 @@ class S3Store(ObjectStore):
     def get_with_etag(self, key: str) -> tuple[bytes, str] | None:
         response = self._conditional(key, "download", lambda: self.client.get_object(
             Bucket=self.bucket, Key=self._key(key)))
-        return (response["Body"].read(), response["ETag"]) if response is not None else None
+        return (self._read_capped(key, response), response["ETag"]) if response is not None else None
 
     def replace_if_match(self, key: str, data: bytes, etag: str) -> str | None:
         response = self._conditional(key, "conditional replace", lambda: self.client.put_object(
@@ -490,5 +499,5 @@ def open_store(uri: str | os.PathLike | ObjectStore, *, endpoint_url: str | None
     if parsed.scheme == "file":
         return LocalStore(parsed.path)
     if parsed.scheme and len(parsed.scheme) > 1:  # one letter = a Windows drive, not a scheme
-        raise ValueError(f"unsupported store URI {text!r}: use a local path, file:// or s3://")
+        raise InvalidKeyError(f"unsupported store URI {text!r}: use a local path, file:// or s3://")
     return LocalStore(text)

@@ -234,12 +234,29 @@ def _sparse_npy(path: Path, frames: int) -> Path:
 
 
 @pytest.mark.skipif(not LINUX, reason="RLIMIT_AS and /proc are Linux's")
-def test_an_npz_member_inflating_far_beyond_real_keypoints_is_refused_from_its_header(tmp_path, baseline):
+def test_an_npz_member_inflating_beyond_the_frame_ceiling_is_refused_from_its_header(tmp_path, baseline):
+    """Refused by its decoded size against the frame ceiling (issue 25: not by the ratio alone)."""
     source = _deflated_npz(tmp_path / "bomb.npz", 200 * 1024)  # 343 MB of zeros in about 0.3 MB
     assert source.stat().st_size < 2 << 20
-    code, err, _ = run_limited(tmp_path, baseline + (128 << 20), "inspect", source)
+    code, err, _ = run_limited(tmp_path, baseline + (128 << 20), "inspect", source, "--max_frames", "100000")
     assert code == 2
-    _one_error_line(err, str(source), "field 'keypoints'", "compressed data declare")
+    _one_error_line(err, str(source), "field 'keypoints'", "204,800 frames", "ceiling of 100,000")
+
+
+@pytest.mark.skipif(not LINUX, reason="RLIMIT_AS and /proc are Linux's")
+def test_a_valid_npz_compressing_200x_within_the_frame_ceiling_is_read(tmp_path, baseline):
+    """Mostly missing points deflate 200x and more: a valid file the frame ceiling allows is read (issue 25)."""
+    frames = 60_000
+    keypoints = np.zeros((frames, 143, 3), np.float32)
+    keypoints[:, 100:133] = (0.5, 0.5, 1.0)  # the body only: the face and the hands missing
+    keypoints[:, 100, 0] = np.linspace(0.2, 0.8, frames, dtype=np.float32)
+    source = tmp_path / "sparse.npz"
+    np.savez_compressed(source, keypoints=keypoints)
+    with zipfile.ZipFile(source) as archive:
+        info = archive.getinfo("keypoints.npy")
+        assert info.file_size > 100 * info.compress_size  # far beyond the old 32x refusal
+    code, err, _ = run_limited(tmp_path, baseline + 3 * keypoints.nbytes, "inspect", source)
+    assert code == 0, err
 
 
 @pytest.mark.skipif(not LINUX, reason="RLIMIT_AS and /proc are Linux's")

@@ -172,15 +172,15 @@ def _nested_lists(depth: int) -> bytes:
     return pickle4(b"]" * depth + b"a" * (depth - 1))
 
 
-def _npz_of_zeros(frames: int):
+def _npz_of_zeros(frames: int, points: int = 143):
     def build(d):
         path = d / "data.npz"
         with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
             with archive.open("keypoints.npy", "w") as member:
                 header = io.BytesIO()
                 np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False,
-                                                              "shape": (frames, 143, 3)})
-                member.write(header.getvalue() + bytes(frames * 143 * 3 * 4))
+                                                              "shape": (frames, points, 3)})
+                member.write(header.getvalue() + bytes(frames * points * 3 * 4))
         return path
     return build
 
@@ -368,7 +368,8 @@ CASES = [
     Case("pickle-codecs-to-hex", _raw("x.pkl", pickle4(glob("_codecs", "encode") + ustr("a")
                                                      + ustr("hex") + b"\x86R")), None, None, "'hex'"),
     Case("pickle-nested-33-deep", _raw("x.pkl", _nested_lists(40)), None, None, "nested more than 32 levels"),
-    Case("npz-member-inflating-1000x", _npz_of_zeros(2048), None, "keypoints", "compressed data declare"),
+    Case("npz-frames-wider-than-keypoint-frames", _npz_of_zeros(8, 100_000), None, "keypoints",
+         "more than 8 keypoint frames hold"),
     Case("npz-column-longer-than-the-frames", _npz(keypoints=np.full((4, 143, 3), 0.5, np.float32),
                                                    video_id=np.array(["v"] * 10)), None, "video_id",
          "expected one value per frame (4 frames)"),

@@ -445,3 +445,10 @@ def test_custom_cluster_settings_reach_the_ir(tmp_path):
 def test_unknown_toleration_field_is_refused_by_name():
     with pytest.raises(ValueError, match=r"unknown field\(s\) \['tolerance'\]"):
         cluster._toleration_kwargs({"key": "gpu", "tolerance": "x"})
+
+
+def test_every_task_runs_with_mlflow_pickle_loading_off(ir):
+    """A registered model is data a registry user controls: no task may unpickle one (signpose.process_env)."""
+    for label, executor in ir["spec"]["deploymentSpec"]["executors"].items():
+        env = {e["name"]: e["value"] for e in executor["container"].get("env", [])}
+        assert env.get("MLFLOW_ALLOW_PICKLE_DESERIALIZATION") == "false", label

@@ -293,3 +293,10 @@ def test_the_object_serialises_to_plain_json():
     obj = build_trainjob(request())
     assert json.loads(json.dumps(obj)) == obj
 
+
+
+def test_every_node_runs_with_mlflow_pickle_loading_off_whatever_the_request_says():
+    for env in ({}, {"MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true"}):
+        entries = [e for e in build_trainjob(request(env=env))["spec"]["trainer"]["env"]
+                   if e["name"] == "MLFLOW_ALLOW_PICKLE_DESERIALIZATION"]
+        assert entries == [{"name": "MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "value": "false"}]

@@ -19,12 +19,12 @@ import argparse
 import logging
 import sys
 
+from signpose import ranges
 from signpose.cli.common import (
     Parser,
     RawDescriptionHelpFormatter,
     add_flag,
     debug_requested,
-    int_at_least,
     package_version,
     run_command,
     walk_parsers,
@@ -39,7 +39,11 @@ from signpose.cli.train import add_parser as add_train_commands
 
 def _run_preprocess(args: argparse.Namespace) -> int:
     from signpose import stages
+    from signpose.io.limits import ReadLimits
 
+    if not args.data_path:
+        ranges.check_synthetic(args.synthetic_videos, args.synthetic_frames_per_video,
+                               ReadLimits.resolve(args.max_frames).max_frames)
     manifest = stages.preprocess(args.data_path, args.store, image_size=args.image_size,
                                  shard_size=args.shard_size, synthetic_videos=args.synthetic_videos,
                                  synthetic_frames_per_video=args.synthetic_frames_per_video,
@@ -56,14 +60,14 @@ def _add_preprocess_parser(subparsers) -> None:
                                                "skeleton images, write shards and the manifest (last).")
     add_flag(parser, "--data_path", default="", help="keypoint file or folder (default: generated signer data)")
     parser.add_argument("--store", required=True, help="destination: local folder or s3://bucket/prefix")
-    add_flag(parser, "--image_size", type=int_at_least(1), default=256,
-             help="rendered skeleton image side in pixels (default: 256)")
-    add_flag(parser, "--shard_size", type=int_at_least(1), default=4096, help="frames per shard (default: 4096)")
-    parser.add_argument("--workers", type=int_at_least(1), default=None,
+    add_flag(parser, "--image_size", type=ranges.DATASET_IMAGE_SIZE, default=256,
+             help=f"rendered skeleton image side in pixels, {ranges.DATASET_IMAGE_SIZE.describe()} (default: 256)")
+    add_flag(parser, "--shard_size", type=ranges.SHARD_SIZE, default=4096, help="frames per shard (default: 4096)")
+    parser.add_argument("--workers", type=ranges.WORKERS, default=None,
                         help="render processes (default: all cores)")
-    add_flag(parser, "--synthetic_videos", type=int_at_least(1), default=24,
+    add_flag(parser, "--synthetic_videos", type=ranges.SYNTHETIC_VIDEOS, default=24,
              help="videos of generated data when --data_path is not given (default: 24)")
-    add_flag(parser, "--synthetic_frames_per_video", type=int_at_least(1), default=64,
+    add_flag(parser, "--synthetic_frames_per_video", type=ranges.SYNTHETIC_FRAMES_PER_VIDEO, default=64,
              help="frames per generated video (default: 64)")
     parser.add_argument("--replace", action="store_true",
                         help="replace the data set the store already holds (one data set per store prefix; "

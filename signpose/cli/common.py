@@ -219,6 +219,20 @@ def _foreign_user_error(exc: BaseException) -> str | None:
     return None
 
 
+# torch's DataLoader re-raises a worker's exception as the same type, its message the worker's traceback.
+_WORKER_PREFIX_RE = re.compile(r"^Caught \w+ in DataLoader worker process \d+\.")
+_EXCEPTION_LINE_RE = re.compile(r"^(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception): ", re.MULTILINE)
+
+
+def _worker_error(message: str) -> str:
+    """The worker's own error message out of a DataLoader's re-raised one (the shard and the reason,
+    not the traceback); other messages unchanged."""
+    if not _WORKER_PREFIX_RE.match(message):
+        return message
+    found = list(_EXCEPTION_LINE_RE.finditer(message))
+    return message[found[-1].end():] if found else message
+
+
 def user_error_message(exc: BaseException) -> str | None:
     """The one line ``signpose`` prints for a user error, or None when ``exc`` is a bug."""
     if isinstance(exc, UserError):
@@ -227,6 +241,7 @@ def user_error_message(exc: BaseException) -> str | None:
         message = _foreign_user_error(exc)
     if message is None:
         return None
+    message = _worker_error(message)
     lines = [line.strip() for line in message.splitlines() if line.strip()]
     return "; ".join(lines) or type(exc).__name__
 

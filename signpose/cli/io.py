@@ -17,7 +17,7 @@ import os
 
 import numpy as np
 
-from signpose import layout
+from signpose import layout, ranges
 from signpose.cli.common import add_flag, int_at_least
 from signpose.errors import UserError
 from signpose.io.frames import SPLITS, KeypointFrames
@@ -87,9 +87,9 @@ def add_render_parser(subparsers) -> argparse.ArgumentParser:
                                                "OUT/<video>/<frame>.png and OUT/<video>.gif (or .mp4).")
     parser.add_argument("file", help=f"keypoint file or folder ({SUFFIXES})")
     parser.add_argument("--out", required=True, help="output folder (created if missing)")
-    add_flag(parser, "--image_size", type=int_at_least(1), default=256,
-             help="image side in pixels (default: 256, the training size)")
-    parser.add_argument("--thickness", type=int_at_least(0), default=0,
+    add_flag(parser, "--image_size", type=ranges.RENDER_IMAGE_SIZE, default=256,
+             help=f"image side in pixels, {ranges.RENDER_IMAGE_SIZE.describe()} (default: 256, the training size)")
+    parser.add_argument("--thickness", type=ranges.THICKNESS, default=0,
                         help="line thickness in pixels (default: 0 = scaled to --image_size)")
     parser.add_argument("--joints", action="store_true", help="draw a dot on every present point")
     add_flag(parser, "--no_antialias", action="store_true", help="hard-edged lines (default: anti-aliased)")
@@ -99,8 +99,9 @@ def add_render_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--limit", type=int_at_least(0), default=0, help="at most this many frames (default: 0 = all)")
     parser.add_argument("--animation", choices=ANIMATIONS, default="gif",
                         help="one animation per video with more than one frame (default: gif)")
-    parser.add_argument("--fps", type=float, default=25.0, help="animation frame rate (default: 25)")
-    parser.add_argument("--workers", type=int_at_least(1), default=1, help="render processes (default: 1)")
+    parser.add_argument("--fps", type=ranges.FPS, default=25.0,
+                        help=f"animation frame rate, {ranges.FPS.describe()} (default: 25)")
+    parser.add_argument("--workers", type=ranges.WORKERS, default=1, help="render processes (default: 1)")
     _frame_size_arg(parser)
     parser.set_defaults(func=run_render)
     return parser

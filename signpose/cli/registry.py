@@ -235,19 +235,28 @@ def predict(model_uri: str, input_path: str, out_dir: str, *, limit: int | None 
     reads) and write one PNG per frame into ``out_dir``: the generated skeleton image (skeleton
     models) or the original face landmarks with the reconstruction overlaid (face models), plus
     ``predictions.npz`` with the raw outputs. Returns a summary dict."""
+    with tempfile.TemporaryDirectory(prefix="signpose-model-") as download:
+        return _predict(model_uri, input_path, out_dir, download, limit=limit, split=split, batch_size=batch_size)
+
+
+def _predict(model_uri: str, input_path: str, out_dir: str, download: str, *, limit: int | None,
+             split: str | None, batch_size: int) -> dict:
     import torch
     from tqdm.auto import tqdm
 
     from signpose.io import read_keypoints
     from signpose.tasks import get_task
+    from signpose.tracking.model_files import fetch_checked_model
     from signpose.tracking.training import load_registered_model
 
     frames = read_keypoints(input_path)
+    # The model is fetched once and checked before anything reads it (its MLmodel included).
+    folder, _ = fetch_checked_model(model_uri, dst_path=download)
     if split:
         frames = frames.subset(frames.split == split)
     keypoints = frames.keypoints
     index = np.arange(len(keypoints))
-    task = model_task(model_uri)
+    task = model_task(str(folder))
     spec = get_task(task)
     usable = spec.samples.usable_frames(keypoints)
     skipped = int((~usable).sum())
@@ -258,7 +267,7 @@ def predict(model_uri: str, input_path: str, out_dir: str, *, limit: int | None 
         raise UserError(f"{input_path}: no frames to predict on (task {task}, {skipped} frames without "
                         f"{spec.samples.needs})")
 
-    model = load_registered_model(model_uri)
+    model = load_registered_model(str(folder))
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     outputs = []

@@ -22,6 +22,7 @@ from dataclasses import MISSING, fields, is_dataclass
 from functools import cache
 
 from signpose.errors import UserError
+from signpose.ranges import field_range
 from signpose.tasks import TaskSpec, get_task, list_tasks
 from signpose.train.config import TrainConfig
 
@@ -105,6 +106,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type[Train
             options.update(type=str, choices=typing.get_args(kind), metavar=None)
         if f.name == "device":
             options["type"] = device_arg
+        elif (rule := field_range(f.name, kind)) is not None:
+            options["type"] = rule  # signpose.ranges: refused at parse time, before any work
         help_text = f"{about} (default: %(default)s)" if about else "(default: %(default)s)"
         group.add_argument(f"--{f.name}", required=f.name == "data_path" and f.default is MISSING,
                            help=help_text, **options)

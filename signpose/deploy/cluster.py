@@ -23,6 +23,7 @@ from kfp.dsl.pipeline_channel import PipelineChannel
 
 from signpose import s3_env
 from signpose.deploy.images import IMAGE_PULL_SECRETS, IMAGE_PULL_SECRETS_VAR
+from signpose.process_env import SAFE_ENV
 
 StrOrParam = Union[str, PipelineChannel]
 IntOrParam = Union[int, str, PipelineChannel]
@@ -152,6 +153,14 @@ def inject_secrets(task: dsl.PipelineTask, secrets: SecretRefs, *, mlflow: bool)
     return task
 
 
+def set_safe_env(task: dsl.PipelineTask) -> dsl.PipelineTask:
+    """The container environment every signpose task runs with (``signpose.process_env``: MLflow
+    never unpickles a model), in the task spec too, so it holds before any code of the task runs."""
+    for name, value in SAFE_ENV.items():
+        task.set_env_variable(name, value)
+    return task
+
+
 def _label(task: dsl.PipelineTask, settings: ClusterSettings) -> None:
     """Pod labels and image pull secrets: what every task pod carries."""
     for key, value in settings.pod_labels.items():
@@ -169,6 +178,7 @@ def configure_preprocess_task(task: dsl.PipelineTask,
     _set_retry(task, settings.preprocess_retry)
     task.set_caching_options(enable_caching=settings.preprocess_caching)
     inject_secrets(task, settings.secrets, mlflow=False)
+    set_safe_env(task)
     kubernetes.set_timeout(task, settings.preprocess_timeout_s)
     _label(task, settings)
     return task
@@ -212,6 +222,7 @@ def configure_training_task(task: dsl.PipelineTask,
     _set_retry(task, settings.training_retry)
     task.set_caching_options(enable_caching=settings.training_caching)
     inject_secrets(task, settings.secrets, mlflow=True)
+    set_safe_env(task)
     kubernetes.empty_dir_mount(task, volume_name="dshm", mount_path="/dev/shm", medium="Memory",
                                size_limit=settings.training_shm_size)
     kubernetes.set_timeout(task, settings.training_timeout_s)

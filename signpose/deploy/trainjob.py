@@ -68,6 +68,7 @@ def configure_launcher_task(task, settings: ClusterSettings = DEFAULT_SETTINGS):
     cluster._set_retry(task, settings.training_retry)
     task.set_caching_options(enable_caching=False)
     cluster.inject_secrets(task, settings.secrets, mlflow=True)
+    cluster.set_safe_env(task)
     kubernetes.set_timeout(task, settings.training_timeout_s)
     cluster._label(task, settings)
     return task

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from signpose.deploy.cluster import DEFAULT_SETTINGS, ClusterSettings, SecretRefs
+from signpose.process_env import SAFE_ENV
 
 GROUP = "trainer.kubeflow.org"
 VERSION = "v1alpha1"
@@ -165,7 +166,8 @@ def _label_value(text: str) -> str:
 
 def _env(request: TrainJobRequest) -> list[dict]:
     secrets = request.settings.secrets
-    env = [{"name": k, "value": str(v)} for k, v in sorted(request.env.items())]
+    given = {**request.env, **SAFE_ENV}  # forced: a request cannot turn pickled models back on
+    env = [{"name": k, "value": str(v)} for k, v in sorted(given.items())]
     if request.pipeline_run_id and PIPELINE_RUN_ID_ENV not in request.env:
         env.append({"name": PIPELINE_RUN_ID_ENV, "value": request.pipeline_run_id})
     for secret, keys in ((secrets.s3_secret, secrets.s3_keys), (secrets.mlflow_secret, secrets.mlflow_keys)):
@@ -175,7 +177,7 @@ def _env(request: TrainJobRequest) -> list[dict]:
     if secrets.env_config_map:
         env += [{"name": var, "valueFrom": {"configMapKeyRef": {"name": secrets.env_config_map, "key": key,
                                                                 "optional": True}}}
-                for key, var in secrets.env_config_keys.items() if var not in request.env]
+                for key, var in secrets.env_config_keys.items() if var not in given]
     return env
 
 

@@ -7,10 +7,11 @@
 
 Every array's header (shape, dtype) is read and checked before its data: the bytes it declares must
 be in the file (an ``.npy``) or within the member's declared uncompressed size (an ``.npz``), its
-frames within the read's frame ceiling (:mod:`signpose.io.limits`), a deflated point array may not
-expand more than :data:`MAX_POINT_INFLATION` times (real keypoints compress about 2x; a member of
-zeros 1000x), and a column holds at most one value per frame allowed. Only then is it loaded, so a
-small file cannot make the reader allocate gigabytes.
+frames within the read's frame ceiling (:mod:`signpose.io.limits`), a point array's decoded size at
+most :data:`MAX_FRAME_BYTES` per frame (so at most the frame ceiling's worth of keypoints, however
+well it compresses: a valid file of mostly missing points deflates 200x), and a column holds at most
+one value per frame allowed. Only then is it loaded, so a small file cannot make the reader
+allocate gigabytes.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from signpose.io.seed_format import parse_seed_object
 _COLUMNS = ("split", "video_id", "frame_index", "frame_size")
 _POINT_ARRAYS = ("keypoints", *layout.PARTS)
 _LOAD_ERRORS = (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError)
-MAX_POINT_INFLATION = 32
+MAX_FRAME_BYTES = layout.N_POINTS * 3 * 8  # the widest keypoint frame: 143 points x (x, y, conf) float64
 MAX_COLUMN_ITEM_BYTES = 4096  # a video id of 1024 characters
 
 
@@ -71,6 +72,10 @@ def _check_array(file: str, field: str | None, shape, dtype, available: int, bud
                                   "or crafted)", field=field)
     count = shape[0] if shape else 1
     if frames is None:
+        if nbytes > max(count, 1) * MAX_FRAME_BYTES:  # the decoded size, whatever the compression ratio
+            raise KeypointFormatError(file, f"the header declares shape {shape} of {dtype}: {size_text(nbytes)}, more "
+                                      f"than {count:,} keypoint frames hold ({layout.N_POINTS} x 3 float64 = "
+                                      f"{MAX_FRAME_BYTES:,} bytes a frame)", field=field)
         if count > budget.left:
             budget.take(file, count, field=field)  # raises: more frames than the ceiling allows
     elif field == "frame_size":
@@ -101,12 +106,6 @@ def _check_npz_members(archive: zipfile.ZipFile, file: str, budget: FrameBudget)
         count = _check_array(file, name, shape, dtype, info.file_size - header, budget,
                              frames=None if point_array else frames)
         frames = max(frames, count) if point_array else frames
-        if point_array and info.compress_type != zipfile.ZIP_STORED \
-                and info.file_size > MAX_POINT_INFLATION * info.compress_size + (1 << 20):
-            raise KeypointFormatError(
-                file, f"{size_text(info.compress_size)} of compressed data declare {size_text(info.file_size)} of "
-                f"keypoints ({info.file_size / max(1, info.compress_size):.0f}x); real keypoints compress about 2x, so "
-                f"this is a crafted or degenerate array (at most {MAX_POINT_INFLATION}x is read)", field=name)
     return list(members)
 
 

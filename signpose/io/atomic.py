@@ -17,7 +17,9 @@ def atomic_write_bytes(path, data: bytes) -> None:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.filename is None:  # disk full, quota, file size limit: name the file
+            raise OSError(err.errno, err.strerror or str(err), path) from err
         raise

@@ -26,6 +26,14 @@ MAX_FRAMES_ENV = "SIGNPOSE_MAX_FRAMES"
 MAX_REJECTED_ENV = "SIGNPOSE_MAX_REJECTED"
 
 
+def size_text(n: int) -> str:
+    """``1.5 GB``-style size for messages."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
+
+
 def _from_env(name: str, cast, default):
     text = os.environ.get(name, "").strip()
     if not text:
@@ -81,3 +89,55 @@ class FrameBudget:
                 f"per read; pass --max_frames N (or set {MAX_FRAMES_ENV}) if the file really is that large",
                 field=field, split=split)
         self.taken += n
+
+
+# --- byte ceilings: how large a file may be before it is read ------------------------------------------
+
+@dataclass(frozen=True)
+class ByteCeiling:
+    """The largest ``what`` (a manifest, a shard, a .pose file, ...) a command reads: checked against
+    the size the file system or the object store reports, before a byte is read. ``env`` overrides
+    ``default`` (bytes); the error names both."""
+
+    what: str
+    env: str
+    default: int
+
+    @property
+    def limit(self) -> int:
+        value = _from_env(self.env, int, self.default)
+        if value < 1:
+            raise UserError(f"{self.env}={value}: a byte ceiling must be at least 1")
+        return value
+
+    def excess(self, size: int) -> str | None:
+        """None when ``size`` is within the ceiling, else the reason (one line) it is refused."""
+        limit = self.limit
+        if size <= limit:
+            return None
+        return (f"is {size_text(size)}, more than the {self.what} ceiling of {size_text(limit)}; set {self.env}=BYTES "
+                f"if a {self.what} really is that large")
+
+
+# A manifest of PHOENIX-2014T (232 shards) is ~0.2 MB; a plan or a shard's record a few kB.
+MANIFEST_BYTES = ByteCeiling("manifest", "SIGNPOSE_MAX_MANIFEST_BYTES", 64_000_000)
+PLAN_BYTES = ByteCeiling("plan", "SIGNPOSE_MAX_PLAN_BYTES", 64_000_000)
+STORE_RECORD_BYTES = ByteCeiling("store record", "SIGNPOSE_MAX_RECORD_BYTES", 64_000_000)
+# A 4,096-frame 256x256 shard is ~55 MB packed (docs/storage.md); 2 GB leaves room for --shard_size.
+SHARD_BYTES = ByteCeiling("shard", "SIGNPOSE_MAX_SHARD_BYTES", 2_000_000_000)
+# Anything else a store holds (a checkpoint, an input file downloaded from S3).
+STORE_OBJECT_BYTES = ByteCeiling("store object", "SIGNPOSE_MAX_OBJECT_BYTES", 8_000_000_000)
+# Keypoint files read whole (.pose, pickles) or by member (.npz, .npy): PHOENIX-2014T's 827k frames
+# are ~1.4 GB of float32 keypoints in one file; the frame ceiling (--max_frames) still applies inside.
+INPUT_FILE_BYTES = ByteCeiling("keypoint file", "SIGNPOSE_MAX_INPUT_BYTES", 4_000_000_000)
+
+
+def store_ceiling(key: str) -> ByteCeiling:
+    """The ceiling of the store object ``key``, by the store layout's names (``manifest*.json``,
+    ``plans/``, ``shards/*.npz``, other ``.json`` records, anything else)."""
+    name = key.rsplit("/", 1)[-1]
+    if name.endswith(".json"):
+        if name.startswith("manifest") or key.startswith("manifests/"):
+            return MANIFEST_BYTES
+        return PLAN_BYTES if key.startswith("plans/") else STORE_RECORD_BYTES
+    return SHARD_BYTES if key.startswith("shards/") else STORE_OBJECT_BYTES

@@ -8,7 +8,9 @@ through :func:`folder_members`, so
   not block (``O_NONBLOCK``) and the type is checked on the opened descriptor (``fstat``), so a file
   swapped after a check is still caught;
 * a file is read up to the size ``fstat`` reported when it was opened, never "until EOF", and a
-  caller can cap that size (:func:`read_regular` ``max_bytes``);
+  caller can cap that size (:func:`read_regular` ``max_bytes``); every keypoint file is capped by
+  ``SIGNPOSE_MAX_INPUT_BYTES`` and every object a local store reads by its kind's ceiling
+  (:func:`read_capped`, :mod:`signpose.io.limits`) before a byte is read;
 * a member of an input folder that is a symbolic link pointing outside that folder is refused: a
   folder of ``.pose`` files cannot pull in ``/etc/passwd`` or another user's data. A file named
   directly on the command line may be a link to anywhere (that is the user's own choice), as long
@@ -22,6 +24,10 @@ import stat
 from pathlib import Path
 
 from signpose.io.errors import KeypointFormatError
+from signpose.io.limits import INPUT_FILE_BYTES, size_text
+
+__all__ = ["CeilingError", "NotRegularFileError", "check_inside", "folder_members", "kind_of", "open_regular",
+           "open_regular_fd", "read_capped", "read_regular", "size_text"]
 
 _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
           (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
@@ -32,12 +38,49 @@ def kind_of(mode: int) -> str:
     return next((text for test, text in _KINDS if test(mode)), "not a regular file")
 
 
-def size_text(n: int) -> str:
-    """``1.5 GB``-style size for messages."""
-    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= scale:
-            return f"{n / scale:.1f} {unit}"
-    return f"{n} bytes"
+class NotRegularFileError(OSError):
+    """``filename`` is a directory, FIFO, socket or device; ``kind`` says which ('a FIFO (named pipe)')."""
+
+    def __init__(self, filename: str, kind: str):
+        super().__init__(0, f"is {kind}, not a regular file", filename)
+        self.kind = kind
+
+
+class _DirectoryError(NotRegularFileError, IsADirectoryError):
+    pass
+
+
+def open_regular_fd(path) -> int:
+    """A blocking read-only descriptor of the regular file ``path``: opened with ``O_NONBLOCK`` (a FIFO
+    without a writer is never waited on), its type checked on the descriptor (``fstat``). Raises
+    :class:`NotRegularFileError`, or the ``OSError`` of ``open`` (``FileNotFoundError``, ...). The one
+    check behind every reader here and the local object store's reads (:mod:`signpose.store`)."""
+    file = os.fspath(path)
+    fd = os.open(file, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise (_DirectoryError if stat.S_ISDIR(mode) else NotRegularFileError)(file, kind_of(mode))
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+class CeilingError(OSError):
+    """A file larger than its :class:`~signpose.io.limits.ByteCeiling`; ``strerror`` says which."""
+
+
+def read_capped(path, ceiling) -> bytes:
+    """The bytes of the regular file ``path``, refused (:class:`NotRegularFileError`,
+    :class:`CeilingError`) before a byte is read when it is not one or is larger than ``ceiling``."""
+    with os.fdopen(open_regular_fd(path), "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if excess := ceiling.excess(size):
+            raise CeilingError(0, excess, os.fspath(path))
+        return handle.read(size)
 
 
 def open_regular(path, *, field: str | None = None):
@@ -45,20 +88,17 @@ def open_regular(path, *, field: str | None = None):
     (a FIFO is never waited on). Returns the file object; its size is ``os.fstat(f.fileno()).st_size``."""
     file = os.fspath(path)
     try:
-        fd = os.open(file, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+        fd = open_regular_fd(file)
+    except NotRegularFileError as err:
+        raise KeypointFormatError(file, f"is {err.kind}, not a regular file; keypoint inputs are "
+                                  "regular files (or folders of them)", field=field) from None
     except OSError as err:
         raise KeypointFormatError(file, f"cannot open: {err.strerror or err}", field=field) from None
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise KeypointFormatError(file, f"is {kind_of(mode)}, not a regular file; keypoint inputs are "
-                                      "regular files (or folders of them)", field=field)
-        if hasattr(os, "set_blocking"):
-            os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
-    except BaseException:
+    excess = INPUT_FILE_BYTES.excess(os.fstat(fd).st_size)  # before a byte is read (a sparse file reads as zeros)
+    if excess:
         os.close(fd)
-        raise
+        raise KeypointFormatError(file, excess, field=field)
+    return os.fdopen(fd, "rb")
 
 
 def read_regular(path, *, max_bytes: int | None = None, what: str = "file", field: str | None = None) -> bytes:

@@ -119,6 +119,8 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: dict, uri: str = "") -> Manifest:
+        if not isinstance(data, dict):
+            raise ShardError(f"{uri}/{MANIFEST_NAME}: not a manifest (its JSON is a {type(data).__name__}, not an object)")
         version = data.get("schema_version")
         if version != SCHEMA_VERSION:
             raise ShardError(f"{uri}/{MANIFEST_NAME}: schema_version {version!r} is not supported "

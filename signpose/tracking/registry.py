@@ -31,6 +31,7 @@ from mlflow.models import infer_signature
 
 from signpose.store import ObjectStore
 from signpose.tracking.lease import Lease, promotion_lock_key, promotion_lock_location
+from signpose.tracking.model_files import UnsafeModelError
 from signpose.tracking.runs import PARAM_DATASET_HASH, TAG_TASK
 from signpose.tracking.settings import TaskTracking, load_mlflow_settings
 
@@ -207,7 +208,12 @@ def _champion_value(client, model_name, champion, policy: TaskTracking, dataset_
         return None, (f"champion v{champion.version} was evaluated on dataset "
                       f"{tags.get(PARAM_DATASET_HASH, 'unknown')}, not {dataset_hash}, and no evaluator was given")
     uri = f"models:/{model_name}/{champion.version}"
-    value = _metric_value(evaluate(uri), policy.promotion_metric, uri)
+    try:
+        scored = evaluate(uri)
+    except UnsafeModelError as err:  # a champion replaced by something signpose does not load: never run it
+        log.warning("champion v%s cannot be re-evaluated: %s", champion.version, err)
+        return None, f"champion v{champion.version} was refused, not loaded: {err}"
+    value = _metric_value(scored, policy.promotion_metric, uri)
     client.set_model_version_tag(model_name, champion.version, eval_tag(dataset_hash, policy.promotion_metric),
                                  repr(value))
     return value, "re-evaluated on this dataset"

@@ -29,7 +29,7 @@ class ExportedModel(nn.Module):
     """A registered (pt2) model as an ordinary module: ``model(src)`` and the face task's
     ``model(src, tgt)`` both work, and ``eval()``/``train()`` are accepted.
 
-    ``mlflow.pytorch.load_model`` gives a ``torch.export`` GraphModule whose graph was exported in eval
+    MLflow's pt2 loader gives a ``torch.export`` GraphModule whose graph was exported in eval
     mode; it refuses ``eval()`` and takes only the exported input. The graph is kept outside the
     module tree so ``eval()`` does not reach it.
     """
@@ -43,8 +43,12 @@ class ExportedModel(nn.Module):
 
 
 def load_registered_model(model_uri: str) -> ExportedModel:
-    """``models:/NAME@alias``, ``models:/NAME/3``, ``runs:/...`` -> a ready-to-run CPU module."""
-    return ExportedModel(mlflow.pytorch.load_model(model_uri))
+    """``models:/NAME@alias``, ``models:/NAME/3``, ``runs:/...``, a model folder -> a ready-to-run CPU
+    module. Only the pt2 models signpose logs load; anything else is refused before any of it runs
+    (:mod:`signpose.tracking.model_files`)."""
+    from signpose.tracking.model_files import load_pt2_model
+
+    return ExportedModel(load_pt2_model(model_uri))
 
 
 def make_evaluator(task: str, val_ds: Dataset, cfg: Any, batch_size: int | None = None):

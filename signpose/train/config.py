@@ -52,6 +52,19 @@ class TrainConfig:
 
     task: ClassVar[str] = "base"     # the task this config trains (set by each task's subclass)
 
+    def __post_init__(self) -> None:
+        """Every number in its range (signpose.ranges), then the model config's own checks -- a
+        mistake in either is a user error (one line), not a traceback."""
+        from signpose.ranges import RangeError, check_config
+
+        check_config(self)
+        parent = getattr(super(), "__post_init__", None)
+        if parent is not None:
+            try:
+                parent()
+            except ValueError as err:
+                raise RangeError(f"{type(self).__name__}: {err}") from None
+
     @classmethod
     def model_config_cls(cls) -> type:
         """The model's config dataclass: the base that is not a training config."""

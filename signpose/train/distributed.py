@@ -50,6 +50,21 @@ def setup_distributed(device_pref: str) -> DistContext:
     return DistContext(dist.get_rank(), dist.get_world_size(), local_rank, initialised_here=True)
 
 
+def check_device_available(pref: str) -> None:
+    """Refuse (one line, before any work) a ``--device`` this machine does not have: ``cuda`` without
+    CUDA, ``cuda:N`` beyond the visible devices, ``mps`` without MPS."""
+    from signpose.errors import UserError
+
+    device = torch.device("cpu" if pref == "auto" else pref)
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (device.index is not None and device.index >= count):
+            raise UserError(f"--device {pref}: this machine has {count} CUDA device(s) visible"
+                            f"{f' (cuda:0..cuda:{count - 1})' if count else ''}; use --device auto or cpu")
+    elif device.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise UserError(f"--device {pref}: MPS is not available on this machine; use --device auto or cpu")
+
+
 def resolve_device(pref: str, ctx: DistContext) -> torch.device:
     if pref == "auto":
         return torch.device("cuda", ctx.local_rank) if torch.cuda.is_available() else torch.device("cpu")

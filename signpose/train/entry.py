@@ -19,7 +19,7 @@ from signpose.errors import UserError
 from signpose.io.atomic import atomic_write_bytes
 from signpose.models import build_model, cpu_state_dict, selected_entry
 from signpose.train.config import TrainConfig
-from signpose.train.distributed import seed_everything
+from signpose.train.distributed import check_device_available, seed_everything
 from signpose.train.engine import TrainResult, fit
 from signpose.train.inputs import load_task_data
 from signpose.train.real_eval import REAL_EVAL_NAME, load_real_eval
@@ -40,6 +40,7 @@ def run(cfg: TrainConfig, callbacks: Sequence = (), *, track: bool = False, mlfl
     a distributed run train without MLflow and get None).
     ``expected_dataset_hash``: the hash the upstream pipeline task committed; if another run has
     committed different data to the same store since, training stops instead of using that data."""
+    check_device_available(cfg.device)
     data = load_task_data(cfg.task, cfg)
     if expected_dataset_hash and data.dataset_hash != expected_dataset_hash:
         raise DatasetReplacedError(f"{cfg.data_path}: holds data set {data.dataset_hash[:12]}, but this pipeline "

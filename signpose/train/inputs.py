@@ -19,6 +19,7 @@ wrapped by :func:`signpose.augment.for_training` when the task config asks for a
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -78,7 +79,7 @@ def load_task_data(task: str, cfg: TrainConfig) -> TaskData:
     if is_manifest_location(cfg.data_path):
         return _from_manifest(task, cfg)
     if not os.path.exists(cfg.data_path):
-        raise FileNotFoundError(f"{cfg.data_path}: no such keypoint file or data set folder")
+        raise FileNotFoundError(errno.ENOENT, "no such keypoint file or data set folder", cfg.data_path)
     _refuse_uncommitted_store(cfg.data_path)
     return _from_raw(task, cfg)
 

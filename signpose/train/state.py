@@ -91,8 +91,34 @@ def save_checkpoint(checkpoint_dir: str, state: dict) -> str:
     return f"{store.uri.rstrip('/')}/{CHECKPOINT_KEY}"
 
 
+class CheckpointError(UserError):
+    """A ``latest.pt`` that is not a signpose training checkpoint; the message names the file."""
+
+
+class RefusedCheckpointError(CheckpointError, pickle.UnpicklingError):
+    """``weights_only`` refused a global: a tampered or foreign file."""
+
+
+class UnreadableCheckpointError(CheckpointError, RuntimeError):
+    """Truncated or corrupt."""
+
+
+class ForeignCheckpointError(CheckpointError, ValueError):
+    """Readable, but not what signpose writes (a list, a model.pt, another format)."""
+
+
+_NOT_A_CHECKPOINT = "use another --checkpoint_dir, or --no_resume to start over"
+
+
+def _reason(err: BaseException) -> str:
+    """The line of torch's (multi-line) error that says why; error lines stay one line."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return next((line for line in lines if "Unsupported global" in line), lines[0] if lines else type(err).__name__)
+
+
 def load_checkpoint(checkpoint_dir: str) -> dict | None:
-    """The latest checkpoint in ``checkpoint_dir`` or None; loaded with ``weights_only=True``."""
+    """The latest checkpoint in ``checkpoint_dir`` or None; loaded with ``weights_only=True``. Anything
+    that is not a checkpoint signpose wrote is a :class:`CheckpointError` (one line, naming the file)."""
     store = open_store(checkpoint_dir)
     if not store.exists(CHECKPOINT_KEY):
         return None
@@ -100,12 +126,20 @@ def load_checkpoint(checkpoint_dir: str) -> dict | None:
     try:
         state = torch.load(io.BytesIO(store.get_bytes(CHECKPOINT_KEY)), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:  # weights_only refused a global: a tampered or foreign file
-        raise pickle.UnpicklingError(f"{where}: refused to load the checkpoint: {e}") from e
-    except (RuntimeError, EOFError) as e:  # truncated or corrupt archive: say which file
-        raise RuntimeError(f"{where}: checkpoint is unreadable (truncated or corrupt): {e}") from e
+        raise RefusedCheckpointError(f"{where}: refused to load the checkpoint (weights_only): {_reason(e)}; "
+                                     f"nothing of it ran; {_NOT_A_CHECKPOINT}") from e
+    except (RuntimeError, EOFError, ValueError, OSError) as e:  # truncated or corrupt archive: say which file
+        raise UnreadableCheckpointError(f"{where}: checkpoint is unreadable (truncated or corrupt): {_reason(e)}; "
+                                        f"{_NOT_A_CHECKPOINT}") from e
+    if not isinstance(state, dict):
+        raise ForeignCheckpointError(f"{where}: holds a {type(state).__name__}, not a signpose training checkpoint; "
+                                     f"{_NOT_A_CHECKPOINT}")
     if state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{checkpoint_dir}/{CHECKPOINT_KEY}: checkpoint format {state.get('format')!r}, "
-                         f"expected {CHECKPOINT_FORMAT}")
+        raise ForeignCheckpointError(f"{where}: checkpoint format {state.get('format')!r}, expected "
+                                     f"{CHECKPOINT_FORMAT} (a model.pt or another program's file?); {_NOT_A_CHECKPOINT}")
+    missing = [key for key in ("task", "model") if key not in state]
+    if missing:
+        raise ForeignCheckpointError(f"{where}: checkpoint lacks {', '.join(missing)}; {_NOT_A_CHECKPOINT}")
     return state
 
 
