@@ -37,13 +37,19 @@ DEFAULT_GRACE_S = 6 * 3600
 
 
 def history(store_uri: str | ObjectStore) -> list[Manifest]:
-    """Every recorded version (and the committed data set), newest first."""
+    """Every recorded version (and the committed data set), newest first: the committed one and its
+    ancestors along their parent links, then any others (a replaced lineage) by creation time."""
     store = open_store(store_uri)
     versions = {m.dataset_hash: m for m in kept_versions(store)}
     current = _try_read_manifest(store)
     if current is not None:
         versions[current.dataset_hash] = current
-    return sorted(versions.values(), key=lambda m: (m.created_at, m.dataset_hash), reverse=True)
+    chain, cursor = [], current
+    while cursor is not None and cursor not in chain:
+        chain.append(cursor)
+        cursor = versions.get(cursor.parent) if cursor.parent else None
+    rest = [m for m in versions.values() if m not in chain]
+    return chain + sorted(rest, key=lambda m: (m.created_at, m.dataset_hash), reverse=True)
 
 
 def find_version(store_uri: str | ObjectStore, ref: str) -> Manifest:

@@ -28,7 +28,7 @@ from signpose.shards.codec import build_shard
 from signpose.shards.format import SHARD_DIR, SHARD_FORMAT, SOURCE_DIR, ShardError
 from signpose.shards.manifest import ShardInfo, count_face_frames
 from signpose.shards.plan import _split_order, plan_shards
-from signpose.store import ObjectStore
+from signpose.store import ObjectNotFoundError, ObjectStore
 
 log = logging.getLogger(__name__)
 
@@ -96,12 +96,21 @@ def _split_ranges(split: np.ndarray, shard_size: int) -> tuple[np.ndarray, list[
     return order, ranges
 
 
+def _complete(store: ObjectStore, rkey: str) -> bool:
+    """Whether the source was rendered already: its record exists and so does each of its shards."""
+    try:
+        record = json.loads(store.get_bytes(record_key(rkey)))
+        return all(store.exists(shard["key"]) for shard in record["shards"])
+    except (ObjectNotFoundError, ValueError, KeyError, TypeError):
+        return False
+
+
 def render_source(store: ObjectStore, corpus: Corpus, entry: dict, settings: RenderSettings, shard_size: int,
                   policy: SplitPolicy, max_frames: int | None = None, max_rejected: float | None = None) -> int:
     """Read, split, render and write one planned source; returns the frames rendered (0 when its record
     shows it complete already). The record is written last: present means every shard is."""
     rkey = entry["render_key"]
-    if store.exists(record_key(rkey)):
+    if _complete(store, rkey):
         return 0
     digest, frames = read_source(corpus, source_entry(entry), max_frames, max_rejected)
     if digest != entry["content_hash"]:
@@ -117,9 +126,7 @@ def render_source(store: ObjectStore, corpus: Corpus, entry: dict, settings: Ren
         info = ShardInfo(key=shard_key(rkey, index), count=stop - start, bytes=len(data),
                          sha256=hashlib.sha256(data).hexdigest(), splits=splits, index=index, start=start,
                          face_frames=count_face_frames(keypoints[rows][:, layout.FACE], split[rows]))
-        store.put_bytes(info.key, data)
-        store.put_bytes(info.key.removesuffix(".npz") + ".json",
-                        (json.dumps(info.to_dict(), sort_keys=True) + "\n").encode())
+        store.put_bytes(info.key, data)  # its record is the source's (no per-shard sidecar: one write less)
         infos.append(info)
     video_splits: dict[str, int] = {}
     for name in np.unique(split).tolist():

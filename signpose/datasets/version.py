@@ -178,6 +178,9 @@ def _assemble(store: ObjectStore, plan: dict) -> tuple[list[ShardInfo], list[dic
                 missing.append(entry["key"])
                 continue
             shards, row = [ShardInfo.from_dict(s) for s in record["shards"]], record["row"]
+            if not all(store.exists(info.key) for info in shards):  # collected after a writer's grace period
+                missing.append(entry["key"])
+                continue
         for info in shards:
             infos.append(replace(info, index=len(infos), start=position))
             position += info.count
