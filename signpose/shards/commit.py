@@ -116,7 +116,7 @@ def commit_manifest(store: ObjectStore, manifest: Manifest, base: str | None, re
         except NotImplementedError:
             return _commit_unconditionally(store, manifest, base, replace)
         if etag is not None:
-            _committed(store, manifest, current[0] if current is not None else None)
+            _committed(store, manifest, current[0] if current is not None else None, data)
             return manifest
         current = store.get_with_etag(MANIFEST_NAME)  # refused: someone wrote in between; look again
     raise refusal(store, (_hash_of(current[0]) if current else None) or "(unreadable)", new, raced=True)
@@ -142,11 +142,11 @@ def _commit_unconditionally(store: ObjectStore, manifest: Manifest, base: str | 
         if winner == new:
             return read_manifest(store)
         raise refusal(store, winner or "(unreadable)", new, raced=True)
-    _committed(store, manifest, old)
+    _committed(store, manifest, old, data)
     return manifest
 
 
-def _committed(store: ObjectStore, manifest: Manifest, replaced_bytes: bytes | None) -> None:
+def _committed(store: ObjectStore, manifest: Manifest, replaced_bytes: bytes | None, data: bytes) -> None:
     """Log the commit and collect the garbage; ``replaced_bytes``: the manifest it replaced."""
     replaced = None
     if replaced_bytes is not None:
@@ -160,9 +160,10 @@ def _committed(store: ObjectStore, manifest: Manifest, replaced_bytes: bytes | N
     if manifest.is_version:
         # The version records are the roots garbage collection keeps: the new one, and its parent's (a
         # writer may have stopped between its commit and its record).
-        for version in (manifest, replaced if replaced is not None and replaced.is_version else None):
-            if version is not None and not store.exists(f"{VERSION_DIR}/{version.dataset_hash}.json"):
-                store.put_bytes(f"{VERSION_DIR}/{version.dataset_hash}.json", version.to_json().encode())
+        store.put_bytes(f"{VERSION_DIR}/{manifest.dataset_hash}.json", data)
+        if replaced is not None and replaced.is_version and replaced_bytes is not None:
+            if not store.exists(f"{VERSION_DIR}/{replaced.dataset_hash}.json"):
+                store.put_bytes(f"{VERSION_DIR}/{replaced.dataset_hash}.json", replaced_bytes)
     collect_garbage(store, manifest, replaced)
 
 
@@ -213,8 +214,8 @@ def collect_garbage(store: ObjectStore, manifest: Manifest, replaced: Manifest |
         for version in kept_versions(store):
             keep |= used_keys(version)
         old = used_keys(replaced) - keep if replaced is not None else set()
-        doomed = [key for prefix in SWEPT_DIRS for key in store.list(prefix + "/")
-                  if key not in keep and (key in old or _older(store, key, cutoff))]
+        swept = [key for key in store.list() if key.startswith(tuple(d + "/" for d in SWEPT_DIRS))]  # one listing
+        doomed = [key for key in swept if key not in keep and (key in old or _older(store, key, cutoff))]
         for key in doomed:
             store.delete(key)
     except (StoreError, OSError) as e:  # the commit stands; the next commit collects them
