@@ -215,4 +215,45 @@ def test_history_and_diff_on_the_command_line(pose_files, tmp_path, capsys):
     assert main(["dataset", "diff", f"{store}@{v2.dataset_hash[:8]}", f"{store}@{v1.dataset_hash[:8]}"]) == 0
     assert capsys.readouterr().out.splitlines()[1:] == [f"- {keys[4]}"]
     assert main(["dataset", "diff", "--store", store, "nope", v2.dataset_hash]) == 2
+    assert main(["dataset", "info", store]) == 0
+    assert f"version of 5 sources, parent {v1.dataset_hash}: 1 added, 0 changed, 0 removed" in capsys.readouterr().out
     assert os.path.exists(os.path.join(store, "versions", f"{v1.dataset_hash}.json"))
+
+
+def test_a_writer_whose_parent_was_replaced_meanwhile_is_refused_and_its_rerun_renders_nothing_twice(
+        pose_files, tmp_path):
+    from signpose.datasets.version import commit_version, plan_version, render_planned
+    from signpose.shards.commit import DatasetExistsError
+
+    keys = sorted(pose_files)[:8]
+    corpus = Corpus(str(tmp_path / "corpus"))
+    corpus.put({k: pose_files[k] for k in keys[:5]})
+    store = str(tmp_path / "store")
+    v1, _ = write_version(corpus.uri, store, SETTINGS, SHARD)
+    corpus.put({keys[5]: pose_files[keys[5]]})
+    slow = plan_version(corpus.uri, store, SETTINGS, SHARD)  # a writer that plans, then takes its time
+    corpus.put({keys[6]: pose_files[keys[6]]})
+    fast, _ = write_version(corpus.uri, store, SETTINGS, SHARD)  # another run commits first
+    assert render_planned(store, slow) == 0  # keys[5] was rendered by the other run: found by render key
+    with pytest.raises(DatasetExistsError, match="another run committed"):
+        commit_version(store, slow["dataset_hash"], slow)
+    assert read_manifest(store).dataset_hash == fast.dataset_hash and fast.parent == v1.dataset_hash
+    v3, rendered = write_version(corpus.uri, store, SETTINGS, SHARD)
+    assert rendered == 0 and v3.dataset_hash == fast.dataset_hash
+
+
+def test_a_store_holding_a_single_input_needs_replace_to_hold_a_corpus(pose_files, tmp_path):
+    from signpose.shards.commit import DatasetExistsError
+
+    store = str(tmp_path / "store")
+    stages.preprocess("", store, image_size=16, shard_size=SHARD, synthetic_videos=3, synthetic_frames_per_video=4,
+                      workers=1)
+    legacy = read_manifest(store)
+    assert not legacy.is_version and legacy.schema_version == 1  # a manifest of the first schema still reads
+    corpus = Corpus(str(tmp_path / "corpus"))
+    corpus.put(dict(sorted(pose_files.items())[:4]))
+    with pytest.raises(DatasetExistsError, match="--replace"):
+        write_version(corpus.uri, store, SETTINGS, SHARD)
+    version, _ = write_version(corpus.uri, store, SETTINGS, SHARD, replace=True)
+    assert version.parent is None and read_manifest(store).dataset_hash == version.dataset_hash
+    assert not any(open_store(store).exists(s.key) for s in legacy.shards)  # the replaced data set is collected

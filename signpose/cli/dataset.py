@@ -54,6 +54,10 @@ def _run_info(args) -> int:
           f"{total / 1e6:.1f} MB ({total / max(1, manifest.n_frames):,.0f} B/frame)\n"
           f"  images {manifest.image_size}x{manifest.image_size}, renderer {manifest.renderer_version}, "
           f"format {manifest.shard_format}, created {manifest.created_at}")
+    if manifest.is_version:
+        changes = manifest.changes or {}
+        print(f"  version of {len(manifest.sources)} sources, parent {manifest.parent or 'none'}: "
+              + ", ".join(f"{len(changes.get(k, []))} {k}" for k in ("added", "changed", "removed")))
     return 0
 
 
