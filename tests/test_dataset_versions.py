@@ -257,3 +257,24 @@ def test_a_store_holding_a_single_input_needs_replace_to_hold_a_corpus(pose_file
     version, _ = write_version(corpus.uri, store, SETTINGS, SHARD, replace=True)
     assert version.parent is None and read_manifest(store).dataset_hash == version.dataset_hash
     assert not any(open_store(store).exists(s.key) for s in legacy.shards)  # the replaced data set is collected
+
+
+def test_frame_folders_and_seed_pickles_are_sources_and_a_pickles_splits_stay_as_given(tmp_path, s3_bucket):
+    from signpose.io.writers import write_openpose_json, write_seed_pickle
+    from signpose.synth import generate_signer_data
+
+    local = tmp_path / "corpus"
+    write_openpose_json(local / "clips" / "clip-1", generate_signer_frames(1, 4, seed=5).keypoints, 500, 500)
+    write_seed_pickle(local / "phoenix.pkl", generate_signer_data(n_videos=4, frames_per_video=3, seed=6))
+    remote = Corpus(f"{s3_bucket}/mixed/")
+    for path in sorted(p for p in local.rglob("*") if p.is_file()):
+        remote.put({path.relative_to(local).as_posix(): path.read_bytes()})
+    a, _ = write_version(str(local), str(tmp_path / "a"), SETTINGS, SHARD)
+    b, _ = write_version(remote.uri, f"{s3_bucket}/store", SETTINGS, SHARD)
+    assert a.dataset_hash == b.dataset_hash
+    sources = {s["key"]: s for s in a.sources}
+    assert sorted(sources) == ["clips/clip-1", "phoenix.pkl"]
+    assert list(sources["clips/clip-1"]["videos"]) == ["clips/clip-1"]
+    given = generate_signer_data(n_videos=4, frames_per_video=3, seed=6)
+    assert {split: sources["phoenix.pkl"]["frames"].get(split, 0) for split in ("train", "dev", "test")} == {
+        split: len(given[split]["keypoints"]) if split in given else 0 for split in ("train", "dev", "test")}
