@@ -18,23 +18,6 @@ log = logging.getLogger(__name__)
 SEED_SYNTHETIC = 0
 
 
-def resolve_input_uri(input_uri: str) -> str:
-    """An object-store prefix (``s3://bucket/incoming/``, ending in ``/``) names the newest object
-    under it, so a scheduled retraining picks up the latest delivery; anything else is returned as is
-    (a local folder stays a folder: OpenPose JSON and ``.pose`` folders are inputs of their own)."""
-    if "://" not in input_uri or input_uri.startswith("file://") or not input_uri.endswith("/"):
-        return input_uri
-    from signpose.store import open_store
-
-    store = open_store(input_uri)
-    keys = [key for key in store.list() if not key.endswith("/")]
-    if not keys:
-        raise FileNotFoundError(f"{input_uri}: no input objects under this prefix")
-    newest = max(keys, key=lambda key: (store.modified(key), key))
-    log.info("%s: newest input is %s", input_uri, newest)
-    return store.url(newest)
-
-
 def _local_copy(input_uri: str, workdir: str) -> str:
     """A local path for ``input_uri``: local paths as they are, ``s3://`` objects downloaded."""
     if "://" not in input_uri or input_uri.startswith("file://"):
@@ -61,9 +44,14 @@ def load_input_frames(input_uri: str, synthetic_videos: int = 24, synthetic_fram
                  synthetic_videos, synthetic_frames_per_video)
         return generate_signer_frames(n_videos=synthetic_videos, frames_per_video=synthetic_frames_per_video,
                                       seed=SEED_SYNTHETIC)
+    from signpose.datasets.listing import is_corpus
+
+    if is_corpus(input_uri):  # a prefix is the corpus: every source under it, with stable splits
+        from signpose.datasets.corpus_frames import read_corpus_frames
+
+        return read_corpus_frames(input_uri, max_frames=max_frames, max_rejected=max_rejected)
     with tempfile.TemporaryDirectory(prefix="signpose-input-") as workdir:
-        frames = read_keypoints(_local_copy(resolve_input_uri(input_uri), workdir), max_frames=max_frames,
-                                max_rejected=max_rejected)
+        frames = read_keypoints(_local_copy(input_uri, workdir), max_frames=max_frames, max_rejected=max_rejected)
     if set(frames.split) == {"train"}:
         # Sources without splits (.pose, JSON, .pts, face-only pickles): hold out whole videos for
         # validation and test, or contiguous time blocks when there are too few videos.
@@ -75,18 +63,54 @@ def preprocess(input_uri: str, store_uri: str, image_size: int = 256, shard_size
                synthetic_videos: int = 24, synthetic_frames_per_video: int = 64, workers: int | None = None,
                max_frames: int | None = None, max_rejected: float | None = None, replace: bool = False):
     """Read + validate, render every frame, write shards and then the manifest (the commit point).
-    A store holding another committed data set is refused unless ``replace`` (then it is replaced
-    atomically and its objects deleted after the commit: :mod:`signpose.shards.commit`)."""
+
+    A prefix (a folder, ``s3://bucket/incoming/``) is a corpus: its next version is committed, rendering
+    only new or changed sources (:mod:`signpose.datasets.version`). A store holding another committed
+    data set is refused unless ``replace`` (then it is replaced atomically and its objects deleted
+    after the commit: :mod:`signpose.shards.commit`). Prints the data report's summary."""
+    from signpose.datasets.listing import is_corpus
+    from signpose.datasets.report import read_report, summary_lines
     from signpose.render import RenderSettings
     from signpose.shards import write_dataset
 
     store_uri = _require_store(store_uri)  # before the input is read: an empty store would be the current folder
-    frames = load_input_frames(input_uri, synthetic_videos, synthetic_frames_per_video, max_frames, max_rejected)
-    manifest = write_dataset(frames, store_uri, RenderSettings(image_size=image_size), shard_size=shard_size,
-                             workers=workers, replace=replace)
+    settings = RenderSettings(image_size=image_size)
+    if is_corpus(input_uri):
+        from signpose.datasets.version import write_version
+
+        manifest, _ = write_version(input_uri, store_uri, settings, shard_size, replace=replace,
+                                    max_frames=max_frames, max_rejected=max_rejected)
+    else:
+        frames = load_input_frames(input_uri, synthetic_videos, synthetic_frames_per_video, max_frames, max_rejected)
+        _write_input_report(frames, store_uri, settings, shard_size, replace)
+        manifest = write_dataset(frames, store_uri, settings, shard_size=shard_size, workers=workers, replace=replace)
     log.info("dataset %s: %s frames in %d shards at %s", manifest.dataset_hash[:12], manifest.splits,
              len(manifest.shards), manifest.uri)
+    report = read_report(manifest.uri, manifest.dataset_hash)
+    if report is not None:
+        print("\n".join(summary_lines(report)), flush=True)
     return manifest
+
+
+def _write_input_report(frames, store_uri: str, settings, shard_size: int, replace: bool) -> None:
+    """The data report of a data set of one input (or generated frames): one source row. Written once
+    the store is known to accept the data set (a refused input leaves the store unchanged)."""
+    from signpose.datasets.report import build_report, report_key, source_row, write_report
+    from signpose.shards import compute_dataset_hash
+    from signpose.shards.commit import claim
+    from signpose.store import open_store
+
+    store = open_store(store_uri)
+    digest = compute_dataset_hash(frames, settings, shard_size)
+    claim(store, digest, replace)
+    if store.exists(report_key(digest)):
+        return
+    splits = {name: {"frames": int((frames.split == name).sum()),
+                     "videos": len(set(frames.video_id[frames.split == name].tolist()))}
+              for name in sorted(set(frames.split.tolist()))}
+    key = os.path.basename(str(frames.source).rstrip("/")) or "generated"
+    row = source_row(key, digest, frames, len(frames.videos()))
+    write_report(store, build_report(digest, None, splits, [row]))
 
 
 # --- the fan-out form of preprocessing: plan -> ParallelFor(write shard ranges) -> commit ----------
@@ -112,16 +136,25 @@ def plan_preprocess(input_uri: str, store_uri: str, image_size: int = 256, shard
     hash committed in the store now, "" when none, which the commit step expects to find still). A data
     set that is already committed gets a single empty item, so the commit step still learns its hash.
     A store holding another data set is refused here, before any shard is written, unless ``replace``."""
+    from signpose.datasets.listing import is_corpus
     from signpose.render import RenderSettings
-    from signpose.shards import prepare_fan_out
+    from signpose.shards import prepare_fan_out, shard_index_ranges
     from signpose.shards.commit import committed_hash
     from signpose.store import open_store
 
-    frames = load_input_frames(input_uri, synthetic_videos, synthetic_frames_per_video)
     store = open_store(_require_store(store_uri))
     base = committed_hash(store) or ""
+    if is_corpus(input_uri):  # a version of the corpus: the writers split the new or changed sources only
+        from signpose.datasets.version import plan_version
+
+        vplan = plan_version(input_uri, store, RenderSettings(image_size=image_size), shard_size, replace=replace)
+        ranges = shard_index_ranges(len(vplan["todo"]), max(1, render_tasks)) if vplan["todo"] else []
+        return [{"dataset_hash": vplan["dataset_hash"], "start": int(start), "stop": int(stop), "replaces": base}
+                for start, stop in (ranges or [(0, 0)])]
+    frames = load_input_frames(input_uri, synthetic_videos, synthetic_frames_per_video)
     plan, ranges = prepare_fan_out(frames, store, RenderSettings(image_size=image_size),
                                    shard_size=shard_size, n_tasks=max(1, render_tasks), replace=replace)
+    _write_input_report(frames, store.uri, RenderSettings(image_size=image_size), shard_size, replace)
     log.info("dataset %s: %d frames, %d shards, %d writer task(s)%s", plan.dataset_hash[:12], plan.n_frames,
              plan.n_shards, len(ranges), "" if ranges else " (already committed: nothing to write)")
     return [{"dataset_hash": plan.dataset_hash, "start": int(start), "stop": int(stop), "replaces": base}
@@ -139,6 +172,12 @@ def write_shards(input_uri: str, store_uri: str, work_item: dict, image_size: in
     start, stop = int(work_item["start"]), int(work_item["stop"])  # JSON numbers may arrive as floats
     if start == stop:
         return 0
+    from signpose.datasets.version import read_plan, render_planned
+    from signpose.store import open_store
+
+    vplan = read_plan(open_store(_require_store(store_uri)), work_item["dataset_hash"])
+    if vplan is not None:  # the work item's range indexes the version plan's sources to render
+        return render_planned(store_uri, vplan, range(start, stop))
     frames = load_input_frames(input_uri, synthetic_videos, synthetic_frames_per_video)
     settings = RenderSettings(image_size=image_size)
     plan = plan_dataset(frames, settings, shard_size)
@@ -155,11 +194,21 @@ def commit_dataset(store_uri: str, work_items: list[dict], replace: bool = False
     """Write the manifest (the commit point) once every shard of the planned data set exists; refused
     when another run committed a data set since the plan step (and, without ``replace``, when the
     store holds another data set)."""
+    from signpose.datasets.version import commit_version, read_plan
     from signpose.shards import merge_manifest
+    from signpose.shards.manifest import _try_read_manifest
+    from signpose.store import open_store
 
     hashes = {item["dataset_hash"] for item in work_items}
     if len(hashes) != 1:
         raise ValueError(f"expected the work items of one data set, got hashes {sorted(hashes)}")
+    store = open_store(_require_store(store_uri))
+    committed = _try_read_manifest(store)
+    if committed is not None and committed.dataset_hash in hashes:
+        return committed
+    vplan = read_plan(store, next(iter(hashes)))
+    if vplan is not None:
+        return commit_version(store, vplan["dataset_hash"], vplan)
     bases = {item["replaces"] or None for item in work_items if "replaces" in item}
     base = {"base": bases.pop()} if len(bases) == 1 else {}  # items from before "replaces": look now
     return merge_manifest(_require_store(store_uri), hashes.pop(), replace=replace, **base)

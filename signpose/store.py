@@ -229,7 +229,9 @@ class LocalStore(ObjectStore):
 
     def list(self, prefix: str = "") -> list[str]:
         keys = []
-        for dirpath, _dirnames, filenames in os.walk(self.root):
+        # A folder prefix ("shards/") walks that folder only, not the whole store.
+        top = self._path(prefix.rsplit("/", 1)[0]) if "/" in prefix else self.root
+        for dirpath, _dirnames, filenames in os.walk(top):
             for name in filenames:
                 if name.endswith(_TMP_SUFFIX):
                     continue

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import boto3
 import numpy as np
 import pytest
@@ -75,22 +73,21 @@ def test_preprocess_reads_a_seed_pickle_from_s3_and_writes_shards_to_s3(tmp_path
     assert first["images"].shape[1:] == (64, 64) and first["images"].max() > 0
 
 
-def test_an_input_prefix_means_the_newest_object_under_it(tmp_path, s3_bucket):
+def test_an_input_prefix_means_every_object_under_it(tmp_path, s3_bucket):
     bucket = s3_bucket.removeprefix("s3://")
     client = boto3.client("s3")
-    for name, videos in (("2026-11-01.pkl", 2), ("2026-11-08.pkl", 3)):
-        path = tmp_path / name
+    for name, videos in (("2026-11-01.pkl", 2), ("deliveries/2026-11-08.pkl", 3)):
+        path = tmp_path / "one.pkl"
         write_seed_pickle(path, generate_signer_data(n_videos=videos, frames_per_video=6, seed=videos))
         client.upload_file(str(path), bucket, f"incoming/{name}")
-        time.sleep(1.1)  # S3 LastModified has one-second resolution
-    assert stages.resolve_input_uri(f"{s3_bucket}/incoming/") == f"{s3_bucket}/incoming/2026-11-08.pkl"
     frames = stages.load_input_frames(f"{s3_bucket}/incoming/")
-    assert len(np.unique(frames.video_id)) == 3
+    assert len(np.unique(frames.video_id)) == 5
+    assert {v.split("#")[0] for v in frames.video_id.tolist()} == {"2026-11-01.pkl", "deliveries/2026-11-08.pkl"}
 
 
 def test_an_empty_input_prefix_is_a_clear_error(s3_bucket):
     with pytest.raises(FileNotFoundError, match="no input objects under this prefix"):
-        stages.resolve_input_uri(f"{s3_bucket}/nothing-here/")
+        stages.load_input_frames(f"{s3_bucket}/nothing-here/")
 
 
 def test_a_store_is_required_for_the_fan_out():

@@ -98,7 +98,8 @@ def test_replace_commits_the_new_data_set_last_then_deletes_the_old_ones_objects
     assert preprocess(store_uri, 4, "--replace") == 0
     new = verify_dataset(store_uri, progress=False)
     assert new.dataset_hash != old.dataset_hash and new.n_frames == 32
-    assert set(open_store(store_uri).list()) == used_keys(new) | {MANIFEST_NAME}
+    report = f"reports/{new.dataset_hash}.json"  # the stage writes the data report beside the manifest
+    assert set(open_store(store_uri).list()) == used_keys(new) | {MANIFEST_NAME, report}
 
     # The order, on a recording local store: every new object, then the manifest, then the deletes.
     recording = RecordingStore(tmp_path / "recorded")

@@ -97,38 +97,20 @@ class KeypointFrames:
 
 
 def split_by_video(frames: KeypointFrames, dev_fraction: float = 0.1, test_fraction: float = 0.1,
-                   seed: int = 0) -> KeypointFrames:
+                   seed: int = 0, inherited: dict[str, str] | None = None) -> KeypointFrames:
     """Assign train/dev/test to sources that have no split (.pose, JSON, .pts, face-only pickles).
 
-    With 3 or more videos, whole videos go to one split (chosen by a seeded hash of the video id, so a
-    video keeps its split when others are added). With fewer, each video is cut in time: the first
-    frames train, then dev, then test, as contiguous blocks (neighbouring frames are near duplicates;
-    interleaving them would leak). Dev and test get at least one frame/video when there is enough.
+    Whole videos go to one split, chosen by a seeded hash of the video id alone
+    (:func:`signpose.datasets.splits.hash_split`), so no video moves when others are added; a video in
+    ``inherited`` (its placement in an earlier version) keeps that placement. With fewer than 3 videos
+    none can be held out whole: each new video is cut in time (train, then dev, then test, as contiguous
+    blocks; interleaving neighbouring frames would leak).
     """
-    import hashlib
+    from signpose.datasets.splits import MIN_VIDEOS_TO_SPLIT, apply_placement, place_videos
 
     videos = frames.videos()
-    split = np.full(len(frames), "train", dtype="<U5")
-    if len(videos) >= 3:
-        def rank(v: str) -> str:
-            return hashlib.sha256(f"{seed}:{v}".encode()).hexdigest()
-        ordered = sorted(videos, key=rank)
-        n_dev = max(1, int(round(dev_fraction * len(videos))))
-        n_test = max(1, int(round(test_fraction * len(videos))))
-        for v in ordered[:n_dev]:
-            split[frames.video_id == v] = "dev"
-        for v in ordered[n_dev:n_dev + n_test]:
-            split[frames.video_id == v] = "test"
-    else:
-        for v in videos:
-            idx = np.flatnonzero(frames.video_id == v)
-            idx = idx[np.argsort(frames.frame_index[idx], kind="stable")]
-            n = len(idx)
-            if n < 3:
-                continue
-            n_test = max(1, int(round(test_fraction * n)))
-            n_dev = max(1, int(round(dev_fraction * n)))
-            split[idx[n - n_test:]] = "test"
-            split[idx[n - n_test - n_dev:n - n_test]] = "dev"
+    placement = place_videos(videos, inherited, dev_fraction, test_fraction, seed,
+                             cut_new=len(videos) < MIN_VIDEOS_TO_SPLIT)
+    split = apply_placement(frames.video_id, frames.frame_index, placement, dev_fraction, test_fraction)
     return KeypointFrames(frames.keypoints, split, frames.video_id, frames.frame_index, frames.source,
                           frames.format, frames.report)

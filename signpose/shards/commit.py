@@ -16,11 +16,14 @@ commit that exactly one of several concurrent writers wins.
   to the conditional headers): a plain write followed by a read-back; if the manifest read back is
   not the one written, the run is refused. Best effort: two writers whose write and read-back
   interleave exactly can both read back their own; a warning says so.
-- **Garbage collection** after a successful commit: under ``shards/`` and ``plans/``, the objects of
-  the replaced data set (the keys its manifest names, its records and plan) and every other object
-  the committed data set does not use that is older than its manifest (what refused or crashed writers
-  left) are deleted. Younger ones may belong to a writer still running, which a later commit
-  collects. Readers that opened the replaced manifest lose its shards.
+- **Garbage collection** after a successful commit: under ``shards/``, ``plans/``, ``sources/`` and
+  ``reports/``, the objects of the replaced data set (the keys its manifest names, its records and
+  plan) and every other object that neither the committed data set nor a version recorded under
+  ``versions/`` uses and that is older than the manifest (what refused or crashed writers left) are
+  deleted. Younger ones may belong to a writer still running, which a later commit collects. A new
+  version of a corpus replaces nothing: its parent is recorded under ``versions/`` and keeps its
+  shards until ``signpose dataset gc`` drops it (:mod:`signpose.datasets.history`). Readers that
+  opened a replaced (non-version) manifest lose its shards.
 """
 
 from __future__ import annotations
@@ -29,7 +32,15 @@ import hashlib
 import json
 import logging
 
-from signpose.shards.format import MANIFEST_NAME, PLAN_DIR, SHARD_DIR, ShardError
+from signpose.shards.format import (
+    MANIFEST_NAME,
+    PLAN_DIR,
+    REPORT_DIR,
+    SHARD_DIR,
+    SOURCE_DIR,
+    VERSION_DIR,
+    ShardError,
+)
 from signpose.shards.manifest import Manifest, read_manifest
 from signpose.store import ObjectNotFoundError, ObjectStore, StoreError
 
@@ -105,7 +116,7 @@ def commit_manifest(store: ObjectStore, manifest: Manifest, base: str | None, re
         except NotImplementedError:
             return _commit_unconditionally(store, manifest, base, replace)
         if etag is not None:
-            _committed(store, manifest, current[0] if current is not None else None)
+            _committed(store, manifest, current[0] if current is not None else None, data)
             return manifest
         current = store.get_with_etag(MANIFEST_NAME)  # refused: someone wrote in between; look again
     raise refusal(store, (_hash_of(current[0]) if current else None) or "(unreadable)", new, raced=True)
@@ -131,11 +142,11 @@ def _commit_unconditionally(store: ObjectStore, manifest: Manifest, base: str | 
         if winner == new:
             return read_manifest(store)
         raise refusal(store, winner or "(unreadable)", new, raced=True)
-    _committed(store, manifest, old)
+    _committed(store, manifest, old, data)
     return manifest
 
 
-def _committed(store: ObjectStore, manifest: Manifest, replaced_bytes: bytes | None) -> None:
+def _committed(store: ObjectStore, manifest: Manifest, replaced_bytes: bytes | None, data: bytes) -> None:
     """Log the commit and collect the garbage; ``replaced_bytes``: the manifest it replaced."""
     replaced = None
     if replaced_bytes is not None:
@@ -146,27 +157,65 @@ def _committed(store: ObjectStore, manifest: Manifest, replaced_bytes: bytes | N
     log.info("%s: committed data set %s (%d frames, %d shards, %s)%s", store.uri, manifest.dataset_hash[:12],
              manifest.n_frames, len(manifest.shards), manifest.splits,
              f", replacing {replaced.dataset_hash[:12]}" if replaced else "")
+    if manifest.is_version:
+        # The version records are the roots garbage collection keeps: the new one, and its parent's (a
+        # writer may have stopped between its commit and its record).
+        store.put_bytes(f"{VERSION_DIR}/{manifest.dataset_hash}.json", data)
+        if replaced is not None and replaced.is_version and replaced_bytes is not None:
+            if not store.exists(f"{VERSION_DIR}/{replaced.dataset_hash}.json"):
+                store.put_bytes(f"{VERSION_DIR}/{replaced.dataset_hash}.json", replaced_bytes)
     collect_garbage(store, manifest, replaced)
 
 
 def used_keys(manifest: Manifest) -> set[str]:
-    """The objects a committed data set uses: its shards, their records and its plan."""
-    keys = {f"{PLAN_DIR}/{manifest.dataset_hash}.json"}
+    """The objects a committed data set uses: its shards, their records, its plan and, for a version,
+    its version record, its data report and its sources' records (:func:`kept_keys` adds the data
+    report of a data set of one input, which the library's writers do not write)."""
+    digest = manifest.dataset_hash
+    keys = {f"{PLAN_DIR}/{digest}.json"}
+    if manifest.is_version:
+        keys |= {f"{VERSION_DIR}/{digest}.json", f"{REPORT_DIR}/{digest}.json"}
     for shard in manifest.shards:
         keys |= {shard.key, shard.key.removesuffix(".npz") + ".json"}
+    for source in manifest.sources or ():
+        keys.add(f"{SOURCE_DIR}/{source['render_key']}.json")
     return keys
 
 
+def kept_keys(manifest: Manifest) -> set[str]:
+    """What garbage collection keeps for a committed data set: :func:`used_keys` and its data report."""
+    return used_keys(manifest) | {f"{REPORT_DIR}/{manifest.dataset_hash}.json"}
+
+
+SWEPT_DIRS = (SHARD_DIR, PLAN_DIR, SOURCE_DIR, REPORT_DIR)
+
+
+def kept_versions(store: ObjectStore) -> list[Manifest]:
+    """Every version recorded under ``versions/`` (unreadable records are skipped with a warning)."""
+    found = []
+    for key in store.list(VERSION_DIR + "/"):
+        try:
+            found.append(Manifest.from_dict(json.loads(store.get_bytes(key)), uri=store.uri))
+        except ObjectNotFoundError:
+            continue  # collected meanwhile
+        except (ValueError, RecursionError, ShardError) as e:
+            log.warning("%s: ignoring unreadable version record: %s", store.url(key), e)
+    return found
+
+
 def collect_garbage(store: ObjectStore, manifest: Manifest, replaced: Manifest | None = None) -> list[str]:
-    """Delete the objects under ``shards/`` and ``plans/`` that ``manifest`` (just committed) does not
-    use: those of the ``replaced`` data set, and any others older than the manifest (an S3 time has
-    whole seconds, so an orphan of the same second waits for the next commit); returns their keys."""
+    """Delete the objects under ``shards/``, ``plans/``, ``sources/`` and ``reports/`` that neither
+    ``manifest`` (just committed) nor any version recorded under ``versions/`` uses: those of the
+    ``replaced`` data set, and any others older than the manifest (an S3 time has whole seconds, so an
+    orphan of the same second waits for the next commit); returns their keys."""
     try:
         cutoff = store.modified(MANIFEST_NAME)
-        keep = used_keys(manifest)
+        keep = kept_keys(manifest)
+        for version in kept_versions(store):
+            keep |= used_keys(version)
         old = used_keys(replaced) - keep if replaced is not None else set()
-        doomed = [key for key in store.list(SHARD_DIR + "/") + store.list(PLAN_DIR + "/")
-                  if key not in keep and (key in old or _older(store, key, cutoff))]
+        swept = [key for key in store.list() if key.startswith(tuple(d + "/" for d in SWEPT_DIRS))]  # one listing
+        doomed = [key for key in swept if key not in keep and (key in old or _older(store, key, cutoff))]
         for key in doomed:
             store.delete(key)
     except (StoreError, OSError) as e:  # the commit stands; the next commit collects them

@@ -9,6 +9,11 @@ from __future__ import annotations
 from signpose.errors import UserError
 
 SCHEMA_VERSION = 1
+# A manifest that is a version of a corpus (parent, sources, changes: signpose.datasets.version).
+VERSION_SCHEMA = 2
+VERSION_DIR = "versions"    # versions/<dataset_hash>.json: every committed version's manifest
+SOURCE_DIR = "sources"      # sources/<render_key>.json: one rendered source's shards and report row
+REPORT_DIR = "reports"      # reports/<dataset_hash>.json: a version's data report
 # Identifies how a shard's bytes are laid out; part of the dataset hash. New shards are written in
 # SHARD_FORMAT; all the READABLE_SHARD_FORMATS are read.
 # v3: the v2 layout with zstd (level 9) instead of xz: 2.5x-3.4x the encode rate, ~1 % larger on

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,7 @@ from signpose.shards.format import (
     SHARD_DIR,
     SHARD_FORMAT,
     SHARD_FORMAT_V1,
+    VERSION_SCHEMA,
     ManifestNotFoundError,
     ShardError,
 )
@@ -86,8 +87,20 @@ class Manifest:
     shard_size: int = DEFAULT_SHARD_SIZE
     renderer_version: str = RENDERER_VERSION
     shard_format: str = SHARD_FORMAT
+    # A version of a corpus (schema_version VERSION_SCHEMA; None in a data set of one input): its
+    # parent version's hash, its sources (key, content_hash, fingerprint, render_key, videos: {id:
+    # placement}, frames: {split: n}, shards: [keys]), what changed since the parent (added, changed,
+    # removed keys) and the split policy (dev/test fractions, seed) new videos were placed with.
+    parent: str | None = None
+    sources: list[dict] | None = None
+    changes: dict[str, list[str]] | None = None
+    split_policy: dict[str, Any] | None = None
     # Where it was read from / written to (the store root URI); not serialised.
     uri: str = field(default="", compare=False)
+
+    @property
+    def is_version(self) -> bool:
+        return self.sources is not None
 
     def render_settings(self) -> RenderSettings:
         """The RenderSettings the images were drawn with."""
@@ -109,8 +122,12 @@ class Manifest:
         return placed
 
     def to_dict(self) -> dict:
-        data = asdict(self)
-        data.pop("uri")
+        # Shallow (not asdict): a version's sources are plain JSON already, and deep-copying thousands of
+        # them doubled the commit time of a 1 % delivery.
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "uri"}
+        for name in ("parent", "sources", "changes", "split_policy"):
+            if data[name] is None and not self.is_version:
+                data.pop(name)
         data["shards"] = [s.to_dict() for s in self.shards]
         return data
 
@@ -122,9 +139,9 @@ class Manifest:
         if not isinstance(data, dict):
             raise ShardError(f"{uri}/{MANIFEST_NAME}: not a manifest (its JSON is a {type(data).__name__}, not an object)")
         version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if version not in (SCHEMA_VERSION, VERSION_SCHEMA):
             raise ShardError(f"{uri}/{MANIFEST_NAME}: schema_version {version!r} is not supported "
-                             f"(this code reads {SCHEMA_VERSION})")
+                             f"(this code reads {SCHEMA_VERSION} and {VERSION_SCHEMA})")
         try:
             manifest = cls(
                 schema_version=int(version), dataset_hash=str(data["dataset_hash"]),
@@ -135,7 +152,11 @@ class Manifest:
                 shard_size=int(data.get("shard_size", DEFAULT_SHARD_SIZE)),
                 renderer_version=str(data.get("renderer_version", "")),
                 shard_format=str(data.get("shard_format", SHARD_FORMAT_V1)), uri=uri,
+                parent=data.get("parent"), sources=data.get("sources"), changes=data.get("changes"),
+                split_policy=data.get("split_policy"),
             )
+            if version == VERSION_SCHEMA and not isinstance(manifest.sources, list):
+                raise KeyError("sources")
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ShardError(f"{uri}/{MANIFEST_NAME}: malformed manifest ({type(e).__name__}: {e})") from e
         if manifest.shard_format not in READABLE_SHARD_FORMATS:
@@ -207,7 +228,7 @@ def check_manifest(manifest: Manifest, store: ObjectStore | None = None) -> None
     seen: set[str] = set()
     position, legacy = 0, all(s.index == 0 and s.start == 0 for s in manifest.shards)
     for i, shard in enumerate(manifest.shards):
-        _check_shard(fail, f"shards[{i}]", shard, digest, seen)
+        _check_shard(fail, f"shards[{i}]", shard, digest, seen, manifest.is_version)
         if not legacy and (shard.index != i or shard.start != position):
             raise fail(f"shards[{i}].start", f"index {shard.index}, first frame {shard.start}: the shards do not "
                                              f"cover the frames contiguously (expected index {i}, frame {position})")
@@ -220,17 +241,19 @@ def check_manifest(manifest: Manifest, store: ObjectStore | None = None) -> None
             totals[split] = totals.get(split, 0) + count
     if {k: v for k, v in totals.items() if v} != {k: v for k, v in manifest.splits.items() if v}:
         raise fail("splits", f"{manifest.splits}, but the shards hold {totals}")
-    if store is not None:
+    if store is not None and not manifest.is_version:
         _check_against_plan(fail, manifest, store)
 
 
-def _check_shard(fail, name: str, shard: ShardInfo, digest: str, seen: set[str]) -> None:
+def _check_shard(fail, name: str, shard: ShardInfo, digest: str, seen: set[str], version: bool = False) -> None:
     key = shard.key
     if key in seen:
         raise fail(f"{name}.key", f"{key!r} is listed twice")
     seen.add(key)
     base = key.removeprefix(f"{SHARD_DIR}/")
-    if not (base != key and base.startswith(f"{digest[:12]}-") and base.endswith(".npz") and "/" not in base):
+    # A version's shards belong to its sources (named after their render keys), shared between versions.
+    named = base.startswith(f"{digest[:12]}-") or version
+    if not (base != key and named and base.endswith(".npz") and "/" not in base):
         raise fail(f"{name}.key", f"{key[:200]!r} is not a shard of this data set "
                                   f"({SHARD_DIR}/{digest[:12]}-NNNNN.npz)")
     if shard.count < 1 or shard.bytes < 1:

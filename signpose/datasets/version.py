@@ -1,0 +1,234 @@
+"""Data set versions of a corpus: plan (list the prefix, diff against the parent version, decide what to
+render), render the new or changed sources (:mod:`signpose.datasets.render`), commit the version.
+
+A version's manifest (schema ``VERSION_SCHEMA``) lists its sources (key, content hash, fingerprint,
+render key, video placements, frames per split, shard keys), its parent's hash and what was added,
+changed and removed. Its dataset hash covers the render settings, the shard format and size and each
+source's key and render key (content + settings + placements), not where the corpus lives nor its
+history, so an unchanged corpus hashes to the committed version (a no-op) and a local folder and an
+``s3://`` copy of it hash the same.
+
+The plan (``plans/<hash>.json``) carries everything the writers and the commit need: the fan-out
+work items index its ``todo`` list (the sources to render), so the pipeline's ParallelFor splits the
+new sources only. The commit is the manifest's compare-and-set on the parent (:mod:`signpose.shards.commit`):
+a writer whose parent is no longer the committed version is refused and re-runs (cheaply: what it
+rendered is found again by render key).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, replace
+from datetime import datetime, timezone
+
+from signpose.datasets.listing import Corpus, list_corpus
+from signpose.datasets.render import DEFAULT_POLICY, SplitPolicy, record_key, render_key, render_source
+from signpose.datasets.report import build_report, read_report, write_report
+from signpose.datasets.sources import hash_source
+from signpose.datasets.splits import MIN_VIDEOS_TO_SPLIT
+from signpose.errors import UserError
+from signpose.render import RENDERER_VERSION, RenderSettings
+from signpose.shards.commit import claim, commit_manifest
+from signpose.shards.format import (
+    DEFAULT_SHARD_SIZE,
+    PLAN_DIR,
+    SHARD_FORMAT,
+    VERSION_DIR,
+    VERSION_SCHEMA,
+    ShardError,
+)
+from signpose.shards.manifest import Manifest, ShardInfo, _try_read_manifest
+from signpose.store import ObjectNotFoundError, ObjectStore, open_store
+
+log = logging.getLogger(__name__)
+
+
+class EmptyCorpusError(UserError, FileNotFoundError):
+    """A prefix with no input object under it."""
+
+
+def _same_rendering(parent: Manifest, settings: RenderSettings, shard_size: int) -> bool:
+    return (parent.render == json.loads(json.dumps(settings.to_dict())) and parent.shard_size == shard_size
+            and parent.renderer_version == RENDERER_VERSION and parent.shard_format == SHARD_FORMAT)
+
+
+def _version_hash(settings: RenderSettings, shard_size: int, sources: list[dict]) -> str:
+    text = json.dumps({"schema_version": VERSION_SCHEMA, "shard_format": SHARD_FORMAT, "render": settings.to_dict(),
+                       "renderer_version": RENDERER_VERSION, "shard_size": int(shard_size),
+                       "sources": [[s["key"], s["render_key"]] for s in sources]}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _plan_sources(corpus: Corpus, parent: Manifest | None, settings: RenderSettings, shard_size: int,
+                  policy: SplitPolicy) -> tuple[list[dict], list[int], dict[str, list[str]]]:
+    """Each source's plan entry, the indices of those to render, and the changes since ``parent``."""
+    old_sources = {s["key"]: s for s in (parent.sources or [])} if parent is not None else {}
+    reuse = parent is not None and _same_rendering(parent, settings, shard_size)
+    cut_new = len(corpus.sources) < MIN_VIDEOS_TO_SPLIT
+    entries, todo, changes = [], [], {"added": [], "changed": [], "removed": []}
+    for source in corpus.sources:
+        old = old_sources.get(source.key)
+        same_bytes = old is not None and old.get("fingerprint") == source.fingerprint
+        digest = old["content_hash"] if same_bytes else hash_source(corpus, source)
+        if old is not None and old["content_hash"] == digest and reuse:
+            entries.append({**old, "fingerprint": source.fingerprint})
+            continue
+        if old is None or old["content_hash"] != digest:
+            changes["added" if old is None else "changed"].append(source.key)
+        inherited = dict(old["videos"]) if old is not None else {}
+        todo.append(len(entries))
+        entries.append({"key": source.key, "content_hash": digest, "fingerprint": source.fingerprint,
+                        "render_key": render_key(digest, settings, shard_size, policy, inherited, cut_new),
+                        "members": [[m.key, m.size, m.fingerprint] for m in source.members],
+                        "grouped": source.grouped, "inherited": inherited, "cut_new": cut_new})
+    changes["removed"] = sorted(set(old_sources) - {s.key for s in corpus.sources})
+    return entries, todo, changes
+
+
+def plan_version(corpus_uri: str, store_uri: str | ObjectStore, settings: RenderSettings = RenderSettings(),
+                 shard_size: int = DEFAULT_SHARD_SIZE, policy: SplitPolicy = DEFAULT_POLICY,
+                 replace: bool = False, corpus: Corpus | None = None) -> dict:
+    """List the corpus, diff it against the committed version and store the plan; returns it.
+
+    A store holding a version of a corpus gets the next version (its parent); a store holding a data
+    set of a single input is refused unless ``replace`` (:func:`~signpose.shards.commit.claim`)."""
+    store = open_store(store_uri)
+    corpus = corpus or list_corpus(corpus_uri)
+    if not corpus.sources:
+        raise EmptyCorpusError(f"{corpus_uri}: no input objects under this prefix (skipped: {corpus.skipped or 'none'})")
+    committed = _try_read_manifest(store)
+    parent = committed if committed is not None and committed.is_version else None
+    entries, todo, changes = _plan_sources(corpus, parent, settings, shard_size, policy)
+    dataset_hash = _version_hash(settings, shard_size, entries)
+    base = committed.dataset_hash if committed is not None else None
+    if parent is None:
+        claim(store, dataset_hash, replace)
+    elif parent.split_policy and parent.split_policy != asdict(policy):
+        log.warning("%s: split fractions changed from %s to %s: they apply to new videos only; every video an "
+                    "earlier version placed keeps its split", store.uri, parent.split_policy, asdict(policy))
+    plan = {"kind": "version", "dataset_hash": dataset_hash, "parent": parent.dataset_hash if parent else None,
+            "base": base, "replace": bool(replace), "corpus": corpus.uri, "render": settings.to_dict(),
+            "image_size": settings.image_size, "shard_size": int(shard_size), "policy": asdict(policy),
+            "skipped": corpus.skipped, "sources": entries, "todo": [] if base == dataset_hash else todo, **changes}
+    if base != dataset_hash and not store.exists(f"{PLAN_DIR}/{dataset_hash}.json"):
+        store.put_bytes(f"{PLAN_DIR}/{dataset_hash}.json", json.dumps(plan, sort_keys=True).encode())
+    log.info("%s: version %s of %s: %d sources, %d to render (%d added, %d changed, %d removed)%s", store.uri,
+             dataset_hash[:12], corpus.uri, len(entries), len(plan["todo"]), len(changes["added"]),
+             len(changes["changed"]), len(changes["removed"]), " (already committed)" if base == dataset_hash else "")
+    return plan
+
+
+def read_plan(store: ObjectStore, dataset_hash: str) -> dict | None:
+    """The stored plan of version ``dataset_hash``, None when absent or not a version's plan."""
+    try:
+        plan = json.loads(store.get_bytes(f"{PLAN_DIR}/{dataset_hash}.json"))
+    except ObjectNotFoundError:
+        return None
+    return plan if isinstance(plan, dict) and plan.get("kind") == "version" else None
+
+
+def render_planned(store_uri: str | ObjectStore, plan: dict, todo_range: range | None = None,
+                   max_frames: int | None = None, max_rejected: float | None = None) -> int:
+    """Render the sources ``plan["todo"][todo_range]`` (all when None); returns the frames rendered."""
+    store = open_store(store_uri)
+    corpus = Corpus(plan["corpus"], open_store(plan["corpus"]), [])
+    settings = RenderSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in plan["render"].items()})
+    policy = SplitPolicy(**plan["policy"])
+    todo = plan["todo"] if todo_range is None else plan["todo"][todo_range.start:todo_range.stop]
+    return sum(render_source(store, corpus, plan["sources"][i], settings, plan["shard_size"], policy, max_frames,
+                             max_rejected) for i in todo)
+
+
+def _parent_parts(store: ObjectStore, plan: dict) -> tuple[dict[str, ShardInfo], dict[str, dict]]:
+    """The parent version's shard records by key and its report's rows by source key (empty if gone)."""
+    if not plan["parent"]:
+        return {}, {}
+    parent = _try_read_manifest(store)
+    if parent is None or parent.dataset_hash != plan["parent"]:
+        try:
+            parent = Manifest.from_dict(json.loads(store.get_bytes(f"{VERSION_DIR}/{plan['parent']}.json")))
+        except (ObjectNotFoundError, ValueError, ShardError):
+            parent = None
+    report = read_report(store, plan["parent"]) or {}
+    return ({s.key: s for s in parent.shards} if parent else {},
+            {row["key"]: row for row in report.get("sources", [])})
+
+
+def _source_record(store: ObjectStore, entry: dict) -> dict | None:
+    try:
+        return json.loads(store.get_bytes(record_key(entry["render_key"])))
+    except ObjectNotFoundError:
+        return None
+
+
+def _assemble(store: ObjectStore, plan: dict) -> tuple[list[ShardInfo], list[dict], list[dict]]:
+    """The version's shards (numbered in order), manifest sources and report rows."""
+    parent_shards, parent_rows = _parent_parts(store, plan)
+    infos: list[ShardInfo] = []
+    sources, rows, missing, position = [], [], [], 0
+    for entry in plan["sources"]:
+        shards = [parent_shards.get(key) for key in entry.get("shards", [None])]
+        row = parent_rows.get(entry["key"])
+        record = None
+        if None in shards or row is None or row.get("content_hash") != entry["content_hash"]:
+            record = _source_record(store, entry)
+            if record is None:
+                missing.append(entry["key"])
+                continue
+            shards, row = [ShardInfo.from_dict(s) for s in record["shards"]], record["row"]
+            if not all(store.exists(info.key) for info in shards):  # collected after a writer's grace period
+                missing.append(entry["key"])
+                continue
+        for info in shards:
+            infos.append(replace(info, index=len(infos), start=position))
+            position += info.count
+        done = record or entry
+        sources.append({"key": entry["key"], "content_hash": entry["content_hash"], "fingerprint": entry["fingerprint"],
+                        "render_key": entry["render_key"], "videos": done["videos"], "frames": done["frames"],
+                        "video_splits": done["video_splits"], "shards": [s.key for s in shards]})
+        rows.append(row)
+    if missing:
+        raise ShardError(f"{store.uri}: cannot commit version {plan['dataset_hash'][:12]}: {len(missing)} sources not "
+                         f"rendered yet: " + ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else ""))
+    return infos, sources, rows
+
+
+def commit_version(store_uri: str | ObjectStore, dataset_hash: str, plan: dict | None = None) -> Manifest:
+    """Write the report, then commit the version (the manifest's compare-and-set on the parent)."""
+    store = open_store(store_uri)
+    existing = _try_read_manifest(store)
+    if existing is not None and existing.dataset_hash == dataset_hash:
+        return existing
+    plan = plan or read_plan(store, dataset_hash)
+    if plan is None:
+        raise ShardError(f"{store.uri}: no plan of version {dataset_hash[:12]} under {PLAN_DIR}/ (re-run the plan step)")
+    infos, sources, rows = _assemble(store, plan)
+    splits: dict[str, int] = {}
+    videos: dict[str, int] = {}
+    for source in sources:
+        for name, count in source["frames"].items():
+            splits[name] = splits.get(name, 0) + int(count)
+        for name, count in source["video_splits"].items():
+            videos[name] = videos.get(name, 0) + int(count)
+    changes = {name: plan[name] for name in ("added", "changed", "removed")}
+    manifest = Manifest(
+        schema_version=VERSION_SCHEMA, dataset_hash=dataset_hash, image_size=int(plan["image_size"]),
+        render=plan["render"], splits=splits, shards=infos, n_frames=sum(i.count for i in infos),
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), shard_size=int(plan["shard_size"]),
+        parent=plan["parent"], sources=sources, changes=changes, split_policy=plan["policy"], uri=store.uri)
+    write_report(store, build_report(dataset_hash, plan["parent"], {n: {"frames": splits[n], "videos": videos.get(n, 0)}
+                                                                    for n in splits}, rows, plan["skipped"], **changes))
+    return commit_manifest(store, manifest, plan["base"], replace=plan["parent"] is not None or plan["replace"])
+
+
+def write_version(corpus_uri: str, store_uri: str | ObjectStore, settings: RenderSettings = RenderSettings(),
+                  shard_size: int = DEFAULT_SHARD_SIZE, policy: SplitPolicy = DEFAULT_POLICY, replace: bool = False,
+                  max_frames: int | None = None, max_rejected: float | None = None) -> tuple[Manifest, int]:
+    """Plan, render the new and changed sources (one in memory at a time) and commit; returns the
+    committed manifest and the number of frames rendered (0 for an unchanged corpus)."""
+    store = open_store(store_uri)
+    plan = plan_version(corpus_uri, store, settings, shard_size, policy, replace)
+    rendered = render_planned(store, plan, None, max_frames, max_rejected)
+    return commit_version(store, plan["dataset_hash"], plan), rendered
