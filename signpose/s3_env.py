@@ -47,9 +47,14 @@ def session_kwargs(environ: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 def endpoint_url(environ: Mapping[str, str] | None = None) -> str | None:
-    """``SIGNPOSE_S3_ENDPOINT_URL``, else None (boto3 then reads ``AWS_ENDPOINT_URL(_S3)`` itself)."""
+    """The S3 endpoint when none is given: ``SIGNPOSE_S3_ENDPOINT_URL``, else None where boto3 reads
+    ``AWS_ENDPOINT_URL(_S3)`` itself, else ``MLFLOW_S3_ENDPOINT_URL`` (what MLflow-on-MinIO set-ups export)."""
     environ = os.environ if environ is None else environ
-    return environ.get(ENDPOINT_URL) or None
+    if environ.get(ENDPOINT_URL):
+        return environ[ENDPOINT_URL]
+    if environ.get("AWS_ENDPOINT_URL_S3") or environ.get("AWS_ENDPOINT_URL"):
+        return None
+    return environ.get("MLFLOW_S3_ENDPOINT_URL") or None
 
 
 def region(environ: Mapping[str, str] | None = None) -> str | None:

@@ -318,15 +318,6 @@ class S3Options:
     max_concurrency: int = 4
 
 
-def _default_endpoint() -> str | None:
-    # boto3 itself honours AWS_ENDPOINT_URL(_S3); MLflow-on-MinIO set-ups export MLFLOW_S3_ENDPOINT_URL.
-    if s3_env.endpoint_url():
-        return s3_env.endpoint_url()
-    if os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"):
-        return None
-    return os.environ.get("MLFLOW_S3_ENDPOINT_URL") or None
-
-
 class S3Store(ObjectStore):
     """``s3://bucket/prefix`` through boto3 (AWS S3, MinIO, moto)."""
 
@@ -345,7 +336,7 @@ class S3Store(ObjectStore):
         config = Config(retries={"mode": options.retry_mode, "total_max_attempts": options.max_attempts})
         self.client = boto3.session.Session(**s3_env.session_kwargs()).client(
             "s3",
-            endpoint_url=options.endpoint_url or _default_endpoint(),
+            endpoint_url=options.endpoint_url or s3_env.endpoint_url(),
             region_name=options.region_name or s3_env.region(),
             config=config,
         )
