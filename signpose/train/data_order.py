@@ -3,6 +3,7 @@ how many DataLoader workers the CPUs this process may use allow."""
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
@@ -157,16 +158,29 @@ def iterable_samples_per_rank(ds: IterableDataset, world_size: int) -> int:
     return int(total) // world_size
 
 
-def shard_stream_across_ranks(ds: IterableDataset, ctx: DistContext) -> None:
-    """A stream built before torchrun's process group existed believes it is alone (rank 0 of 1);
-    tell it its place so each rank reads its own shards (``signpose.data.ShardStream`` has these
-    attributes; other streams must shard themselves)."""
-    if ctx.enabled and hasattr(ds, "rank") and hasattr(ds, "world_size") and \
-            (ds.rank, ds.world_size) != (ctx.rank, ctx.world_size):
-        if ds.world_size != 1:
-            raise ValueError(f"{type(ds).__name__} was built for rank {ds.rank} of {ds.world_size} but this "
-                             f"process is rank {ctx.rank} of {ctx.world_size}")
-        ds.rank, ds.world_size = ctx.rank, ctx.world_size
+def shard_stream_across_ranks(ds: Dataset, ctx: DistContext) -> Dataset:
+    """A stream built before torchrun's process group existed believes it is alone (rank 0 of 1):
+    a copy of it told its place, so each rank reads its own shards (``signpose.data.ShardStream`` has
+    these attributes; other streams must shard themselves). The caller's stream is left whole: it is
+    also what the promotion gate scores the champion on, and the face baseline's reference."""
+    if not (ctx.enabled and hasattr(ds, "rank") and hasattr(ds, "world_size")) or \
+            (ds.rank, ds.world_size) == (ctx.rank, ctx.world_size):
+        return ds
+    if ds.world_size != 1:
+        raise ValueError(f"{type(ds).__name__} was built for rank {ds.rank} of {ds.world_size} but this "
+                         f"process is rank {ctx.rank} of {ctx.world_size}")
+    placed = copy.copy(ds)
+    placed.rank, placed.world_size = ctx.rank, ctx.world_size
+    return placed
+
+
+def whole_stream(ds: Dataset) -> Dataset:
+    """``ds`` read by one consumer from start to end: a stream built for one rank of several (rank and
+    world_size set, e.g. made after the process group started) as a copy placed at rank 0 of 1."""
+    if hasattr(ds, "rank") and hasattr(ds, "world_size") and (ds.rank, ds.world_size) != (0, 1):
+        ds = copy.copy(ds)
+        ds.rank, ds.world_size = 0, 1
+    return ds
 
 
 def fixed_length(make_iter, steps: int, skip: int) -> Iterator:

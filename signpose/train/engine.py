@@ -34,6 +34,7 @@ from signpose.train.data_order import (
     iterable_samples_per_rank,
     make_loader,
     shard_stream_across_ranks,
+    whole_stream,
 )
 from signpose.train.distributed import DistContext, autocast, resolve_device, seed_everything, setup_distributed
 from signpose.train.optim import make_optimizer, make_scheduler, warmup_cosine
@@ -100,7 +101,7 @@ def make_loaders(train_ds: Dataset, val_ds: Dataset | None, cfg: TrainConfig, ct
     pin = device.type == "cuda"
     if isinstance(train_ds, IterableDataset):
         sampler = None
-        shard_stream_across_ranks(train_ds, ctx)
+        train_ds = shard_stream_across_ranks(train_ds, ctx)
         steps = max(1, iterable_samples_per_rank(train_ds, ctx.world_size) // cfg.batch_size)
     else:
         sampler = ResumableSampler(len(train_ds), shuffle=True, seed=cfg.seed, rank=ctx.rank,
@@ -110,7 +111,7 @@ def make_loaders(train_ds: Dataset, val_ds: Dataset | None, cfg: TrainConfig, ct
     val = None
     if val_ds is not None:
         if isinstance(val_ds, IterableDataset):
-            shard_stream_across_ranks(val_ds, ctx)
+            val_ds = shard_stream_across_ranks(val_ds, ctx)
             val_sampler = None
         else:
             val_sampler = ResumableSampler(len(val_ds), shuffle=False, seed=cfg.seed, rank=ctx.rank,
@@ -176,7 +177,8 @@ def score_baselines(objective: Objective, loaders: Mapping[str, DataLoader], ref
     """The task's trivial predictor (built from ``reference``, generated data) scored once on each extra
     evaluation set: ``<set>_baseline/<metric>``, logged every epoch beside ``<set>/<metric>`` so a chart
     shows whether the model beats it."""
-    trivial = objective.baseline_model(reference) if loaders else None
+    # The whole reference on every rank: a rank's share would give each rank another baseline.
+    trivial = objective.baseline_model(whole_stream(reference)) if loaders else None
     if trivial is None:
         return {}
     scores = {}
