@@ -95,8 +95,10 @@ def resolve_num_workers(num_workers: int) -> int:
 
 class ResumableSampler(Sampler[int]):
     """Epoch permutation = f(seed, epoch); rank r takes every world_size-th index (the training split
-    is padded by wrapping so every rank runs the same number of steps, as DistributedSampler does);
-    ``set_position(epoch, start)`` skips the ``start`` samples this rank already consumed."""
+    is padded by wrapping so every rank runs the same number of steps, as DistributedSampler does).
+    ``set_position(epoch, start)``: ``start`` samples of the epoch were consumed over all ranks. With
+    strided ranks and equal batches they are the permutation's first ``start``, whatever the number of
+    ranks that consumed them, so the rest is dealt to this run's ranks: exact resume on any world size."""
 
     def __init__(self, n: int, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1, pad: bool = True):
         if n == 0:
@@ -108,26 +110,28 @@ class ResumableSampler(Sampler[int]):
     def set_position(self, epoch: int, start: int = 0) -> None:
         self.epoch, self.start = epoch, start
 
-    def _indices(self) -> list[int]:
+    def _indices(self, start: int) -> list[int]:
         if self.shuffle:
             g = torch.Generator()
             g.manual_seed(self.seed * 100_003 + self.epoch)
             order = torch.randperm(self.n, generator=g).tolist()
         else:
             order = list(range(self.n))
-        if self.pad and self.n % self.world_size:
-            pad = self.world_size - self.n % self.world_size
-            order += (order * (pad // self.n + 1))[:pad]  # cycles when there are fewer samples than ranks
-        return order[self.rank :: self.world_size]
+        rest = order[start:]
+        if self.pad and len(rest) % self.world_size:
+            pad = self.world_size - len(rest) % self.world_size
+            rest += (order * (pad // self.n + 1))[:pad]  # cycles when there are fewer samples than ranks
+        return rest[self.rank :: self.world_size]
 
     def samples_per_epoch(self) -> int:
-        return len(self._indices())
+        """This rank's samples in a whole epoch."""
+        return len(self._indices(0))
 
     def __iter__(self) -> Iterator[int]:
-        return iter(self._indices()[self.start :])
+        return iter(self._indices(self.start))
 
     def __len__(self) -> int:
-        return max(0, self.samples_per_epoch() - self.start)
+        return len(self._indices(self.start))
 
 
 def make_loader(ds: Dataset, batch_size: int, sampler: Sampler | None, num_workers: int, seed: int,
@@ -156,6 +160,16 @@ def iterable_samples_per_rank(ds: IterableDataset, world_size: int) -> int:
         raise ValueError(f"{type(ds).__name__}: an IterableDataset given to fit() must define __len__, "
                          "n_samples or n_frames so the learning-rate schedule knows the epoch length")
     return int(total) // world_size
+
+
+def epoch_samples(ds: Dataset, world_size: int) -> int:
+    """Samples one epoch holds over all ranks (what the learning-rate schedule counts)."""
+    if not isinstance(ds, IterableDataset):
+        return len(ds)  # type: ignore[arg-type]
+    try:
+        return len(ds) * world_size  # type: ignore[arg-type]  # a stream's len is per rank
+    except TypeError:
+        return iterable_samples_per_rank(ds, 1)
 
 
 def shard_stream_across_ranks(ds: Dataset, ctx: DistContext) -> Dataset:

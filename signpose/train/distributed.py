@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 from dataclasses import dataclass
+from datetime import timedelta
 
 import numpy as np
 import torch
@@ -35,8 +36,11 @@ class DistContext:
         return self.world_size > 1
 
 
-def setup_distributed(device_pref: str) -> DistContext:
-    """Join the process group torchrun describes (WORLD_SIZE/RANK/LOCAL_RANK), or use an existing one."""
+def setup_distributed(device_pref: str, timeout_s: float = 1800.0) -> DistContext:
+    """Join the process group torchrun describes (WORLD_SIZE/RANK/LOCAL_RANK), or use an existing one.
+    ``timeout_s``: how long a collective (and the start-up rendezvous) may wait for a late rank before
+    the run fails; explicit, because NCCL's own default (10 minutes) is shorter than a rank 0 that
+    retries MLflow (7 retries of up to 120 s each by default) can take."""
     if dist.is_available() and dist.is_initialized():
         return DistContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -46,7 +50,7 @@ def setup_distributed(device_pref: str) -> DistContext:
     use_cuda = device_pref != "cpu" and torch.cuda.is_available()
     if use_cuda:
         torch.cuda.set_device(local_rank)
-    dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    dist.init_process_group(backend="nccl" if use_cuda else "gloo", timeout=timedelta(seconds=timeout_s))
     return DistContext(dist.get_rank(), dist.get_world_size(), local_rank, initialised_here=True)
 
 
