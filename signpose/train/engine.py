@@ -337,8 +337,9 @@ def train_one_epoch(run: Run, state: TrainState) -> tuple[int, float]:
                 bar.set_postfix(loss=f"{state.loss_sum / max(1, state.loss_count):.4f}",
                                 lr=f"{scheduler.get_last_lr()[0]:.2e}", samples_s=f"{rate:.1f}")
         if run.wants_steps:
-            run.call("on_step_end", state.global_step, {"train/loss": loss.item(),
-                                                        "train/lr": scheduler.get_last_lr()[0]})
+            run.call("on_step_end", state.global_step, {
+                "train/loss": loss.item(), "train/lr": scheduler.get_last_lr()[0],
+                "train/samples": scheduler.position(state.epoch, state.samples_done)})
         if cfg.checkpoint_every and state.global_step % cfg.checkpoint_every == 0:
             save(run, state)
     bar.close()
