@@ -140,9 +140,10 @@ class Stop(Exception):
 def small_config(**kw):
     from signpose.tasks import FaceTrainConfig
 
-    return FaceTrainConfig(batch_size=4, epochs=2, d_region=16, d_global=8, n_heads=2, region_layers=1,
-                           interaction_layers=1, decoder_layers=1, dropout=0.0, lr=3e-3, warmup_fraction=0.25,
-                           device="cpu", amp="off", progress=False, num_workers=0, **kw)
+    values = dict(batch_size=4, epochs=2, d_region=16, d_global=8, n_heads=2, region_layers=1,
+                  interaction_layers=1, decoder_layers=1, dropout=0.0, lr=3e-3, warmup_fraction=0.25,
+                  device="cpu", amp="off", progress=False, num_workers=0)
+    return FaceTrainConfig(**{**values, **kw})
 
 
 def train_recording(cfg, stop_at_step: int | None = None) -> dict:
@@ -245,3 +246,44 @@ def test_a_stream_checkpointed_mid_epoch_on_two_ranks_is_refused_on_one_in_one_l
 
         cfg = small_config(checkpoint_dir=ckpt)
         fit("face", create_model("face", **cfg.model_config().to_dict()), Stream(), None, cfg)
+
+
+# --- DDP options ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def one_rank_group(tmp_path):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path}/pg", rank=0, world_size=1)
+    yield
+    dist.destroy_process_group()
+
+
+def test_ddp_skips_the_buffer_broadcast_for_constant_buffers(one_rank_group, caplog):
+    from signpose.models import create_model
+    from signpose.train.distributed import wrap_ddp
+
+    cfg = small_config()
+    model = create_model("face", **cfg.model_config().to_dict())
+    assert list(model.buffers())  # the Fourier frequencies: built identically on every rank, never changed
+    ddp = wrap_ddp(model, torch.device("cpu"), bf16_gradients=True)
+    assert ddp.broadcast_buffers is False
+    # DDP's bf16 hook needs NCCL: a CPU (gloo) run of a GPU recipe says so and all-reduces in fp32
+    assert "needs NCCL" in caplog.text and not ddp._get_ddp_logging_data().get("comm_hook")
+    with_norm = wrap_ddp(torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.BatchNorm1d(3)), torch.device("cpu"))
+    assert with_norm.broadcast_buffers is True  # running statistics change: rank 0's are broadcast
+
+
+def test_two_accumulated_batches_of_4_train_like_one_batch_of_8():
+    from signpose.models import create_model
+    from signpose.train.engine import fit
+
+    results = []
+    for cfg in (small_config(batch_size=8, epochs=1), small_config(batch_size=4, grad_accumulation=2, epochs=1)):
+        torch.manual_seed(0)
+        model = create_model("face", **cfg.model_config().to_dict())
+        results.append(fit("face", model, Faces(), None, cfg))
+    assert results[0].global_step == results[1].global_step == 3
+    for (name, a), b in zip(results[0].model.state_dict().items(), results[1].model.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-5), name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 from dataclasses import dataclass
@@ -10,6 +11,8 @@ from datetime import timedelta
 import numpy as np
 import torch
 import torch.distributed as dist
+
+log = logging.getLogger(__name__)
 
 AMP_MODES = ("auto", "bf16", "off")
 
@@ -68,3 +71,26 @@ def autocast(device: torch.device, amp: str):
         raise ValueError(f"amp must be 'auto', 'bf16' or 'off', got {amp!r}")
     enabled = amp == "bf16" or (amp == "auto" and device.type == "cuda")
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
+def wrap_ddp(model: torch.nn.Module, device: torch.device, bf16_gradients: bool = False) -> torch.nn.Module:
+    """``model`` in DistributedDataParallel (which broadcasts rank 0's weights to every rank here).
+
+    Buffers are broadcast from rank 0 before every forward only when some can change in training
+    (batch-norm running statistics); this project's models hold constant buffers (Fourier
+    frequencies, part ids), which every rank builds identically, so the broadcast is skipped.
+    ``bf16_gradients``: all-reduce gradients in bfloat16 (DDP's ``bf16_compress_hook``): half the
+    traffic, for multi-node runs whose step is bound by the network; the optimiser still sees fp32."""
+    from torch.nn.modules.batchnorm import _NormBase
+
+    changing = any(isinstance(m, _NormBase) and m.track_running_stats for m in model.modules())
+    ddp = torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=changing)
+    if bf16_gradients and dist.get_backend() != "nccl":  # DDP allows the hook with NCCL only
+        log.warning("ddp_bf16_gradients: needs NCCL (CUDA GPUs); this %s run all-reduces in fp32",
+                    dist.get_backend())
+    elif bf16_gradients:
+        from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import bf16_compress_hook
+
+        ddp.register_comm_hook(None, bf16_compress_hook)
+    return ddp

@@ -11,6 +11,7 @@ for the MLflow layer. What differs between tasks (loss, metrics) is the task's
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import sys
@@ -38,7 +39,14 @@ from signpose.train.data_order import (
     shard_stream_across_ranks,
     whole_stream,
 )
-from signpose.train.distributed import DistContext, autocast, resolve_device, seed_everything, setup_distributed
+from signpose.train.distributed import (
+    DistContext,
+    autocast,
+    resolve_device,
+    seed_everything,
+    setup_distributed,
+    wrap_ddp,
+)
 from signpose.train.optim import SampleSchedule, make_optimizer, make_scheduler, warmup_cosine
 from signpose.train.state import (
     CHECKPOINT_FORMAT,
@@ -162,15 +170,15 @@ class Run:
 
 def prepare(objective: Objective, model: nn.Module, train_ds: Dataset, val_ds: Dataset | None, cfg: TrainConfig,
             callbacks: list, ctx: DistContext, eval_sets: Mapping[str, Dataset] | None = None) -> Run:
-    if cfg.batch_size < 1 or cfg.epochs < 1:
-        raise ValueError(f"batch_size and epochs must be >= 1, got {cfg.batch_size} and {cfg.epochs}")
+    if cfg.batch_size < 1 or cfg.epochs < 1 or cfg.grad_accumulation < 1:
+        raise ValueError(f"batch_size, epochs and grad_accumulation must be >= 1, got {cfg.batch_size}, "
+                         f"{cfg.epochs} and {cfg.grad_accumulation}")
     seed_everything(cfg.seed + ctx.rank)
     device = resolve_device(cfg.device, ctx)
     model.to(device)
     train_model = model
     if ctx.enabled:  # DDP broadcasts rank 0's parameters here, so all ranks start from the same weights.
-        train_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+        train_model = wrap_ddp(model, device, cfg.ddp_bf16_gradients)
     if cfg.compile:
         train_model = torch.compile(train_model)
     loaders = make_loaders(train_ds, val_ds, cfg, ctx, device, eval_sets)
@@ -302,49 +310,73 @@ def _progress_bar(run: Run, state: TrainState, batches: Iterable):
                 mininterval=0.5 if sys.stderr.isatty() else 30.0)
 
 
+def _remaining_batches(run: Run, state: TrainState) -> int:
+    loaders = run.loaders
+    if loaders.sampler is None:
+        return loaders.steps_per_epoch - state.batches_done
+    return math.ceil(len(loaders.sampler) / run.cfg.batch_size)
+
+
 def train_one_epoch(run: Run, state: TrainState) -> tuple[int, float]:
     """Train on the rest of this epoch's batches; returns (samples this rank saw, seconds).
 
     The step issues no host sync of its own: the loss is summed on the device and read every
-    ``cfg.sync_every`` steps (and for callbacks that take per-step metrics)."""
+    ``cfg.sync_every`` steps (and for callbacks that take per-step metrics). With ``grad_accumulation``
+    k, an optimiser step follows every k batches (and the epoch's last), the gradients of the first
+    k - 1 summed locally (DDP's ``no_sync``): one all-reduce per optimiser step."""
     cfg, optimizer, scheduler, ctx = run.cfg, run.optimizer, run.scheduler, run.ctx
     run.train_model.train()
-    started, samples = time.perf_counter(), 0
+    started, samples, group_samples = time.perf_counter(), 0, 0
+    remaining = _remaining_batches(run, state)
     bar = _progress_bar(run, state, _epoch_batches(run, state))
-    for batch in bar:
+    for i, batch in enumerate(bar):
         batch = [t.to(run.device, non_blocking=True) for t in batch]
-        with autocast(run.device, cfg.amp):
-            loss, _ = run.objective.loss(run.train_model, batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
+        group_start = i - i % cfg.grad_accumulation
+        group = min(cfg.grad_accumulation, remaining - group_start)  # batches in this optimiser step
+        step_now = i + 1 == group_start + group
+        local = getattr(run.train_model, "no_sync", None) if ctx.enabled and not step_now else None
+        with local() if local is not None else contextlib.nullcontext():
+            with autocast(run.device, cfg.amp):
+                loss, _ = run.objective.loss(run.train_model, batch)
+            (loss / group).backward()
         n = batch[0].shape[0]
-        # Every rank counts the same samples for the step: a stream's ranks may end on a short batch.
-        step_samples = (n if run.loaders.sampler is not None else cfg.batch_size) * ctx.world_size
-        scheduler.set_position(scheduler.position(state.epoch, state.samples_done + step_samples))
-        optimizer.step()
         run.running.add(loss, n)
         state.loss_count += n
-        state.global_step += 1
-        state.batches_done += 1
-        state.samples_done += step_samples
         samples += n
-        if cfg.sync_every and state.global_step % cfg.sync_every == 0:
-            run.running.fold(state)
-            if not bar.disable:
-                rate = samples * ctx.world_size / max(1e-9, time.perf_counter() - started)
-                bar.set_postfix(loss=f"{state.loss_sum / max(1, state.loss_count):.4f}",
-                                lr=f"{scheduler.get_last_lr()[0]:.2e}", samples_s=f"{rate:.1f}")
-        if run.wants_steps:
-            run.call("on_step_end", state.global_step, {
-                "train/loss": loss.item(), "train/lr": scheduler.get_last_lr()[0],
-                "train/samples": scheduler.position(state.epoch, state.samples_done)})
-        if cfg.checkpoint_every and state.global_step % cfg.checkpoint_every == 0:
-            save(run, state)
+        # Every rank counts the same samples for the step: a stream's ranks may end on a short batch.
+        group_samples += (n if run.loaders.sampler is not None else cfg.batch_size) * ctx.world_size
+        if not step_now:
+            continue
+        if cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
+        scheduler.set_position(scheduler.position(state.epoch, state.samples_done + group_samples))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        state.global_step += 1
+        state.batches_done += group
+        state.samples_done += group_samples
+        group_samples = 0
+        _after_step(run, state, bar, loss, samples, started)
     bar.close()
     run.running.fold(state)
     return samples, time.perf_counter() - started
+
+
+def _after_step(run: Run, state: TrainState, bar, loss: torch.Tensor, samples: int, started: float) -> None:
+    """Per optimiser step: the loss check every ``sync_every`` steps, callbacks, checkpoints."""
+    cfg, scheduler = run.cfg, run.scheduler
+    if cfg.sync_every and state.global_step % cfg.sync_every == 0:
+        run.running.fold(state)
+        if not bar.disable:
+            rate = samples * run.ctx.world_size / max(1e-9, time.perf_counter() - started)
+            bar.set_postfix(loss=f"{state.loss_sum / max(1, state.loss_count):.4f}",
+                            lr=f"{scheduler.get_last_lr()[0]:.2e}", samples_s=f"{rate:.1f}")
+    if run.wants_steps:
+        run.call("on_step_end", state.global_step, {
+            "train/loss": loss.item(), "train/lr": scheduler.get_last_lr()[0],
+            "train/samples": scheduler.position(state.epoch, state.samples_done)})
+    if cfg.checkpoint_every and state.global_step % cfg.checkpoint_every == 0:
+        save(run, state)
 
 
 def end_epoch(run: Run, state: TrainState, samples: int, elapsed: float) -> dict[str, float]:
