@@ -327,12 +327,13 @@ def train_one_epoch(run: Run, state: TrainState) -> tuple[int, float]:
     cfg, optimizer, scheduler, ctx = run.cfg, run.optimizer, run.scheduler, run.ctx
     run.train_model.train()
     started, samples, group_samples = time.perf_counter(), 0, 0
+    batches = _epoch_batches(run, state)  # sets the sampler's position: before counting what remains
     remaining = _remaining_batches(run, state)
-    bar = _progress_bar(run, state, _epoch_batches(run, state))
+    bar = _progress_bar(run, state, batches)
     for i, batch in enumerate(bar):
         batch = [t.to(run.device, non_blocking=True) for t in batch]
         group_start = i - i % cfg.grad_accumulation
-        group = min(cfg.grad_accumulation, remaining - group_start)  # batches in this optimiser step
+        group = max(1, min(cfg.grad_accumulation, remaining - group_start))  # batches in this optimiser step
         step_now = i + 1 == group_start + group
         local = getattr(run.train_model, "no_sync", None) if ctx.enabled and not step_now else None
         with local() if local is not None else contextlib.nullcontext():
