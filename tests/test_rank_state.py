@@ -1,6 +1,6 @@
 """What a rank checkpoints and resumes, whatever the number of GPUs: its own device generator, its
-place in the epoch counted in samples, the learning-rate schedule counted in samples, and a training
-step that does not stall the GPU queue with host syncs."""
+place in the epoch counted in samples, the learning-rate schedule counted in samples, a training
+step that does not stall the GPU queue with host syncs, the process group's timeout and DDP's options."""
 
 import pytest
 import torch
@@ -287,3 +287,28 @@ def test_two_accumulated_batches_of_4_train_like_one_batch_of_8():
     assert results[0].global_step == results[1].global_step == 3
     for (name, a), b in zip(results[0].model.state_dict().items(), results[1].model.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-5), name
+
+
+def test_the_process_group_waits_for_late_ranks_as_long_as_the_config_says(monkeypatch):
+    import datetime
+
+    import torch.distributed as dist
+
+    from signpose.models import create_model
+    from signpose.train.engine import fit
+
+    class Joined(Exception):
+        pass
+
+    def init_process_group(backend, **kwargs):
+        raise Joined(backend, kwargs.get("timeout"))
+
+    monkeypatch.setattr(dist, "init_process_group", init_process_group)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    cfg = small_config(dist_timeout_s=42.0)
+    with pytest.raises(Joined) as joined:
+        fit("face", create_model("face", **cfg.model_config().to_dict()), Faces(), None, cfg)
+    # explicit: NCCL's default (10 minutes) is shorter than MLflow's retries on rank 0
+    assert joined.value.args == ("gloo", datetime.timedelta(seconds=42))
