@@ -392,7 +392,7 @@ class ShardStream(IterableDataset):
             perm = np.random.default_rng([self.seed, self.epoch]).permutation(len(shards))
             shards = [shards[i] for i in perm]
         lo, hi = self.window or (0, self.n_frames)
-        spans, total = [], 0
+        spans, total = [], 0  # (shard, its first position in the window, frames before it this epoch)
         for shard in shards:
             first = self.first[shard.key]
             start, stop = max(lo, first), min(hi, first + shard.frames_of(self.split))
@@ -408,8 +408,7 @@ class ShardStream(IterableDataset):
 
     def __iter__(self) -> Iterator:
         assignment = self._assignment()
-        places = dict((shard.key, place) for shard, place in assignment)
-        consumer, _ = self._consumer()
+        places, (consumer, _) = {shard.key: place for shard, place in assignment}, self._consumer()
         rng = np.random.default_rng([self.seed, self.epoch, consumer, 1])
         # The buffer holds compact rows (images still packed); tensors are made only when yielded.
         buffer: list = []
