@@ -9,6 +9,10 @@
     python3 bench/gpu.py --tasks face --results "$OUT/RESULTS-gpu.md" --json "$OUT/gpu-face.json"
     # anywhere (CPU, tiny models, no torch.compile): proves the script runs
     .venv/bin/python bench/gpu.py --dry-run --no-record
+    # engine mode: what a user's training sees (streamed loader, host-to-device copy, the engine's
+    # step with its syncs, schedule, DDP) on 1 GPU and on every GPU of the node, from a preprocessed store
+    python3 bench/gpu.py --engine s3-or-folder-of-a-preprocessed-store --tasks skeleton --results ...
+    .venv/bin/python bench/gpu.py --dry-run --engine generate --no-record   # the same on CPU, tiny
 
 For each task, batch size and torch.compile off/on: the engine's training step (forward with bf16
 autocast, the task's loss, backward, grad clipping, AdamW) on a fixed batch of generated frames
@@ -119,6 +123,8 @@ def run_case(task_name: str, cfg, batch_size: int, compiled: bool, device, args)
     from signpose.models import build_model
     from signpose.train.engine import make_optimizer, make_task
 
+    if compiled:
+        torch._dynamo.reset()  # no graphs or recompilation budget carried over from the previous case
     model = build_model(cfg).to(device)
     model.train()
     task = make_task(task_name, cfg)
@@ -163,6 +169,60 @@ def run_case(task_name: str, cfg, batch_size: int, compiled: bool, device, args)
     return result  # the case's model, optimiser and batch go with this frame; the caller empties the cache
 
 
+def run_engine_case(task_name: str, cfg, batch_size: int, nproc: int, data_path: str, device) -> dict:
+    """One epoch of the engine itself (``signpose.train.entry.run``; several ranks through the elastic
+    launch) on a preprocessed store: samples/s as the training logs them (``train/samples_per_s``)."""
+    import dataclasses
+
+    from signpose.train.entry import run
+    from signpose.train.launch import train_on_local_ranks
+
+    cfg = dataclasses.replace(cfg, data_path=data_path, batch_size=batch_size, epochs=1, progress=False,
+                              track=False, checkpoint_dir="", output_dir="", real_eval_path="",
+                              device="auto" if device.type == "cuda" else "cpu")
+    t0 = time.perf_counter()
+    result = run(cfg) if nproc == 1 else train_on_local_ranks(cfg, nproc)
+    last = result.history[-1]
+    return {"task": task_name, "batch_size": batch_size, "ranks": nproc, "mode": "engine",
+            "samples_per_s": last["train/samples_per_s"], "wall_s": time.perf_counter() - t0,
+            "global_step": result.global_step}
+
+
+def generated_store(task_name: str, image_size: int) -> str:
+    """A small generated store (dry runs of the engine mode)."""
+    import tempfile
+
+    from signpose.render import RenderSettings
+    from signpose.shards import write_dataset
+    from signpose.synth import generate_signer_frames
+
+    folder = tempfile.mkdtemp(prefix="bench-engine-")
+    write_dataset(generate_signer_frames(n_videos=4, frames_per_video=8, seed=0), folder,
+                  RenderSettings(image_size=image_size), shard_size=8, workers=1, progress=False)
+    return folder
+
+
+def engine_mode(args, configs: dict, sizes: dict, device, report) -> list[dict]:
+    import torch
+
+    gpus = torch.cuda.device_count() if device.type == "cuda" else 1
+    table = report.table("the engine's epoch (loader, copy, step with its syncs, schedule, DDP): samples/s",
+                         ["task", "batch", "ranks", "samples/s", "steps", "wall s"])
+    results = []
+    for task_name, cfg in configs.items():
+        if task_name not in args.tasks.split(","):
+            continue
+        data = generated_store(task_name, getattr(configs["skeleton"], "image_size", 64)) \
+            if args.engine == "generate" else args.engine
+        for batch_size in sizes[task_name]:
+            for nproc in sorted({1, gpus}):
+                r = run_engine_case(task_name, cfg, batch_size, nproc, data, device)
+                results.append(r)
+                table.add(task_name, batch_size, nproc, fmt(r["samples_per_s"]), r["global_step"], fmt(r["wall_s"], 1))
+                print(json.dumps(r), flush=True)
+    return results
+
+
 class _Null:
     mean = None
 
@@ -184,6 +244,8 @@ def main(argv=None) -> None:
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps first (compilation happens here)")
     parser.add_argument("--peak-tflops", type=float, default=None, help="the card's dense bf16 peak")
     parser.add_argument("--json", default="", help="also write the raw results here")
+    parser.add_argument("--engine", default="",
+                        help="engine mode on this preprocessed store ('generate': a small generated one)")
     parser.add_argument("--dry-run", action="store_true",
                         help="CPU, tiny models, 2 small batches, compile off: proves the script runs")
     add_recording_arguments(parser)
@@ -213,14 +275,21 @@ def main(argv=None) -> None:
     peak = peak_tflops(name, args.peak_tflops) if device.type == "cuda" else None
     report = Report(f"GPU training step, bf16: {name}" if not dry else "GPU script dry run on CPU "
                     "(tiny models; figures meaningless)", args)
+    results = []
+    sizes = {"skeleton": [int(s) for s in args.skeleton_batch_sizes.split(",")],
+             "face": [int(s) for s in args.face_batch_sizes.split(",")]}
+    if args.engine:
+        results = engine_mode(args, configs, sizes, device, report)
+        if args.json:
+            with open(args.json, "w") as fh:
+                json.dump({"device": name, "results": results}, fh, indent=2)
+        report.finish()
+        return
     table = report.table(
         f"{name}; training step (fwd + loss + bwd + clip + AdamW) on a resident batch; peak bf16 "
         f"{fmt(peak) if peak else 'unknown'} TFLOP/s",
         ["task", "batch", "torch.compile", "frames/s", "step ms", "GFLOP/step", "TFLOP/s", "% of bf16 peak",
          "peak mem GiB", "GPU util %", "warm-up s"])
-    results = []
-    sizes = {"skeleton": [int(s) for s in args.skeleton_batch_sizes.split(",")],
-             "face": [int(s) for s in args.face_batch_sizes.split(",")]}
     for task_name, cfg in configs.items():
         if task_name not in args.tasks.split(","):
             continue

@@ -306,10 +306,11 @@ class ShardStream(IterableDataset):
     """Stream one split of a manifest's shards: ``ShardStream(manifest_uri, "train", task="skeleton")``.
 
     Partitioning: the consumers are the ``world_size`` DDP ranks times the DataLoader workers of each
-    rank. With at least as many shards as consumers, whole shards are dealt round-robin (after the
-    per-epoch shard shuffle); with fewer, every consumer reads every shard and keeps every n-th frame.
-    Either way each frame of the split is yielded exactly once per epoch over all consumers. Ranks
-    may receive different numbers of frames; DDP training should cap steps per epoch accordingly.
+    rank. The split's frames, in the epoch's shard order, are cut into one contiguous run per
+    consumer (a shard at a cut is read by both neighbours, each keeping its part): consumers differ
+    by at most one frame, ranks by at most one per worker, and each frame of the split is yielded
+    exactly once per epoch over all consumers. (The face task's frames without a face are skipped
+    after the cut, so its samples can differ a little more.)
 
     ``frames=(start, stop)`` keeps the frames at those positions of the split (input order): how a
     data set without a ``dev`` split is cut into training and validation.
@@ -386,31 +387,42 @@ class ShardStream(IterableDataset):
         workers, worker_id = (info.num_workers, info.id) if info is not None else (1, 0)
         return self.rank * workers + worker_id, self.world_size * workers
 
-    def _assignment(self) -> tuple[list[ShardInfo], int, int]:
-        """(shards this consumer reads, frame stride, frame offset) for the current epoch."""
+    def _assignment(self) -> list[tuple[ShardInfo, tuple[int, int]]]:
+        """The (shard, split positions [start, stop)) this consumer reads in the current epoch: the
+        window's frames, in the epoch's shard order, cut into one contiguous run per consumer, so
+        consumers (and so ranks) differ by at most one frame each, and no frame is read twice."""
         consumer, consumers = self._consumer()
         shards = list(self.shards)
         if self.shuffle:
             # Same permutation on every consumer: derived from (seed, epoch) only.
             perm = np.random.default_rng([self.seed, self.epoch]).permutation(len(shards))
             shards = [shards[i] for i in perm]
-        if len(shards) >= consumers:
-            return shards[consumer::consumers], 1, 0
-        return shards, consumers, consumer
+        lo, hi = self.window or (0, self.n_frames)
+        spans, total = [], 0  # (shard, its first position in the window, frames before it this epoch)
+        for shard in shards:
+            first = self.first[shard.key]
+            start, stop = max(lo, first), min(hi, first + shard.frames_of(self.split))
+            spans.append((shard, start, total))
+            total += stop - start
+        mine = (consumer * total // consumers, (consumer + 1) * total // consumers)
+        assignment = []
+        for (shard, start, offset), end in zip(spans, [offset for _, _, offset in spans[1:]] + [total]):
+            cut = max(mine[0], offset), min(mine[1], end)
+            if cut[0] < cut[1]:
+                assignment.append((shard, (start + cut[0] - offset, start + cut[1] - offset)))
+        return assignment
 
     def __iter__(self) -> Iterator:
-        shards, stride, offset = self._assignment()
-        consumer, _ = self._consumer()
+        assignment = self._assignment()
+        places, (consumer, _) = {shard.key: place for shard, place in assignment}, self._consumer()
         rng = np.random.default_rng([self.seed, self.epoch, consumer, 1])
         # The buffer holds compact rows (images still packed); tensors are made only when yielded.
         buffer: list = []
         # A fresh client per iterator: a boto3 client forked into DataLoader workers would share sockets.
         store = open_store(self.store_uri)
         with ThreadPoolExecutor(max_workers=1) as fetcher:
-            for shard, arrays in self._prefetched(store, shards, fetcher):
-                rows = _rows_for(arrays, self.split, self.kind, self.first[shard.key], self.window)
-                if stride > 1:
-                    rows = rows[offset::stride]
+            for shard, arrays in self._prefetched(store, [shard for shard, _ in assignment], fetcher):
+                rows = _rows_for(arrays, self.split, self.kind, self.first[shard.key], places[shard.key])
                 if self.shuffle:
                     rows = rng.permutation(rows)
                 arrays, rows = self.kind.prepare(arrays, rows)

@@ -173,6 +173,25 @@ def test_ranks_and_workers_partition_the_split(dataset_uri, world_size, num_work
         assert all(per_rank), "every rank gets frames"
 
 
+def test_ranks_get_frame_counts_within_one_of_each_other_and_no_frame_twice(tmp_path):
+    # 40 training frames in 7 shards (6 + 6 + ... + 4) over 3 ranks x 2 workers: dealing whole shards
+    # gave one consumer 2 shards (10-12 frames) and the others 1 (4-6)
+    uri = str(tmp_path / "ds")
+    write_dataset(make_frames(), uri, SETTINGS, shard_size=6, workers=1, progress=False)
+    for epoch in (0, 1):
+        per_rank = []
+        for rank in range(3):
+            stream = ShardStream(uri, "train", rank=rank, world_size=3, shuffle_buffer=4)
+            stream.set_epoch(epoch)
+            seen = Counter()
+            for kp, _ in DataLoader(stream, batch_size=4, num_workers=2):
+                seen.update(key(row) for row in kp)
+            per_rank.append(seen)
+        counts = [sum(seen.values()) for seen in per_rank]
+        assert max(counts) - min(counts) <= 1, counts
+        assert max(sum(per_rank, Counter()).values()) == 1 and sum(counts) == 40
+
+
 def test_face_stream_skips_frames_without_a_face(tmp_path):
     uri = str(tmp_path / "ds")
     frames = make_frames(n_train=10, n_dev=0, faceless=(2, 5))

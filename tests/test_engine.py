@@ -189,10 +189,27 @@ def test_sampler_shards_an_epoch_across_ranks_and_resumes_mid_epoch():
         s.set_position(epoch=1)
     a, b = list(ranks[0]), list(ranks[1])
     assert len(a) == len(b) == 5 and sorted(a + b) == list(range(10))
-    ranks[0].set_position(epoch=1, start=2)
+    ranks[0].set_position(epoch=1, start=4)  # 4 samples consumed over both ranks: 2 of each
     assert list(ranks[0]) == a[2:]
     ranks[0].set_position(epoch=2)
     assert list(ranks[0]) != a
+
+
+def test_sampler_resumes_an_epoch_of_two_ranks_on_one_with_every_remaining_sample_once():
+    two = [ResumableSampler(12, shuffle=True, seed=3, rank=r, world_size=2) for r in range(2)]
+    for s in two:
+        s.set_position(epoch=1)
+    consumed = [i for s in two for i in list(s)[:4]]  # 2 batches of 2 on each rank: 8 samples
+    one = ResumableSampler(12, shuffle=True, seed=3)
+    one.set_position(epoch=1, start=8)
+    rest = list(one)
+    assert len(rest) == 4 and sorted(consumed + rest) == list(range(12))
+    # and on three ranks: the rest is dealt among them (padded to a multiple of 3)
+    three = [ResumableSampler(12, shuffle=True, seed=3, rank=r, world_size=3) for r in range(3)]
+    for s in three:
+        s.set_position(epoch=1, start=8)
+    dealt = [i for s in three for i in s]
+    assert len(dealt) == 6 and set(range(12)) - set(consumed) <= set(dealt)
 
 
 # --- the task command lines -------------------------------------------------------------------------

@@ -542,3 +542,30 @@ def test_a_malformed_no_regression_setting_is_refused():
 
     with pytest.raises(ValueError, match="'val_real/nme' is not 'metric:lower' or 'metric:higher'"):
         TaskTracking("e", "m", "val/nme", no_regression_on="val_real/nme")
+
+
+def test_a_slow_mlflow_server_does_not_hold_the_training_loop_at_epoch_ends(store):
+    import threading
+
+    settings = store[0]
+    answered = threading.Event()
+
+    class SlowServer(MlflowClient):
+        """An MLflow server that answers log-batch only when the test lets it (a retrying, slow one)."""
+
+        def log_batch(self, *args, **kwargs):
+            assert answered.wait(timeout=300), "the test never let the server answer"
+            return super().log_batch(*args, **kwargs)
+
+    cfg = face_config(epochs=1)
+    model = build_model(cfg)
+    with start_training_run("face", cfg, dataset_hash="5" * 16, manifest_uri="file:///data/manifest.json",
+                            settings=settings) as run:
+        callback = MlflowCallback("face", torch.zeros(2, 68, 3), torch.zeros(2, 68, 3),
+                                  client=SlowServer(settings.tracking_uri))
+        callback.on_epoch_end(0, {"epoch": 0.0, "val/loss": 0.5}, model)  # returns with the server still silent
+        assert not answered.is_set()
+        answered.set()
+        callback.on_train_end()  # waits for the uploads
+    logged = MlflowClient(settings.tracking_uri).get_metric_history(run.info.run_id, "val/loss")
+    assert [(m.step, m.value) for m in logged] == [(0, 0.5)]

@@ -182,7 +182,9 @@ def _env(request: TrainJobRequest) -> list[dict]:
 
 
 def _resources(request: TrainJobRequest) -> dict:
-    res = request.settings.training
+    from signpose.deploy.gpu_resources import training_resources
+
+    res = training_resources(request.gpus_per_node, request.settings.training)  # CPUs for every GPU's rank
     limits: dict[str, Any] = {"cpu": res.cpu_limit, "memory": res.memory_limit}
     if request.gpus_per_node:
         limits[request.accelerator_type] = request.gpus_per_node

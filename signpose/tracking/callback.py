@@ -6,6 +6,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import mlflow
@@ -43,6 +44,11 @@ class MlflowCallback:
     ((N,143,3) keypoints for skeleton, (N,68,3) normalised faces for face) and targets ((N,1,S,S)
     images, or the faces again). They are chosen once so every epoch and every run shows the same
     samples. Works on the active run unless ``run_id`` is given.
+
+    The uploads run on one background thread, in order, so a slow or retrying MLflow server does not
+    hold rank 0 while the other ranks wait for it in the next collective (the panel's forward pass,
+    a few samples, stays on the training thread: the weights change after it). An upload's error is
+    raised at the next epoch end or at :meth:`on_train_end`, which waits for all of them.
     """
 
     def __init__(
@@ -81,6 +87,20 @@ class MlflowCallback:
         self.last_panel: np.ndarray | None = None
         self.last_metrics: dict[str, float] = {}
         self.last_epoch: int | None = None
+        self._uploads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-upload")
+        self._pending: list[Future] = []
+
+    def _upload(self, fn, *args, **kwargs) -> None:
+        self._pending.append(self._uploads.submit(fn, *args, **kwargs))
+
+    def flush(self, wait: bool = True) -> None:
+        """Raise the first failed upload; with ``wait``, wait for every pending one first."""
+        pending, self._pending = self._pending, []
+        for future in pending:
+            if wait or future.done():
+                future.result()
+            else:
+                self._pending.append(future)
 
     def render_panel(self, model: torch.nn.Module, inputs=None, targets=None) -> np.ndarray:
         """The panel of ``inputs``/``targets`` (default: the validation samples) with the model's outputs."""
@@ -105,20 +125,21 @@ class MlflowCallback:
         if skipped:
             # MLflow stores NaN, but a diverged epoch is worth a visible warning in the log too.
             log.warning("epoch %d: non-finite metrics %s", epoch, skipped)
-        self.client.log_batch(
-            self.run_id, metrics=[Metric(key, value, timestamp, int(epoch)) for key, value in values.items()]
-        )
+        self.flush(wait=False)
+        self._upload(self.client.log_batch, self.run_id,
+                     metrics=[Metric(key, value, timestamp, int(epoch)) for key, value in values.items()])
         self.last_metrics = values
         self.last_epoch = int(epoch)
         if epoch % self.log_panel_every == 0:
             self.last_panel = self.render_panel(model)
-            self.client.log_image(self.run_id, self.last_panel, key=PANEL_KEY, step=int(epoch),
-                                  timestamp=timestamp)
+            self._upload(self.client.log_image, self.run_id, self.last_panel, key=PANEL_KEY, step=int(epoch),
+                         timestamp=timestamp)
             for name, (inputs, targets) in self.extra_panels.items():
-                self.client.log_image(self.run_id, self.render_panel(model, inputs, targets), key=f"{name}_panel",
-                                      step=int(epoch), timestamp=timestamp)
+                self._upload(self.client.log_image, self.run_id, self.render_panel(model, inputs, targets),
+                             key=f"{name}_panel", step=int(epoch), timestamp=timestamp)
 
     def on_train_end(self, result: Any = None) -> None:
+        self.flush()
         if self.last_panel is None:
             return
         import matplotlib

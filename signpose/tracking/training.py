@@ -55,10 +55,13 @@ def make_evaluator(task: str, val_ds: Dataset, cfg: Any, batch_size: int | None 
     """``evaluate(model_uri) -> metrics``: a registered model scored by the engine's own validation
     code on ``val_ds`` (the promotion gate's "same validation data")."""
     from signpose.train import engine
+    from signpose.train.data_order import whole_stream
+
+    whole = whole_stream(val_ds)  # every validation sample, even from a stream made for one rank
 
     def evaluate(model_uri: str) -> dict[str, float]:
         model = load_registered_model(model_uri)
-        loader = DataLoader(val_ds, batch_size=batch_size or cfg.batch_size, shuffle=False)
+        loader = DataLoader(whole, batch_size=batch_size or cfg.batch_size, shuffle=False)
         metrics = engine.evaluate(engine.make_task(task, cfg), model, loader, torch.device("cpu"), amp="off")
         log.info("re-evaluated %s on the current validation data: %s", model_uri, metrics)
         return metrics

@@ -35,6 +35,11 @@ class TrainConfig:
     checkpoint_dir: str = ""         # local path or store uri (s3://...); "" = no checkpoints
     checkpoint_every: int = 0        # also checkpoint every N optimiser steps (0 = at epoch ends only)
     resume: bool = True              # continue from checkpoint_dir's latest checkpoint when there is one
+    sync_every: int = 50             # read the training loss (one host sync, which stalls the GPU queue)
+                                     # every N steps: a non-finite loss stops the run within N steps
+    dist_timeout_s: float = 1800.0   # multi-GPU: how long ranks wait for each other in a collective
+    grad_accumulation: int = 1       # optimiser step every N batches (gradients all-reduced once per step)
+    ddp_bf16_gradients: bool = False # multi-GPU: all-reduce gradients in bfloat16 (half the traffic)
     early_stopping_patience: int = 0 # stop after N epochs without improvement of val/loss; 0 = off
     restore_best: bool = True        # end with the weights of the best val/loss epoch
     progress: bool = True            # tqdm bars

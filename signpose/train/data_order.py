@@ -3,6 +3,7 @@ how many DataLoader workers the CPUs this process may use allow."""
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
@@ -94,8 +95,10 @@ def resolve_num_workers(num_workers: int) -> int:
 
 class ResumableSampler(Sampler[int]):
     """Epoch permutation = f(seed, epoch); rank r takes every world_size-th index (the training split
-    is padded by wrapping so every rank runs the same number of steps, as DistributedSampler does);
-    ``set_position(epoch, start)`` skips the ``start`` samples this rank already consumed."""
+    is padded by wrapping so every rank runs the same number of steps, as DistributedSampler does).
+    ``set_position(epoch, start)``: ``start`` samples of the epoch were consumed over all ranks. With
+    strided ranks and equal batches they are the permutation's first ``start``, whatever the number of
+    ranks that consumed them, so the rest is dealt to this run's ranks: exact resume on any world size."""
 
     def __init__(self, n: int, shuffle: bool, seed: int, rank: int = 0, world_size: int = 1, pad: bool = True):
         if n == 0:
@@ -107,26 +110,28 @@ class ResumableSampler(Sampler[int]):
     def set_position(self, epoch: int, start: int = 0) -> None:
         self.epoch, self.start = epoch, start
 
-    def _indices(self) -> list[int]:
+    def _indices(self, start: int) -> list[int]:
         if self.shuffle:
             g = torch.Generator()
             g.manual_seed(self.seed * 100_003 + self.epoch)
             order = torch.randperm(self.n, generator=g).tolist()
         else:
             order = list(range(self.n))
-        if self.pad and self.n % self.world_size:
-            pad = self.world_size - self.n % self.world_size
-            order += (order * (pad // self.n + 1))[:pad]  # cycles when there are fewer samples than ranks
-        return order[self.rank :: self.world_size]
+        rest = order[start:]
+        if self.pad and len(rest) % self.world_size:
+            pad = self.world_size - len(rest) % self.world_size
+            rest += (order * (pad // self.n + 1))[:pad]  # cycles when there are fewer samples than ranks
+        return rest[self.rank :: self.world_size]
 
     def samples_per_epoch(self) -> int:
-        return len(self._indices())
+        """This rank's samples in a whole epoch."""
+        return len(self._indices(0))
 
     def __iter__(self) -> Iterator[int]:
-        return iter(self._indices()[self.start :])
+        return iter(self._indices(self.start))
 
     def __len__(self) -> int:
-        return max(0, self.samples_per_epoch() - self.start)
+        return len(self._indices(self.start))
 
 
 def make_loader(ds: Dataset, batch_size: int, sampler: Sampler | None, num_workers: int, seed: int,
@@ -157,16 +162,39 @@ def iterable_samples_per_rank(ds: IterableDataset, world_size: int) -> int:
     return int(total) // world_size
 
 
-def shard_stream_across_ranks(ds: IterableDataset, ctx: DistContext) -> None:
-    """A stream built before torchrun's process group existed believes it is alone (rank 0 of 1);
-    tell it its place so each rank reads its own shards (``signpose.data.ShardStream`` has these
-    attributes; other streams must shard themselves)."""
-    if ctx.enabled and hasattr(ds, "rank") and hasattr(ds, "world_size") and \
-            (ds.rank, ds.world_size) != (ctx.rank, ctx.world_size):
-        if ds.world_size != 1:
-            raise ValueError(f"{type(ds).__name__} was built for rank {ds.rank} of {ds.world_size} but this "
-                             f"process is rank {ctx.rank} of {ctx.world_size}")
-        ds.rank, ds.world_size = ctx.rank, ctx.world_size
+def epoch_samples(ds: Dataset, world_size: int) -> int:
+    """Samples one epoch holds over all ranks (what the learning-rate schedule counts)."""
+    if not isinstance(ds, IterableDataset):
+        return len(ds)  # type: ignore[arg-type]
+    try:
+        return len(ds) * world_size  # type: ignore[arg-type]  # a stream's len is per rank
+    except TypeError:
+        return iterable_samples_per_rank(ds, 1)
+
+
+def shard_stream_across_ranks(ds: Dataset, ctx: DistContext) -> Dataset:
+    """A stream built before torchrun's process group existed believes it is alone (rank 0 of 1):
+    a copy of it told its place, so each rank reads its own shards (``signpose.data.ShardStream`` has
+    these attributes; other streams must shard themselves). The caller's stream is left whole: it is
+    also what the promotion gate scores the champion on, and the face baseline's reference."""
+    if not (ctx.enabled and hasattr(ds, "rank") and hasattr(ds, "world_size")) or \
+            (ds.rank, ds.world_size) == (ctx.rank, ctx.world_size):
+        return ds
+    if ds.world_size != 1:
+        raise ValueError(f"{type(ds).__name__} was built for rank {ds.rank} of {ds.world_size} but this "
+                         f"process is rank {ctx.rank} of {ctx.world_size}")
+    placed = copy.copy(ds)
+    placed.rank, placed.world_size = ctx.rank, ctx.world_size
+    return placed
+
+
+def whole_stream(ds: Dataset) -> Dataset:
+    """``ds`` read by one consumer from start to end: a stream built for one rank of several (rank and
+    world_size set, e.g. made after the process group started) as a copy placed at rank 0 of 1."""
+    if hasattr(ds, "rank") and hasattr(ds, "world_size") and (ds.rank, ds.world_size) != (0, 1):
+        ds = copy.copy(ds)
+        ds.rank, ds.world_size = 0, 1
+    return ds
 
 
 def fixed_length(make_iter, steps: int, skip: int) -> Iterator:

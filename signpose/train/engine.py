@@ -11,6 +11,7 @@ for the MLflow layer. What differs between tasks (loss, metrics) is the task's
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import sys
@@ -24,19 +25,29 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 from tqdm.auto import tqdm
 
+from signpose.errors import UserError
 from signpose.metrics import MetricSums
 from signpose.models import cpu_state_dict
 from signpose.tasks import Objective, get_task
 from signpose.train.config import TrainConfig
 from signpose.train.data_order import (
     ResumableSampler,
+    epoch_samples,
     fixed_length,
     iterable_samples_per_rank,
     make_loader,
     shard_stream_across_ranks,
+    whole_stream,
 )
-from signpose.train.distributed import DistContext, autocast, resolve_device, seed_everything, setup_distributed
-from signpose.train.optim import make_optimizer, make_scheduler, warmup_cosine
+from signpose.train.distributed import (
+    DistContext,
+    autocast,
+    resolve_device,
+    seed_everything,
+    setup_distributed,
+    wrap_ddp,
+)
+from signpose.train.optim import SampleSchedule, make_optimizer, make_scheduler, warmup_cosine
 from signpose.train.state import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_KEY,
@@ -92,6 +103,7 @@ class Loaders:
     val: DataLoader | None
     sampler: ResumableSampler | None  # None for a stream (which can only skip by reading)
     steps_per_epoch: int
+    epoch_samples: int                # samples an epoch holds over all ranks (the schedule counts these)
     extra_val: dict[str, DataLoader] = field(default_factory=dict)  # name -> loader (metrics "<name>/...")
 
 
@@ -100,7 +112,7 @@ def make_loaders(train_ds: Dataset, val_ds: Dataset | None, cfg: TrainConfig, ct
     pin = device.type == "cuda"
     if isinstance(train_ds, IterableDataset):
         sampler = None
-        shard_stream_across_ranks(train_ds, ctx)
+        train_ds = shard_stream_across_ranks(train_ds, ctx)
         steps = max(1, iterable_samples_per_rank(train_ds, ctx.world_size) // cfg.batch_size)
     else:
         sampler = ResumableSampler(len(train_ds), shuffle=True, seed=cfg.seed, rank=ctx.rank,
@@ -110,7 +122,7 @@ def make_loaders(train_ds: Dataset, val_ds: Dataset | None, cfg: TrainConfig, ct
     val = None
     if val_ds is not None:
         if isinstance(val_ds, IterableDataset):
-            shard_stream_across_ranks(val_ds, ctx)
+            val_ds = shard_stream_across_ranks(val_ds, ctx)
             val_sampler = None
         else:
             val_sampler = ResumableSampler(len(val_ds), shuffle=False, seed=cfg.seed, rank=ctx.rank,
@@ -120,7 +132,7 @@ def make_loaders(train_ds: Dataset, val_ds: Dataset | None, cfg: TrainConfig, ct
                                                                     rank=ctx.rank, world_size=ctx.world_size,
                                                                     pad=False), 0, cfg.seed, pin)
              for name, ds in (eval_sets or {}).items()}
-    return Loaders(train, val, sampler, steps, extra)
+    return Loaders(train, val, sampler, steps, epoch_samples(train_ds, ctx.world_size), extra)
 
 
 @dataclass
@@ -132,13 +144,19 @@ class Run:
     train_model: nn.Module            # what the step calls: DDP- and/or torch.compile-wrapped ``model``
     loaders: Loaders
     optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scheduler: SampleSchedule
     device: torch.device
     cfg: TrainConfig
     ctx: DistContext
     callbacks: list
     checkpoint_uri: str | None = None  # the latest checkpoint written or resumed from
     baselines: dict[str, float] = field(default_factory=dict)  # "<set>_baseline/<metric>": trivial predictors
+    running: RunningLoss | None = None  # this rank's training loss of the epoch, on the device
+
+    @property
+    def wants_steps(self) -> bool:
+        """Whether a callback takes per-step metrics (reading the loss for them is a host sync)."""
+        return self.ctx.is_main and any(hasattr(c, "on_step_end") for c in self.callbacks)
 
     def call(self, method: str, *args) -> None:
         """Callbacks run on rank 0 only."""
@@ -152,23 +170,47 @@ class Run:
 
 def prepare(objective: Objective, model: nn.Module, train_ds: Dataset, val_ds: Dataset | None, cfg: TrainConfig,
             callbacks: list, ctx: DistContext, eval_sets: Mapping[str, Dataset] | None = None) -> Run:
-    if cfg.batch_size < 1 or cfg.epochs < 1:
-        raise ValueError(f"batch_size and epochs must be >= 1, got {cfg.batch_size} and {cfg.epochs}")
+    if cfg.batch_size < 1 or cfg.epochs < 1 or cfg.grad_accumulation < 1:
+        raise ValueError(f"batch_size, epochs and grad_accumulation must be >= 1, got {cfg.batch_size}, "
+                         f"{cfg.epochs} and {cfg.grad_accumulation}")
     seed_everything(cfg.seed + ctx.rank)
     device = resolve_device(cfg.device, ctx)
     model.to(device)
     train_model = model
     if ctx.enabled:  # DDP broadcasts rank 0's parameters here, so all ranks start from the same weights.
-        train_model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+        train_model = wrap_ddp(model, device, cfg.ddp_bf16_gradients)
     if cfg.compile:
         train_model = torch.compile(train_model)
     loaders = make_loaders(train_ds, val_ds, cfg, ctx, device, eval_sets)
     optimizer = make_optimizer(model, cfg)
-    scheduler = make_scheduler(optimizer, cfg, cfg.epochs * loaders.steps_per_epoch)
+    scheduler = make_scheduler(optimizer, cfg, loaders.epoch_samples)
     baselines = score_baselines(objective, loaders.extra_val, val_ds if val_ds is not None else train_ds, device)
     return Run(objective, model, train_model, loaders, optimizer, scheduler, device, cfg, ctx, callbacks,
-               baselines=baselines)
+               baselines=baselines, running=RunningLoss(device))
+
+
+class RunningLoss:
+    """This rank's training-loss sum kept on the device: adding a step's loss costs no host sync.
+    Reading it (:meth:`fold`, one sync) happens every ``cfg.sync_every`` steps, before a checkpoint and
+    at the epoch's end, and is where a non-finite loss is found (within ``sync_every`` steps of it)."""
+
+    def __init__(self, device: torch.device):
+        dtype = torch.float32 if device.type == "mps" else torch.float64  # MPS has no float64
+        self.sum = torch.zeros((), dtype=dtype, device=device)
+        self.checked_step = 0  # the last step whose loss was read
+
+    def add(self, loss: torch.Tensor, n: int) -> None:
+        self.sum += loss.detach().to(self.sum.dtype) * n
+
+    def fold(self, state: TrainState) -> None:
+        """Move the device sum into ``state.loss_sum``; a non-finite one stops the run."""
+        value = self.sum.item()
+        self.sum.zero_()
+        state.loss_sum += value
+        if not math.isfinite(state.loss_sum):
+            raise FloatingPointError(f"non-finite training loss at epoch {state.epoch}, between steps "
+                                     f"{self.checked_step + 1} and {state.global_step}")
+        self.checked_step = state.global_step
 
 
 def score_baselines(objective: Objective, loaders: Mapping[str, DataLoader], reference: Dataset,
@@ -176,7 +218,8 @@ def score_baselines(objective: Objective, loaders: Mapping[str, DataLoader], ref
     """The task's trivial predictor (built from ``reference``, generated data) scored once on each extra
     evaluation set: ``<set>_baseline/<metric>``, logged every epoch beside ``<set>/<metric>`` so a chart
     shows whether the model beats it."""
-    trivial = objective.baseline_model(reference) if loaders else None
+    # The whole reference on every rank: a rank's share would give each rank another baseline.
+    trivial = objective.baseline_model(whole_stream(reference)) if loaders else None
     if trivial is None:
         return {}
     scores = {}
@@ -188,38 +231,58 @@ def score_baselines(objective: Objective, loaders: Mapping[str, DataLoader], ref
 
 def restore(run: Run) -> TrainState:
     """The state to start from: the latest checkpoint's when ``cfg.resume`` finds one, else a fresh one."""
-    cfg = run.cfg
+    cfg, ctx = run.cfg, run.ctx
     ckpt = load_checkpoint(cfg.checkpoint_dir) if cfg.checkpoint_dir and cfg.resume else None
     if ckpt is None:
         return TrainState()
     check_checkpoint_task(ckpt, run.objective.name, cfg.checkpoint_dir)
     load_checkpoint_weights(run.model, ckpt, cfg, cfg.checkpoint_dir)
-    run.optimizer.load_state_dict(ckpt["optimizer"])
-    run.scheduler.load_state_dict(ckpt["scheduler"])
-    set_rng_state(ckpt["rng"][min(run.ctx.rank, len(ckpt["rng"]) - 1)])
+    run.optimizer.load_state_dict(ckpt["optimizer"])  # the learning rate is set again before each step
+    if ctx.rank < len(ckpt["rng"]):  # a rank the checkpoint did not know keeps its fresh seed + rank
+        set_rng_state(ckpt["rng"][ctx.rank], run.device)
     state = TrainState.from_dict(ckpt)
+    saved_world = int(ckpt.get("world_size", len(ckpt["rng"])))
+    saved_batch = int(ckpt.get("config", {}).get("batch_size", cfg.batch_size))
+    if "samples_done" not in ckpt:  # written before checkpoints counted samples
+        state.samples_done = state.batches_done * saved_batch * saved_world
+    if state.samples_done and (saved_world, saved_batch) != (ctx.world_size, cfg.batch_size):
+        if run.loaders.sampler is None:  # a stream can only skip its own rank's batches
+            raise UserError(f"{cfg.checkpoint_dir}: the checkpoint was written mid-epoch by {saved_world} ranks "
+                            f"x batch {saved_batch}, this run has {ctx.world_size} x {cfg.batch_size}; a streamed "
+                            "data set resumes mid-epoch only on as many ranks with the same batch_size "
+                            "(or use --no_resume)")
+        state.batches_done = state.samples_done // (cfg.batch_size * ctx.world_size)  # the progress bar's
+    if not ctx.is_main:  # the checkpoint's loss sums are all ranks'; rank 0 carries them
+        state.loss_sum, state.loss_count = 0.0, 0
     run.checkpoint_uri = f"{cfg.checkpoint_dir.rstrip('/')}/{CHECKPOINT_KEY}"
-    if run.ctx.is_main:
-        log.info("resumed from %s at epoch %d, batch %d (step %d)", run.checkpoint_uri, state.epoch,
-                 state.batches_done, state.global_step)
+    if ctx.is_main:
+        log.info("resumed from %s at epoch %d, sample %d (step %d; written by %d ranks, now %d)", run.checkpoint_uri,
+                 state.epoch, state.samples_done, state.global_step, saved_world, ctx.world_size)
     return state
 
 
 def save(run: Run, state: TrainState) -> None:
-    """Checkpoint the whole run: weights, optimiser, schedule, every rank's RNG and ``state``."""
+    """Checkpoint the whole run: weights, optimiser, every rank's RNG, the world size and ``state``
+    (its loss sums over all ranks)."""
     if not run.cfg.checkpoint_dir:
         return
+    run.running.fold(state)  # never checkpoint weights a non-finite loss has reached
+    saved = state.to_dict()
     # Every rank's RNG state is gathered so each resumes its own dropout stream.
-    rng = [rng_state()]
+    rng = [rng_state(run.device)]
     if run.ctx.enabled:
         gathered: list = [None] * run.ctx.world_size
         dist.all_gather_object(gathered, rng[0])
         rng = gathered
+        sums = MetricSums(["train/loss"])
+        sums.add("train/loss", state.loss_sum, state.loss_count)
+        sums.all_reduce()
+        saved["loss_sum"], saved["loss_count"] = sums.sums[0, 0].item(), int(sums.sums[0, 1].item())
     if run.ctx.is_main:
         run.checkpoint_uri = save_checkpoint(run.cfg.checkpoint_dir, {
             "format": CHECKPOINT_FORMAT, "task": run.objective.name, "config": run.cfg.to_dict(),
             "model": cpu_state_dict(run.model), "optimizer": run.optimizer.state_dict(),
-            "scheduler": run.scheduler.state_dict(), "rng": rng, **state.to_dict(),
+            "scheduler": run.scheduler.state_dict(), "rng": rng, "world_size": run.ctx.world_size, **saved,
         })
     if run.ctx.enabled:
         dist.barrier()
@@ -229,7 +292,7 @@ def _epoch_batches(run: Run, state: TrainState) -> Iterable:
     """The batches of this epoch still to train on (all of them, or the rest of an interrupted one)."""
     loaders, cfg = run.loaders, run.cfg
     if loaders.sampler is not None:
-        loaders.sampler.set_position(state.epoch, state.batches_done * cfg.batch_size)
+        loaders.sampler.set_position(state.epoch, state.samples_done)
     if hasattr(loaders.train.dataset, "set_epoch"):  # streams; augmented datasets draw per epoch
         loaders.train.dataset.set_epoch(state.epoch)
     # Worker seeds come from the loader's generator: make them a function of the epoch too.
@@ -247,40 +310,74 @@ def _progress_bar(run: Run, state: TrainState, batches: Iterable):
                 mininterval=0.5 if sys.stderr.isatty() else 30.0)
 
 
+def _remaining_batches(run: Run, state: TrainState) -> int:
+    loaders = run.loaders
+    if loaders.sampler is None:
+        return loaders.steps_per_epoch - state.batches_done
+    return math.ceil(len(loaders.sampler) / run.cfg.batch_size)
+
+
 def train_one_epoch(run: Run, state: TrainState) -> tuple[int, float]:
-    """Train on the rest of this epoch's batches; returns (samples this rank saw, seconds)."""
-    cfg, optimizer, scheduler = run.cfg, run.optimizer, run.scheduler
+    """Train on the rest of this epoch's batches; returns (samples this rank saw, seconds).
+
+    The step issues no host sync of its own: the loss is summed on the device and read every
+    ``cfg.sync_every`` steps (and for callbacks that take per-step metrics). With ``grad_accumulation``
+    k, an optimiser step follows every k batches (and the epoch's last), the gradients of the first
+    k - 1 summed locally (DDP's ``no_sync``): one all-reduce per optimiser step."""
+    cfg, optimizer, scheduler, ctx = run.cfg, run.optimizer, run.scheduler, run.ctx
     run.train_model.train()
-    started, samples = time.perf_counter(), 0
-    bar = _progress_bar(run, state, _epoch_batches(run, state))
-    for batch in bar:
+    started, samples, group_samples = time.perf_counter(), 0, 0
+    batches = _epoch_batches(run, state)  # sets the sampler's position: before counting what remains
+    remaining = _remaining_batches(run, state)
+    bar = _progress_bar(run, state, batches)
+    for i, batch in enumerate(bar):
         batch = [t.to(run.device, non_blocking=True) for t in batch]
-        with autocast(run.device, cfg.amp):
-            loss, _ = run.objective.loss(run.train_model, batch)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"non-finite training loss {loss.item()} at epoch {state.epoch}, "
-                                     f"step {state.global_step}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        group_start = i - i % cfg.grad_accumulation
+        group = max(1, min(cfg.grad_accumulation, remaining - group_start))  # batches in this optimiser step
+        step_now = i + 1 == group_start + group
+        local = getattr(run.train_model, "no_sync", None) if ctx.enabled and not step_now else None
+        with local() if local is not None else contextlib.nullcontext():
+            with autocast(run.device, cfg.amp):
+                loss, _ = run.objective.loss(run.train_model, batch)
+            (loss / group).backward()
+        n = batch[0].shape[0]
+        run.running.add(loss, n)
+        state.loss_count += n
+        samples += n
+        # Every rank counts the same samples for the step: a stream's ranks may end on a short batch.
+        group_samples += (n if run.loaders.sampler is not None else cfg.batch_size) * ctx.world_size
+        if not step_now:
+            continue
         if cfg.grad_clip > 0:
             nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
+        scheduler.set_position(scheduler.position(state.epoch, state.samples_done + group_samples))
         optimizer.step()
-        scheduler.step()
-        n = batch[0].shape[0]
-        state.loss_sum += loss.item() * n
-        state.loss_count += n
+        optimizer.zero_grad(set_to_none=True)
         state.global_step += 1
-        state.batches_done += 1
-        samples += n
-        if run.ctx.is_main:
-            rate = samples / max(1e-9, time.perf_counter() - started)
-            bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}",
-                            samples_s=f"{rate * run.ctx.world_size:.1f}")
-        run.call("on_step_end", state.global_step, {"train/loss": loss.item(), "train/lr": scheduler.get_last_lr()[0]})
-        if cfg.checkpoint_every and state.global_step % cfg.checkpoint_every == 0:
-            save(run, state)
+        state.batches_done += group
+        state.samples_done += group_samples
+        group_samples = 0
+        _after_step(run, state, bar, loss, samples, started)
     bar.close()
+    run.running.fold(state)
     return samples, time.perf_counter() - started
+
+
+def _after_step(run: Run, state: TrainState, bar, loss: torch.Tensor, samples: int, started: float) -> None:
+    """Per optimiser step: the loss check every ``sync_every`` steps, callbacks, checkpoints."""
+    cfg, scheduler = run.cfg, run.scheduler
+    if cfg.sync_every and state.global_step % cfg.sync_every == 0:
+        run.running.fold(state)
+        if not bar.disable:
+            rate = samples * run.ctx.world_size / max(1e-9, time.perf_counter() - started)
+            bar.set_postfix(loss=f"{state.loss_sum / max(1, state.loss_count):.4f}",
+                            lr=f"{scheduler.get_last_lr()[0]:.2e}", samples_s=f"{rate:.1f}")
+    if run.wants_steps:
+        run.call("on_step_end", state.global_step, {
+            "train/loss": loss.item(), "train/lr": scheduler.get_last_lr()[0],
+            "train/samples": scheduler.position(state.epoch, state.samples_done)})
+    if cfg.checkpoint_every and state.global_step % cfg.checkpoint_every == 0:
+        save(run, state)
 
 
 def end_epoch(run: Run, state: TrainState, samples: int, elapsed: float) -> dict[str, float]:
@@ -327,10 +424,11 @@ def fit(task: str | Objective, model: nn.Module, train_ds: Dataset, val_ds: Data
     ``eval_sets``: more data sets scored every epoch, each under its name (``{"val_real": ds}`` ->
     ``val_real/loss``, ``val_real/nme``, ...); they do not choose the best epoch."""
     objective = make_task(task, cfg)
-    ctx = setup_distributed(cfg.device)
+    ctx = setup_distributed(cfg.device, cfg.dist_timeout_s)
     try:
         run = prepare(objective, model, train_ds, val_ds, cfg, list(callbacks), ctx, eval_sets)
         state = restore(run)
+        run.running.checked_step = state.global_step
         while state.epoch < cfg.epochs and not state.stopped_early:
             samples, elapsed = train_one_epoch(run, state)
             metrics = end_epoch(run, state, samples, elapsed)

@@ -26,9 +26,20 @@ from signpose.train.config import TrainConfig
 log = logging.getLogger(__name__)
 
 
-def _rank_main(config_cls: type[TrainConfig], values: dict, run_kwargs: dict) -> dict | None:
+def rank_threads(environ: dict | None = None) -> int:
+    """Intra-op threads of each local rank: ``OMP_NUM_THREADS`` when set, else 1 (as torchrun does
+    for several ranks): the pod's other CPUs go to every rank's DataLoader workers
+    (:func:`signpose.train.data_order.auto_num_workers`), not to N ranks' thread pools fighting over them."""
+    value = (os.environ if environ is None else environ).get("OMP_NUM_THREADS", "")
+    return int(value) if value.strip().isdigit() and int(value) > 0 else 1
+
+
+def _rank_main(config_cls: type[TrainConfig], values: dict, run_kwargs: dict, threads: int = 1) -> dict | None:
     """One rank's training; rank 0 returns what the task needs (picklable), the others None."""
     from signpose.train.entry import run
+
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # for the processes this rank starts
+    torch.set_num_threads(threads)
 
     result = run(config_cls(**values), **run_kwargs)
     outcome = result.extra.get("tracking")
@@ -76,7 +87,7 @@ def train_on_local_ranks(cfg: TrainConfig, nproc: int, **run_kwargs):
     if threading.current_thread() is threading.main_thread():
         saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT)}
     try:
-        returned = elastic_launch(launch_config(nproc), _rank_main)(type(cfg), values, run_kwargs)
+        returned = elastic_launch(launch_config(nproc), _rank_main)(type(cfg), values, run_kwargs, rank_threads())
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)

@@ -1,4 +1,5 @@
-"""AdamW with decoupled weight decay on matrices only, linear warm-up and a cosine schedule."""
+"""AdamW with decoupled weight decay on matrices only, linear warm-up and a cosine schedule counted in
+training samples (so it is the same on any number of ranks)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,37 @@ def make_optimizer(model: nn.Module, cfg) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, cfg, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    warmup = int(round(cfg.warmup_fraction * total_steps))
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(total_steps, warmup, cfg.min_lr_ratio))
+class SampleSchedule:
+    """The learning rate as a function of the training samples seen over all ranks, not of optimiser
+    steps: a run resumed on another number of GPUs (another global batch, other steps per epoch)
+    continues the same warm-up and cosine curve. ``warmup_cosine`` over ``epochs * epoch_samples``
+    positions; a step covering the samples ``[p, p + n)`` runs at the factor of its last sample
+    ``p + n - 1`` (on one rank with full batches: exactly the per-step schedule of step ``p / n``)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, cfg, epoch_samples: int):
+        self.optimizer = optimizer
+        self.epoch_samples = max(1, int(epoch_samples))
+        total = cfg.epochs * self.epoch_samples
+        self.factor = warmup_cosine(total, int(round(cfg.warmup_fraction * total)), cfg.min_lr_ratio)
+        self.base_lr = cfg.lr
+        self.set_position(1)
+
+    def position(self, epoch: int, samples_done: int) -> int:
+        """Samples seen before this point of ``epoch`` (a padded epoch's last samples count as its end)."""
+        return epoch * self.epoch_samples + min(int(samples_done), self.epoch_samples)
+
+    def set_position(self, end: int) -> None:
+        """The learning rate of a step whose last sample is at position ``end - 1``."""
+        lr = self.base_lr * self.factor(max(0, int(end) - 1))
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def get_last_lr(self) -> list[float]:
+        return [group["lr"] for group in self.optimizer.param_groups]
+
+    def state_dict(self) -> dict:
+        return {"epoch_samples": self.epoch_samples}
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, cfg, epoch_samples: int) -> SampleSchedule:
+    return SampleSchedule(optimizer, cfg, epoch_samples)

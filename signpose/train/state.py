@@ -30,10 +30,12 @@ class TrainState:
     """Everything the loop changes as it goes; a checkpoint stores it next to the weights."""
 
     epoch: int = 0                  # the epoch being trained (epochs before it are complete)
-    batches_done: int = 0           # batches of this epoch already consumed (a resume skips them)
+    batches_done: int = 0           # batches of this epoch this run's ranks already consumed
+    samples_done: int = 0           # samples of this epoch consumed over all ranks (a resume skips them,
+                                    # on any number of ranks; the learning-rate schedule counts them)
     global_step: int = 0            # optimiser steps so far
     loss_sum: float = 0.0           # this epoch's training loss, summed over samples ...
-    loss_count: int = 0             # ... and the number of samples
+    loss_count: int = 0             # ... and the number of samples (this rank's; all ranks' in a checkpoint)
     history: list[dict[str, float]] = field(default_factory=list)  # one metrics dict per finished epoch
     best_value: float = math.inf    # the best monitored value (lowest val/loss) ...
     best_epoch: int = -1            # ... its epoch ...
@@ -47,14 +49,30 @@ class TrainState:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainState":
-        return cls(**{f.name: values[f.name] for f in fields(cls)})
+        """The fields ``values`` holds (a checkpoint written before a field existed: its default)."""
+        return cls(**{f.name: values[f.name] for f in fields(cls) if f.name in values})
 
     def start_epoch(self) -> None:
         """Called when an epoch is complete: the next one starts from its first batch."""
-        self.epoch, self.batches_done, self.loss_sum, self.loss_count = self.epoch + 1, 0, 0.0, 0
+        self.epoch, self.batches_done, self.samples_done = self.epoch + 1, 0, 0
+        self.loss_sum, self.loss_count = 0.0, 0
 
 
-def rng_state() -> dict:
+def device_rng_state(device: torch.device | None) -> torch.Tensor | None:
+    """The generator of this rank's own accelerator, or None on the CPU. Only its own: a checkpoint
+    holding every visible GPU's (``get_rng_state_all``) cannot be restored on a node with fewer."""
+    if device is None or device.type != "cuda":
+        return None
+    return torch.cuda.get_rng_state(device)
+
+
+def set_device_rng_state(state: torch.Tensor | None, device: torch.device | None) -> None:
+    if state is not None and device is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state, device)
+
+
+def rng_state(device: torch.device | None = None) -> dict:
+    """This process's RNG states: torch's CPU generator, Python's, numpy's, and ``device``'s."""
     np_state = np.random.get_state()
     state = {
         "torch": torch.get_rng_state(),
@@ -63,19 +81,23 @@ def rng_state() -> dict:
         "numpy": {"kind": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)),
                   "pos": int(np_state[2]), "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
     }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    own = device_rng_state(device)
+    if own is not None:
+        state["device"] = own
     return state
 
 
-def set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict, device: torch.device | None = None) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(_tuplify(state["python"]))
     n = state["numpy"]
     np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
                          n["cached_gaussian"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    own = state.get("device")
+    if own is None and state.get("cuda") and device is not None and device.index is not None:
+        # Written before checkpoints held one generator per rank: every visible GPU's; this device's.
+        own = state["cuda"][device.index] if device.index < len(state["cuda"]) else None
+    set_device_rng_state(own, device)
 
 
 def _tuplify(value):
