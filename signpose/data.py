@@ -4,8 +4,7 @@
 - :func:`normalize_face`: the one rule for putting face landmarks into [0, 1].
 - :class:`ShardStream`: a ``torch.utils.data.IterableDataset`` over the shards of a manifest, split
   across DataLoader workers and DDP ranks, shuffled through a bounded buffer, checksum-verified, with
-  the next shards prefetched in a background thread; memory stays at a few shards whatever the size
-  of the data set.
+  the next shards prefetched in a background thread; memory stays at a few shards whatever the data size.
 - :func:`load_split`: one split of a manifest fully in memory, as a map-style dataset (small data).
 
 Both tasks yield the same tuples from every source:
@@ -25,10 +24,9 @@ import torch
 from torch.utils.data import Dataset, IterableDataset, get_worker_info
 
 from signpose import layout
-from signpose.errors import UserError
 from signpose.render import RenderSettings, render_frame
 from signpose.shards import Manifest, PackedImages, ShardInfo, read_manifest, read_shard
-from signpose.shards.manifest import face_present
+from signpose.shards.manifest import ManifestInconsistentError, face_present
 from signpose.store import ObjectStore, open_store
 
 
@@ -60,10 +58,6 @@ def normalize_face(face):
     out = np.concatenate([out_xy, conf[..., None]], axis=-1).astype(np.float32)
     out[~present] = 0.0
     return out
-
-
-class EmptySplitError(UserError, ValueError):
-    """A split the manifest counts frames of, but no listed shard holds."""
 
 
 class SkeletonDataset(Dataset):
@@ -335,8 +329,8 @@ class ShardStream(IterableDataset):
         self.task = self.kind.name
         placed = manifest.positions(split)
         if split is not None and not placed:
-            raise EmptySplitError(f"{manifest.uri}: split {split!r} has no frames (splits: {manifest.splits}; "
-                                  "the manifest lists no shard holding them)")
+            raise ManifestInconsistentError(f"{manifest.uri}: split {split!r} has no frames (splits: "
+                                            f"{manifest.splits}; the manifest lists no shard holding them)")
         total = sum(shard.frames_of(split) for shard, _ in placed)
         self.window = None if frames is None else (max(0, int(frames[0])), min(total, int(frames[1])))
         lo, hi = self.window or (0, total)
@@ -484,8 +478,8 @@ def load_split(manifest_uri, split: str, task: "str | SampleKind" = "skeleton",
         arrays = read_shard(store, shard, images=kind.reads_images)
         parts.append(kind.columns(arrays, _rows_for(arrays, split, kind, first, frames)))
     if not parts:
-        raise EmptySplitError(f"{manifest.uri}: split {split!r} has no frames for task {kind.name!r} "
-                         f"(splits: {manifest.splits})")
+        raise ManifestInconsistentError(f"{manifest.uri}: split {split!r} has no frames for task "
+                                        f"{kind.name!r} (splits: {manifest.splits})")
     return ArrayDataset({name: np.concatenate([part[name] for part in parts]) for name in parts[0]}, kind)
 
 
