@@ -50,11 +50,13 @@ base-images:
 	BUILD_CA_BUNDLE="$(BUILD_CA_BUNDLE)" docker/standin/build-bases.sh "$(TORCH_WHEELS)"
 
 # Build the three images on the stand-in bases (cached layers are reused) and run the image tests in them:
-# each image checked from inside, the compiled pipeline's tasks run in their images (tests/test_images*.py).
+# each image checked from inside, the compiled pipeline's tasks and the chart's MLflow pod run in their
+# images (tests/test_images*.py; docs/deploy.md, "Images built here").
+IMAGE_TESTS := tests/test_images.py tests/test_images_pipeline.py tests/test_images_mlflow_chart.py
 image-test: $(STAMP)
 	$(MAKE) base-images
 	$(MAKE) images PUSH=0 STANDIN=1
-	$(PY) -m pytest -q -m slow tests/test_images.py tests/test_images_pipeline.py
+	$(PY) -m pytest -q -m slow --durations=10 $(IMAGE_TESTS)
 
 lint: lint-python lint-docker lint-chart lint-yaml
 
