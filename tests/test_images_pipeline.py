@@ -40,9 +40,9 @@ pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPILED = ROOT / "pipelines" / "compiled" / "signpose_training.yaml"
-TINY = dict(image_size=32, shard_size=8, render_tasks=2, synthetic_videos=4, synthetic_frames_per_video=8,
+TINY = dict(image_size=64, shard_size=8, render_tasks=2, synthetic_videos=4, synthetic_frames_per_video=8,
             skeleton_epochs=1, skeleton_batch_size=8, face_epochs=1, face_batch_size=8, d_global=16, d_region=8,
-            skeleton_overrides={"d_model": 32, "n_layers": 1, "n_heads": 2, "decoder_channels": 16, "num_workers": 0},
+            skeleton_overrides={"d_model": 32, "n_layers": 1, "n_heads": 2, "decoder_channels": 32, "num_workers": 0},
             face_overrides={"n_heads": 2, "num_workers": 0}, gpu_count=1)
 KFP_PATHS = ["/gcs", "/minio", "/s3", "/tmp"]
 
