@@ -87,6 +87,10 @@ def in_image(pod_spec: dict, name: str, rendered, root: Path, *, image_env: dict
         return text
 
     spec = next(c for c in pod_spec.get("initContainers", []) + pod_spec["containers"] if c["name"] == name)
+    volumes = {v["name"]: v for v in pod_spec.get("volumes", [])}
+    for mount in spec.get("volumeMounts", []):
+        if "emptyDir" in volumes[mount["name"]]:  # the kubelet makes an emptyDir world-writable (0777)
+            local.mounts[mount["mountPath"]].chmod(0o777)
     rendered_names = {entry["name"] for entry in spec.get("env", [])}
     env = {key: restore(value) for key, value in local.env.items() if key in rendered_names}
     container = ImageContainer(name, [restore(part) for part in local.argv], local.env, env, local.mounts)
