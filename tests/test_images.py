@@ -161,4 +161,4 @@ def test_what_each_dockerfile_adds_stays_within_its_recorded_size_budget(stage):
     largest = "\n".join(f"  {size / 1e6:8.1f} MB  {step}" for size, step in sorted(own, reverse=True)[:3])
     assert added <= limit, (f"{stage}: its Dockerfile adds {added / 1e6:.1f} MB, more than the recorded "
                             f"{recorded / 1e6:.1f} MB + {budget['margin']:.0%} ({SIZES.name}); largest layers:\n"
-                            f"{largest}\nShrink it, or record the new size there and in docs/deploy.md.")
+                            f"{largest}\nShrink it, or record the new size there and in docs/performance.md.")
