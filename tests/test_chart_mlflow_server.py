@@ -217,7 +217,14 @@ def _start_servers(rendered: Rendered, container, logs: Path) -> list[tuple[subp
 
 
 @pytest.fixture(scope="module")
-def stack(postgres, s3_endpoint, tmp_path_factory):
+def pod_container():
+    """How a rendered container runs: here as a local process (chart_pods.local_container); inside the
+    MLflow image in tests/test_images_mlflow_chart.py, which overrides this fixture."""
+    return local_container
+
+
+@pytest.fixture(scope="module")
+def stack(postgres, s3_endpoint, tmp_path_factory, pod_container):
     root = tmp_path_factory.mktemp("mlflow-pod")
     bucket = f"signpose-{uuid.uuid4().hex[:10]}"
     rendered = _render(postgres.port, s3_endpoint, bucket)
@@ -225,7 +232,7 @@ def stack(postgres, s3_endpoint, tmp_path_factory):
     hosts = {SERVICE_HOST: "127.0.0.1"}
 
     def container(name: str) -> LocalContainer:
-        return local_container(_pod(rendered), name, rendered, root / "pod", image_env=IMAGE_ENV, hosts=hosts)
+        return pod_container(_pod(rendered), name, rendered, root / "pod", image_env=IMAGE_ENV, hosts=hosts)
 
     server_env = container("mlflow").env
     database_uri = server_env["MLFLOW_BACKEND_STORE_URI"]
@@ -263,7 +270,8 @@ def stack(postgres, s3_endpoint, tmp_path_factory):
         _wait_for_http(f"{metrics_url}/metrics", *processes[1])
 
         job_pod = rendered.one("Job", "signpose-mlflow-users")["spec"]["template"]["spec"]
-        users_job = local_container(job_pod, "users", rendered, root / "users-job", image_env=IMAGE_ENV, hosts=hosts)
+        users_job = pod_container(job_pod, "users", rendered, root / "users-job", image_env=IMAGE_ENV,
+                                  hosts=hosts)
         users_output = []
         for attempt in ("install", "upgrade"):
             result = users_job.run()
