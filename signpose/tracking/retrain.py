@@ -31,6 +31,7 @@ from mlflow.exceptions import MlflowException
 from signpose.datasets.drift import DriftReport, compare_reports, not_computed
 from signpose.datasets.report import read_report
 from signpose.errors import UserError
+from signpose.store import StoreError
 from signpose.tracking.registry import current_champion
 from signpose.tracking.runs import PARAM_DATASET_HASH, PARAM_MANIFEST_URI
 from signpose.tracking.settings import DriftSettings, MlflowSettings
@@ -84,6 +85,18 @@ def store_of(manifest_uri: str) -> str:
     """The store a manifest URI names (its folder/prefix)."""
     root = (manifest_uri or "").rstrip("/")
     return root[: -len(MANIFEST_FILE) - 1] if root.endswith("/" + MANIFEST_FILE) else root
+
+
+def data_report(manifest_uri: str, dataset_hash: str) -> dict | None:
+    """The report of a preprocessed data set (None for a raw file, a version without one, or a store
+    that cannot be read now: the report informs a training, it never stops one)."""
+    if not manifest_uri:
+        return None
+    try:
+        return read_report(store_of(manifest_uri), dataset_hash)
+    except (StoreError, OSError, ValueError) as err:
+        log.warning("could not read the data report of %s in %s: %s", dataset_hash[:12], manifest_uri, err)
+        return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,14 +170,14 @@ def drift_against_champion(client: MlflowClient, champion, manifest_uri: str, da
     if not champion_hash:
         return not_computed("", f"champion v{champion.version} records no data set hash")
     store = store_of(manifest_uri)
-    new = read_report(store, dataset_hash)
+    new = data_report(store, dataset_hash)
     if new is None:
         return not_computed(champion_hash, f"data set {dataset_hash[:12]} has no report in {store or 'its store'} "
                                            "(written before data reports, or not a preprocessed data set)")
-    old = read_report(store, champion_hash)
+    old = data_report(store, champion_hash)
     if old is None:
         other = _champion_store(client, champion)
-        old = read_report(other, champion_hash) if other and other != store else None
+        old = data_report(other, champion_hash) if other and other != store else None
     if old is None:
         return not_computed(champion_hash, f"champion v{champion.version}'s data set {champion_hash[:12]} has no "
                                            f"report in {store} (garbage-collected, or in another store)")

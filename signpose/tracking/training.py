@@ -13,12 +13,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from signpose.data import first_samples
-from signpose.datasets.report import read_report
 from signpose.tasks import get_task
 from signpose.tracking.callback import MlflowCallback
 from signpose.tracking.datasets import log_training_data
 from signpose.tracking.registry import PromotionDecision, log_and_register, promote
-from signpose.tracking.retrain import lineage_tags, store_of, tag_drift
+from signpose.tracking.retrain import data_report, lineage_tags, tag_drift
 from signpose.tracking.runs import log_system_metrics_sample, start_training_run
 from signpose.tracking.settings import MlflowSettings, load_mlflow_settings
 
@@ -110,7 +109,7 @@ def tracked_fit(
     panel_inputs, panel_targets = first_samples(val_ds, panel_samples)
     with start_training_run(task, cfg, dataset_hash=dataset_hash, manifest_uri=manifest_uri, settings=settings,
                             run_name=run_name, pipeline_run_id=pipeline_run_id) as run:
-        report = read_report(store_of(manifest_uri), dataset_hash)
+        report = data_report((data_info or {}).get("manifest_uri", ""), dataset_hash)
         log_training_data(task, manifest_uri, dataset_hash, get_task(task).input_shape, data_info or {}, report)
         if report is not None:
             tag_drift(task, manifest_uri, dataset_hash, settings)
