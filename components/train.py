@@ -23,15 +23,18 @@ def train_skeleton(
     gpu_type: str,
     train_image: str,
     real_eval_uri: str,
+    force_training: bool,
+    fail_on_drift: bool,
     model: Output[Model],
     metrics: Output[Metrics],
 ) -> str:
-    """Train HierarchicalSkeletonTransformer on the shards; log, register and gate it in MLflow."""
+    """Train HierarchicalSkeletonTransformer on the shards; log, register and gate it in MLflow (nothing
+    when the champion was trained on the same data, config and code, unless force_training)."""
     from signpose import stages
 
     config = dict(overrides, checkpoint_every=checkpoint_every, real_eval_path=real_eval_uri, epochs=epochs,
                   batch_size=batch_size, image_size=image_size, use_weighted_loss=use_weighted_loss, hand_weight=hand_weight,
-                  face_weight=face_weight)
+                  face_weight=face_weight, force_training=force_training, fail_on_drift=fail_on_drift)
     return stages.training_stage("skeleton", dataset, model, metrics, config=config,
                                  mlflow_tracking_uri=mlflow_tracking_uri, pipeline_run_id=pipeline_run_id,
                                  nodes=nodes, gpu_count=gpu_count, gpu_type=gpu_type, train_image=train_image,
@@ -55,14 +58,18 @@ def train_face(
     gpu_type: str,
     train_image: str,
     real_eval_uri: str,
+    force_training: bool,
+    fail_on_drift: bool,
     model: Output[Model],
     metrics: Output[Metrics],
 ) -> str:
-    """Train the HierarchicalKeypointTransformer face auto-encoder; log, register and gate it."""
+    """Train the HierarchicalKeypointTransformer face auto-encoder; log, register and gate it (nothing
+    when the champion was trained on the same data, config and code, unless force_training)."""
     from signpose import stages
 
     config = dict(overrides, checkpoint_every=checkpoint_every, real_eval_path=real_eval_uri, epochs=epochs,
-                  batch_size=batch_size, d_global=d_global, d_region=d_region)
+                  batch_size=batch_size, d_global=d_global, d_region=d_region, force_training=force_training,
+                  fail_on_drift=fail_on_drift)
     return stages.training_stage("face", dataset, model, metrics, config=config,
                                  mlflow_tracking_uri=mlflow_tracking_uri, pipeline_run_id=pipeline_run_id,
                                  nodes=nodes, gpu_count=gpu_count, gpu_type=gpu_type, train_image=train_image,

@@ -73,9 +73,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workdir", default="work")
     parser.add_argument("--data_path", default="", help="keypoint file; default: generated signer data")
+    parser.add_argument("--force_training", action="store_true",
+                        help="train even when the champions were trained on the same data, config and code")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    outcome = run_local(args.workdir, input_uri=args.data_path)
+    outcome = run_local(args.workdir, input_uri=args.data_path, force_training=args.force_training)
 
     from signpose.cli.registry import format_versions, list_versions, real_signer_report
 

@@ -51,6 +51,8 @@ def signpose_training(
     checkpoint_every: int = 500,
     real_eval_uri: str = "",
     nodes: int = 1,
+    force_training: bool = False,
+    fail_on_drift: bool = False,
 ):
     source = dict(input_uri=input_uri, store_uri=store_uri, image_size=image_size, shard_size=shard_size,
                   synthetic_videos=synthetic_videos, synthetic_frames_per_video=synthetic_frames_per_video)
@@ -83,6 +85,7 @@ def signpose_training(
         gpu_node_selector=gpu_node_selector,
         checkpoint_every=checkpoint_every,
         nodes=nodes, gpu_type=gpu_type, train_image=TRAIN_IMAGE, real_eval_uri=real_eval_uri,
+        force_training=force_training, fail_on_drift=fail_on_drift,
     )
     face_args = dict(
         dataset=dataset,
@@ -97,6 +100,7 @@ def signpose_training(
         gpu_node_selector=gpu_node_selector,
         checkpoint_every=checkpoint_every,
         nodes=nodes, gpu_type=gpu_type, train_image=TRAIN_IMAGE, real_eval_uri=real_eval_uri,
+        force_training=force_training, fail_on_drift=fail_on_drift,
     )
     # One node: the task trains on its own gpu_count GPUs. Several: a CPU-only task submits and follows
     # a Kubeflow Trainer TrainJob of `nodes` pods x gpu_count GPUs (docs/deploy.md, "Many GPUs").

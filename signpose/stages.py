@@ -345,13 +345,22 @@ def training_stage(task: str, dataset, model_artifact, metrics_artifact, *, conf
     artifact: its metadata names the manifest and hash) in this pod on ``gpu_count`` ranks, or as a
     TrainJob on ``nodes`` nodes (placed by ``gpu_node_selector`` when not empty); fill the KFP
     outputs; remove the finished task's checkpoint. Returns the registered model's URI. A bad
-    ``gpu_count``, or fewer GPUs in this pod than it names, ends the task at once: one line, exit 2."""
+    ``gpu_count``, or fewer GPUs in this pod than it names, ends the task at once: one line, exit 2.
+    Before anything is built, the retraining policy (:func:`signpose.tracking.retrain.decide`) may end
+    the task: with nothing new since the champion it returns the champion's URI and registers nothing;
+    with ``fail_on_drift`` drifted data stops it."""
     with exit_on_user_error():
         gpus = parse_gpu_count(gpu_count)
         if nodes <= 1:
             require_visible_gpus(gpus)
     common = dict(manifest_uri=dataset.metadata["manifest_uri"], expected_dataset_hash=dataset.metadata["dataset_hash"],
                   mlflow_tracking_uri=mlflow_tracking_uri, pipeline_run_id=pipeline_run_id, config=config)
+    decision = retraining_decision(task, common["manifest_uri"], common["expected_dataset_hash"], config,
+                                   mlflow_tracking_uri)
+    if not decision.train:
+        log.info("%s", decision.reason)
+        describe_skipped_training(decision, model_artifact, metrics_artifact)
+        return decision.champion_uri
     if nodes > 1:
         outcome = train_task_on_nodes(task, nodes=nodes, gpus_per_node=gpus, image=train_image,
                                       accelerator_type=gpu_type, node_selector=gpu_node_selector or None,
@@ -362,6 +371,30 @@ def training_stage(task: str, dataset, model_artifact, metrics_artifact, *, conf
     describe_training_artifacts(result, model_artifact, metrics_artifact)
     remove_task_checkpoints(result)
     return f"models:/{result.model_name}/{result.model_version}"
+
+
+def retraining_decision(task: str, manifest_uri: str, dataset_hash: str, config: dict, mlflow_tracking_uri: str = ""):
+    """:func:`signpose.tracking.retrain.decide` for a pipeline task: its config as the task's config."""
+    from signpose.tasks import get_task
+    from signpose.tracking import load_mlflow_settings
+    from signpose.tracking.retrain import decide
+
+    cfg = get_task(task).config(**{**config, "data_path": manifest_uri})
+    return decide(task, cfg, dataset_hash, manifest_uri, load_mlflow_settings(tracking_uri=mlflow_tracking_uri or None))
+
+
+def describe_skipped_training(decision, model_artifact, metrics_artifact) -> None:
+    """KFP outputs of a training task that trained nothing: the champion it kept, and its metrics."""
+    import json
+
+    Path(model_artifact.path).parent.mkdir(parents=True, exist_ok=True)
+    Path(model_artifact.path).write_text(json.dumps({"trained": False, "reason": decision.reason,
+                                                     "model_uri": decision.champion_uri}, indent=2) + "\n")
+    model_artifact.metadata.update({"trained": False, "reason": decision.reason, "registered_model": decision.model_name,
+                                    "version": decision.champion_version, "alias": "champion",
+                                    "model_uri": decision.champion_uri})
+    for name, value in decision.champion_metrics.items():
+        metrics_artifact.log_metric(name.replace("/", "_"), float(value))
 
 
 def describe_node_training_artifacts(outcome: dict, model_artifact, metrics_artifact) -> None:

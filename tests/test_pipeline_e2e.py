@@ -93,3 +93,30 @@ def test_local_run_leaves_print_and_logging_as_it_found_them(finished_local_run)
     # kfp.local's per-task print/logging patches race when tasks run in parallel threads.
     assert builtins.print.__module__ == "builtins"
     assert not any("Millisecond" in type(h.formatter).__name__ for h in logging.getLogger().handlers)
+
+
+# Last in this module: it runs the DAG a second time in the same working folder.
+def test_a_second_run_on_the_unchanged_corpus_trains_nothing_and_registers_nothing(finished_local_run, capfd):
+    from mlflow import MlflowClient
+
+    from pipelines.local_run import run_local
+    from signpose.tracking import load_mlflow_settings
+    from signpose.tracking.retrain import NOTHING_NEW
+
+    workdir, outcome = finished_local_run
+    client = MlflowClient(tracking_uri=outcome["tracking_uri"], registry_uri=outcome["tracking_uri"])
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    runs_before = len(client.search_runs(experiments))
+    capfd.readouterr()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(workdir)
+        for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_NAME"):
+            mp.delenv(name, raising=False)
+        again = run_local(workdir, **TINY_RUN)
+    output = "".join(capfd.readouterr())
+    assert output.count(NOTHING_NEW) >= 2, output[-3000:]  # the skeleton and the face task
+    assert len(client.search_runs(experiments)) == runs_before
+    settings = load_mlflow_settings(workdir=workdir)
+    for task in ("skeleton", "face"):
+        assert len(client.search_model_versions(f"name='{settings.task(task).model_name}'")) == 1, task
+    print(f"second run on the unchanged corpus: {again['seconds']:.1f} s (first: {outcome['seconds']:.1f} s)")

@@ -158,7 +158,13 @@ def run_from_args(args: argparse.Namespace) -> int:
     if not cfg.data_path:
         raise UserError(f"signpose train {cfg.task}: --data_path is required: a raw keypoint file or a "
                         "preprocessed data set (manifest.json or its store location)")
-    result = run(cfg, track=cfg.track)
+    data = None
+    if cfg.track and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        data, decision = retraining_decision(cfg)
+        if not decision.train:
+            print(decision.reason)
+            return 0
+    result = run(cfg, track=cfg.track, data=data)
     outcome = result.extra.get("tracking")
     if outcome is not None:
         print(f"registered {outcome.model_name} version {outcome.model_version} ({outcome.alias}: "
@@ -168,3 +174,14 @@ def run_from_args(args: argparse.Namespace) -> int:
     best = {k: round(v, 6) for k, v in result.best_metrics.items()}
     print(json.dumps({"task": cfg.task, "best_epoch": result.best_epoch, "best_metrics": best}, indent=2))
     return 0
+
+
+def retraining_decision(cfg: TrainConfig):
+    """(the task's data, the retraining policy's decision) for a tracked single-process training; under
+    torchrun the launcher (the pipeline's training stage) decides before the ranks start."""
+    from signpose.tracking import load_mlflow_settings
+    from signpose.tracking.retrain import decide
+    from signpose.train.inputs import load_task_data
+
+    data = load_task_data(cfg.task, cfg)
+    return data, decide(cfg.task, cfg, data.dataset_hash, data.info.get("manifest_uri", ""), load_mlflow_settings())

@@ -7,7 +7,9 @@ versions, stable splits, a report per version, history / diff / garbage collecti
 - :mod:`signpose.datasets.version`: planning a version (what to render, what to reuse), rendering a
   source into its shards, committing the version;
 - :mod:`signpose.datasets.report`: the per-version data report (per split, per region, per source);
-- :mod:`signpose.datasets.history`: ``history``, ``diff`` and ``gc`` over a store's versions.
+- :mod:`signpose.datasets.history`: ``history``, ``diff`` and ``gc`` over a store's versions;
+- :mod:`signpose.datasets.drift`: a version's report against the champion's (missing share, Wasserstein-1);
+- :mod:`signpose.datasets.figure`: the report as a picture for MLflow.
 
 The storage model is in docs/storage.md ("Data set versions"). Nothing here imports torch.
 """

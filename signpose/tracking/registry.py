@@ -186,7 +186,8 @@ def _metric_value(metrics: Mapping[str, float] | float, metric: str, source: str
     return float(metrics)
 
 
-def _champion(client: MlflowClient, model_name: str):
+def current_champion(client: MlflowClient, model_name: str):
+    """The version holding the ``champion`` alias, or None when the model has none (or does not exist)."""
     try:
         return client.get_model_version_by_alias(model_name, CHAMPION)
     except MlflowException as err:
@@ -247,7 +248,7 @@ def _decide(client: MlflowClient, model_name: str, version: str, value: float, p
     """The gate's decision for ``version`` against the champion as it is now (reads only, plus the
     champion's cached re-evaluation tag)."""
     metric = policy.promotion_metric
-    champion = _champion(client, model_name)
+    champion = current_champion(client, model_name)
 
     def verdict(alias, reason, champion_version=None, champion_value=None, displaced="") -> _Verdict:
         return _Verdict(PromotionDecision(model_name, version, alias, reason, metric, value, champion_version,

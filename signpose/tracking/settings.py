@@ -67,6 +67,20 @@ class TaskTracking:
         return candidate > incumbent
 
 
+@dataclass(frozen=True)
+class DriftSettings:
+    """When a new data set version counts as drifted from the champion's (signpose.datasets.drift)."""
+
+    # A region's share of missing points moved by more than this (absolute: 0.10 = 10 points of %).
+    missing_share_change: float = 0.10
+    # A region's normalised x or y coordinates moved by more than this Wasserstein-1 distance (a share
+    # of the image side: 0.05 = 5 % of the image on average).
+    coordinate_distance: float = 0.05
+    # Stop a training whose data drifted before it trains (the pipeline's fail_on_drift and
+    # `signpose train --fail_on_drift` turn it on for one run).
+    fail_on_drift: bool = False
+
+
 def _default_tasks() -> dict[str, TaskTracking]:
     """Each registered task's own defaults (``signpose.tasks``); ``mlflow.yaml`` may override them."""
     from signpose.tasks import list_tasks
@@ -90,6 +104,7 @@ class MlflowSettings:
     # promotion waits for a live holder before failing.
     promotion_lock_ttl: float = 300.0
     promotion_lock_wait: float = 1800.0
+    drift: DriftSettings = field(default_factory=DriftSettings)
 
     @property
     def effective_registry_uri(self) -> str:
@@ -209,6 +224,34 @@ def _parse_task(source: Path, name: str, raw: object, default: TaskTracking | No
         raise ValueError(f"{source}: tasks.{name}: {err}") from None
 
 
+def _threshold(value: object, name: str, source: object) -> float:
+    try:
+        number = math.nan if isinstance(value, bool) else float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not math.isfinite(number) or number < 0:
+        raise ValueError(f"{source}: {name} must be a number of 0 or more, got {value!r}")
+    return number
+
+
+def _parse_drift(source: Path, raw: object) -> DriftSettings:
+    if raw is None:
+        return DriftSettings()
+    if not isinstance(raw, dict):
+        raise ValueError(f"{source}: drift must be a mapping (missing_share_change, coordinate_distance, "
+                         f"fail_on_drift), got {type(raw).__name__}")
+    known = {f.name for f in fields(DriftSettings)}
+    unknown = set(raw) - known
+    if unknown:
+        raise ValueError(f"{source}: drift: unknown keys {sorted(unknown)}; known: {sorted(known)}")
+    values = {**vars(DriftSettings()), **{k: v for k, v in raw.items() if v is not None}}
+    if not isinstance(values["fail_on_drift"], bool):
+        raise ValueError(f"{source}: drift.fail_on_drift must be true or false, got {values['fail_on_drift']!r}")
+    for name in ("missing_share_change", "coordinate_distance"):
+        values[name] = _threshold(values[name], f"drift.{name}", source)
+    return DriftSettings(**values)
+
+
 def _parse_file(source: Path) -> MlflowSettings:
     raw = yaml.safe_load(source.read_text()) or {}
     if not isinstance(raw, dict):
@@ -238,6 +281,7 @@ def _parse_file(source: Path) -> MlflowSettings:
         promotion_lock=str(raw["promotion_lock"]) if raw.get("promotion_lock") else None,
         promotion_lock_ttl=_seconds(ttl, "promotion_lock_ttl", source, positive=True),
         promotion_lock_wait=_seconds(wait, "promotion_lock_wait", source, positive=False),
+        drift=_parse_drift(source, raw.get("drift")),
     )
 
 

@@ -17,6 +17,7 @@ from signpose.tasks import get_task
 from signpose.tracking.callback import MlflowCallback
 from signpose.tracking.datasets import log_training_data
 from signpose.tracking.registry import PromotionDecision, log_and_register, promote
+from signpose.tracking.retrain import data_report, lineage_tags, tag_drift
 from signpose.tracking.runs import log_system_metrics_sample, start_training_run
 from signpose.tracking.settings import MlflowSettings, load_mlflow_settings
 
@@ -104,7 +105,10 @@ def tracked_fit(
     """Train with ``signpose.train.engine.fit`` inside an MLflow run, then log, register and gate
     the new version. The registered metrics are those of the weights that are logged (the engine's
     best epoch when ``cfg.restore_best``, else the last epoch), and the logged model is linked to that
-    epoch's step. The data set is the run's dataset input (``data_info``: splits, sizes)."""
+    epoch's step. The data set is the run's dataset input (``data_info``: splits, sizes) with its data
+    report, figure and drift from the champion's data set when the version has a report; the run and
+    the version are tagged with the configuration and code hashes the retraining policy compares
+    (:mod:`signpose.tracking.retrain`)."""
     from signpose.train import engine
 
     settings = settings or load_mlflow_settings()
@@ -112,7 +116,12 @@ def tracked_fit(
     panel_inputs, panel_targets = first_samples(val_ds, panel_samples)
     with start_training_run(task, cfg, dataset_hash=dataset_hash, manifest_uri=manifest_uri, settings=settings,
                             run_name=run_name, pipeline_run_id=pipeline_run_id) as run:
-        log_training_data(task, manifest_uri, dataset_hash, get_task(task).input_shape, data_info or {})
+        report = data_report((data_info or {}).get("manifest_uri", ""), dataset_hash)
+        log_training_data(task, manifest_uri, dataset_hash, get_task(task).input_shape, data_info or {}, report)
+        if report is not None:
+            tag_drift(task, manifest_uri, dataset_hash, settings)
+        lineage = lineage_tags(task, cfg)
+        mlflow.set_tags(lineage)
         extra_panels = {name: first_samples(ds, panel_samples) for name, ds in (eval_sets or {}).items()}
         callback = MlflowCallback(task, panel_inputs, panel_targets, run_id=run.info.run_id,
                                   extra_panels=extra_panels)
@@ -127,7 +136,8 @@ def tracked_fit(
         metrics = {k: float(v) for k, v in final.items() if k.startswith(("val/", "val_real/", "val_real_baseline/")) or k == "train/loss"}
         mlflow.log_metric("best_epoch", result.best_epoch)
         run_id, version = log_and_register(result.model, cfg, panel_inputs[:2], policy.model_name, task=task,
-                                           metrics=metrics, dataset_hash=dataset_hash, step=weights_epoch)
+                                           metrics=metrics, dataset_hash=dataset_hash, step=weights_epoch,
+                                           tags=lineage)
         decision: PromotionDecision = promote(
             policy.model_name, version, metrics, policy, dataset_hash=dataset_hash,
             evaluate=make_evaluator(task, val_ds, cfg),

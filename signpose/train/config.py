@@ -48,6 +48,10 @@ class TrainConfig:
                                      # every epoch as val_real/* next to the generated validation
     track: bool = True               # the CLI trains inside an MLflow run, registers and gates the model
                                      # (mlflow.yaml / MLFLOW_TRACKING_URI); --no_track trains only
+    force_training: bool = False     # train even when the champion was trained on this data set, with this
+                                     # configuration and this code (else: "nothing trained")
+    fail_on_drift: bool = False      # stop before training when the data drifted from the champion's beyond
+                                     # mlflow.yaml's drift thresholds (also drift.fail_on_drift there)
     stream: bool = True              # manifests: stream the shards (memory flat in data set size);
                                      # --no_stream loads each split into RAM (small data sets only)
     max_frames: int | None = None    # raw keypoint files: refuse inputs declaring more frames than this,

@@ -21,7 +21,7 @@ from signpose.models import build_model, cpu_state_dict, selected_entry
 from signpose.train.config import TrainConfig
 from signpose.train.distributed import check_device_available, seed_everything
 from signpose.train.engine import TrainResult, fit
-from signpose.train.inputs import load_task_data
+from signpose.train.inputs import TaskData, load_task_data
 from signpose.train.real_eval import REAL_EVAL_NAME, load_real_eval
 
 log = logging.getLogger(__name__)
@@ -32,16 +32,17 @@ class DatasetReplacedError(UserError, RuntimeError):
 
 
 def run(cfg: TrainConfig, callbacks: Sequence = (), *, track: bool = False, mlflow_tracking_uri: str = "",
-        pipeline_run_id: str = "", expected_dataset_hash: str = "") -> TrainResult:
+        pipeline_run_id: str = "", expected_dataset_hash: str = "", data: TaskData | None = None) -> TrainResult:
     """Train ``cfg.task`` on ``cfg.data_path``; write ``cfg.output_dir`` when set.
 
     ``track``: train inside an MLflow run, then register the model and gate its promotion; the outcome
     (run id, registered version, alias) is ``result.extra["tracking"]`` (on rank 0; the other ranks of
     a distributed run train without MLflow and get None).
     ``expected_dataset_hash``: the hash the upstream pipeline task committed; if another run has
-    committed different data to the same store since, training stops instead of using that data."""
+    committed different data to the same store since, training stops instead of using that data.
+    ``data``: the task's data when the caller loaded it already (the CLI, for the retraining policy)."""
     check_device_available(cfg.device)
-    data = load_task_data(cfg.task, cfg)
+    data = data or load_task_data(cfg.task, cfg)
     if expected_dataset_hash and data.dataset_hash != expected_dataset_hash:
         raise DatasetReplacedError(f"{cfg.data_path}: holds data set {data.dataset_hash[:12]}, but this pipeline "
                         f"committed {expected_dataset_hash[:12]}; another run replaced it. Re-run "
