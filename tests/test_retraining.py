@@ -57,7 +57,7 @@ def _train(tmp_path, registry, manifest, name: str, **config):
     model = Model(uri=str(tmp_path / "kfp" / name / "model"))
     metrics = Metrics(uri=str(tmp_path / "kfp" / name / "metrics"))
     uri = stages.training_stage("face", dataset, model, metrics, config={**FACE, **config},
-                                mlflow_tracking_uri=registry)
+                                mlflow_tracking_uri=registry, gpu_count="0")  # this machine's CPU
     return uri, model
 
 

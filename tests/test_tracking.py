@@ -559,8 +559,9 @@ def test_a_slow_mlflow_server_does_not_hold_the_training_loop_at_epoch_ends(stor
 
     cfg = face_config(epochs=1)
     model = build_model(cfg)
+    # Its own pipeline run id: the module's KFP_RUN_ID would continue another test's face run.
     with start_training_run("face", cfg, dataset_hash="5" * 16, manifest_uri="file:///data/manifest.json",
-                            settings=settings) as run:
+                            settings=settings, pipeline_run_id="kfp-run-slow-server") as run:
         callback = MlflowCallback("face", torch.zeros(2, 68, 3), torch.zeros(2, 68, 3),
                                   client=SlowServer(settings.tracking_uri))
         callback.on_epoch_end(0, {"epoch": 0.0, "val/loss": 0.5}, model)  # returns with the server still silent

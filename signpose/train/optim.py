@@ -35,13 +35,14 @@ class SampleSchedule:
     steps: a run resumed on another number of GPUs (another global batch, other steps per epoch)
     continues the same warm-up and cosine curve. ``warmup_cosine`` over ``epochs * epoch_samples``
     positions; a step covering the samples ``[p, p + n)`` runs at the factor of its last sample
-    ``p + n - 1`` (on one rank with full batches: exactly the per-step schedule of step ``p / n``)."""
+    ``p + n - 1``; the cosine reaches ``min_lr_ratio`` at the run's last sample, so the last step
+    trains at the floor whatever the batch and rank count."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, cfg, epoch_samples: int):
         self.optimizer = optimizer
         self.epoch_samples = max(1, int(epoch_samples))
         total = cfg.epochs * self.epoch_samples
-        self.factor = warmup_cosine(total, int(round(cfg.warmup_fraction * total)), cfg.min_lr_ratio)
+        self.factor = warmup_cosine(max(1, total - 1), int(round(cfg.warmup_fraction * total)), cfg.min_lr_ratio)
         self.base_lr = cfg.lr
         self.set_position(1)
 
