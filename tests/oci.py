@@ -11,9 +11,7 @@ what would fail on a pod with ``readOnlyRootFilesystem: true``.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import subprocess
 from pathlib import Path
 
@@ -110,18 +108,6 @@ class Container:
         return {p for p in found if p not in RUNTIME_FILES}
 
 
-def stop(process: subprocess.Popen) -> None:
-    """SIGTERM to the process group (a pod's grace period), SIGKILL if it lingers."""
-    if process.poll() is not None:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    except ProcessLookupError:
-        pass
 
 
 def under(paths: set[str], roots: list[str]) -> set[str]:

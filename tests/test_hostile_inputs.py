@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_errors import one_error_line
 
 from signpose.cli import main
 from signpose.io import KeypointFormatError, read_keypoints
@@ -45,16 +46,6 @@ def _write_pickle(path: Path, obj) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(pickle.dumps(obj, protocol=4))
     return path
-
-
-def _one_error_line(err: str, *names: str) -> str:
-    """The one ``error: ...`` line on stderr (log lines aside), naming ``names``; never a traceback."""
-    assert "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if line.strip() and " INFO " not in line and " WARNING " not in line]
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for name in names:
-        assert name in lines[0], lines[0]
-    return lines[0]
 
 
 def _tree(folder: Path) -> set[str]:
@@ -110,7 +101,7 @@ def test_render_refuses_repeated_frame_indices_before_writing_anything(tmp_path,
     source = _write_pickle(tmp_path / "x.pkl", data)
     out = tmp_path / "out"
     assert main(["render", str(source), "--out", str(out)]) == 2
-    _one_error_line(capsys.readouterr().err, str(source), "frame index 0 more than once")
+    one_error_line(capsys.readouterr().err, str(source), "frame index 0 more than once")
     assert not out.exists()
 
 
@@ -121,7 +112,7 @@ def test_preprocess_refuses_a_store_that_names_no_folder(tmp_path, monkeypatch, 
     work.mkdir()
     monkeypatch.chdir(work)
     assert main(["preprocess", "--data_path", str(source), "--store", store, "--image_size", "16"]) == 2
-    _one_error_line(capsys.readouterr().err, "store_uri is required")
+    one_error_line(capsys.readouterr().err, "store_uri is required")
     assert list(work.iterdir()) == []
 
 
@@ -205,7 +196,7 @@ def test_a_tiny_pickle_asking_for_gigabytes_is_refused_before_the_allocation(tmp
     source.write_bytes(payload)
     assert len(payload) < 200
     code, err, _ = run_limited(tmp_path, baseline + (128 << 20), "inspect", source)
-    line = _one_error_line(err, str(source), "refused to load", what)
+    line = one_error_line(err, str(source), "refused to load", what)
     assert code == 2 and "MemoryError" not in line, err
 
 
@@ -240,7 +231,7 @@ def test_an_npz_member_inflating_beyond_the_frame_ceiling_is_refused_from_its_he
     assert source.stat().st_size < 2 << 20
     code, err, _ = run_limited(tmp_path, baseline + (128 << 20), "inspect", source, "--max_frames", "100000")
     assert code == 2
-    _one_error_line(err, str(source), "field 'keypoints'", "204,800 frames", "ceiling of 100,000")
+    one_error_line(err, str(source), "field 'keypoints'", "204,800 frames", "ceiling of 100,000")
 
 
 @pytest.mark.skipif(not LINUX, reason="RLIMIT_AS and /proc are Linux's")
@@ -264,7 +255,7 @@ def test_a_file_declaring_more_frames_than_the_ceiling_is_refused_before_it_is_r
     source = _sparse_npy(tmp_path / "huge.npy", 2_000_000)  # 3.4 GB declared, nothing on disk
     code, err, _ = run_limited(tmp_path, baseline + (128 << 20), "inspect", source)
     assert code == 2
-    _one_error_line(err, str(source), "2,000,000 frames", "ceiling of 1,000,000", "--max_frames")
+    one_error_line(err, str(source), "2,000,000 frames", "ceiling of 1,000,000", "--max_frames")
 
 
 @pytest.mark.skipif(not LINUX, reason="RLIMIT_AS and /proc are Linux's")
@@ -290,7 +281,7 @@ def test_a_fifo_named_like_a_keypoint_file_is_refused_not_waited_on(tmp_path):
     os.mkfifo(fifo)
     code, err, _ = run_limited(tmp_path, 0, "inspect", fifo)  # no writer ever opens it: a wait would hang
     assert code == 2
-    _one_error_line(err, str(fifo), "FIFO")
+    one_error_line(err, str(fifo), "FIFO")
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="needs /dev/zero")
@@ -300,7 +291,7 @@ def test_a_pose_file_linked_to_dev_zero_is_refused_not_read(tmp_path, baseline):
     link.symlink_to("/dev/zero")
     code, err, _ = run_limited(tmp_path, baseline + (128 << 20) if LINUX else 0, "inspect", link)
     assert code == 2
-    _one_error_line(err, str(link), "character device")
+    one_error_line(err, str(link), "character device")
 
 
 def _pose_file(path: Path, frames: int = 6) -> Path:
@@ -319,7 +310,7 @@ def test_links_leaving_an_input_folder_are_refused_and_links_inside_it_followed(
     outside = _pose_file(tmp_path / "elsewhere" / "secret.pose")
     (folder / "c.pose").symlink_to(outside)
     assert main(["inspect", str(folder)]) == 2
-    _one_error_line(capsys.readouterr().err, str(folder / "c.pose"), "outside the input folder")
+    one_error_line(capsys.readouterr().err, str(folder / "c.pose"), "outside the input folder")
 
 
 @pytest.fixture(scope="module")
@@ -340,14 +331,14 @@ def test_every_format_checks_the_frame_ceiling_against_what_it_declares(every_fo
     with pytest.raises(KeypointFormatError, match="more than the ceiling of 5 frames"):
         read_keypoints(path, max_frames=5)
     assert main(["inspect", str(path), "--max_frames", "5"]) == 2
-    _one_error_line(capsys.readouterr().err, "--max_frames")
+    one_error_line(capsys.readouterr().err, "--max_frames")
 
 
 def test_the_frame_ceiling_of_preprocess_leaves_the_store_untouched(tmp_path, capsys):
     source = _write_pickle(tmp_path / "x.pkl", _seed_dict(2, 10))
     store = tmp_path / "store"
     assert main(["preprocess", "--data_path", str(source), "--store", str(store), "--max_frames", "7"]) == 2
-    _one_error_line(capsys.readouterr().err, str(source), "ceiling of 7 frames")
+    one_error_line(capsys.readouterr().err, str(source), "ceiling of 7 frames")
     assert not store.exists()
 
 
@@ -414,7 +405,7 @@ def test_too_many_rejected_frames_fail_every_command_and_write_nothing(tmp_path,
                 ["train", "face", "--data_path", str(bad), "--epochs", "1", "--no_track"]]
     for argv in commands:
         assert main(argv) == 2, argv
-        line = _one_error_line(capsys.readouterr().err, str(bad), "split 'train', sample 4, field 'face'")
+        line = one_error_line(capsys.readouterr().err, str(bad), "split 'train', sample 4, field 'face'")
         assert "1 of 30 frames (3.3%) rejected" in line and "--max_rejected" in line
     assert not store.exists() and not out.exists()
     assert main(["inspect", str(bad), "--max_rejected", "0.05"]) == 0
@@ -478,8 +469,12 @@ ODD_INPUTS = {
     "pts-next-to-a-decompression-bomb": (lambda d: _pts_with_image(d, _png(100_000, 100_000)),
                                          "DecompressionBombError"),
     "pts-next-to-a-broken-image": (lambda d: _pts_with_image(d, b"not an image"), "cannot take the frame size"),
-    "pose-folder-holding-a-folder-named-b.pose": (_pose_folder_with_a_directory, "is a directory"),
-    "folder-named-x.pkl": (lambda d: (d / "x.pkl").mkdir() or d / "x.pkl", "directory holds no"),
+    # A corpus (preprocess) reads a.pose and walks into the folder b.pose/, which holds no input.
+    "pose-folder-holding-a-folder-named-b.pose": (_pose_folder_with_a_directory,
+                                                  {"preprocess": None, "*": "is a directory"}),
+    # preprocess reads a folder as a corpus (every input under it); the other commands want one file.
+    "folder-named-x.pkl": (lambda d: (d / "x.pkl").mkdir() or d / "x.pkl",
+                           {"preprocess": "no input objects under this prefix", "*": "directory holds no"}),
     "pickle-video-id-of-a-megabyte": (lambda d: _write_pickle(d / "x.pkl", {"keypoints": np.full((3, 68, 3), 0.5,
                                                                                                 np.float32),
                                                                            "video_id": ["v" * (1 << 20)] * 3}),
@@ -491,19 +486,25 @@ ODD_INPUTS = {
 @pytest.mark.parametrize("command", ["inspect", "render", "preprocess", "train"])
 def test_odd_inputs_are_one_line_and_status_2_in_every_command(tmp_path, capsys, name, command):
     build, phrase = ODD_INPUTS[name]
+    if isinstance(phrase, dict):
+        phrase = phrase.get(command, phrase["*"])
     source = build(tmp_path)
+    if phrase is None:  # not an odd input for this command
+        assert main(["preprocess", "--data_path", str(source), "--store", str(tmp_path / "store"),
+                     "--image_size", "16"]) == 0
+        return
     argv = {"inspect": ["inspect", source], "render": ["render", source, "--out", tmp_path / "out"],
             "preprocess": ["preprocess", "--data_path", source, "--store", tmp_path / "store", "--image_size", "16"],
             "train": ["train", "face", "--data_path", source, "--epochs", "1", "--no_track"]}[command]
     assert main([str(a) for a in argv]) == 2
-    _one_error_line(capsys.readouterr().err, phrase)
+    one_error_line(capsys.readouterr().err, phrase)
     assert not (tmp_path / "out").exists() and not (tmp_path / "store").exists()
 
 
 def test_training_on_a_store_whose_preprocess_never_committed_says_so(tmp_path, capsys):
     store = _uncommitted_store(tmp_path)
     assert main(["train", "face", "--data_path", str(store), "--epochs", "1", "--no_track"]) == 2
-    line = _one_error_line(capsys.readouterr().err, str(store), "no manifest.json", "never committed")
+    line = one_error_line(capsys.readouterr().err, str(store), "no manifest.json", "never committed")
     assert "no .pose files" not in line
 
 
@@ -524,7 +525,7 @@ def test_train_refuses_a_file_over_the_frame_ceiling_in_one_line(tmp_path, capsy
     out = tmp_path / "out"
     argv = ["train", task, "--data_path", str(source), "--epochs", "1", "--no_track", "--output_dir", str(out)]
     assert main([*argv, "--max_frames", "7"]) == 2
-    _one_error_line(capsys.readouterr().err, str(source), "ceiling of 7 frames", "--max_frames")
+    one_error_line(capsys.readouterr().err, str(source), "ceiling of 7 frames", "--max_frames")
     assert not out.exists()
 
 
@@ -541,7 +542,7 @@ def test_train_flags_of_the_reader_ceilings_have_help_and_set_the_rejection_ceil
     source = _write_pickle(tmp_path / "x.pkl", data)
     assert main(["train", "face", "--data_path", str(source), "--epochs", "1", "--no_track",
                  "--max_rejected", "0.05"]) == 2
-    line = _one_error_line(capsys.readouterr().err, str(source), "2 of 30 frames")
+    line = one_error_line(capsys.readouterr().err, str(source), "2 of 30 frames")
     assert "--max_rejected 0.05 allows" in line
 
 

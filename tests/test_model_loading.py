@@ -21,6 +21,7 @@ from pathlib import Path
 import mlflow
 import pytest
 import torch
+from cli_errors import one_error_line
 from mlflow import MlflowClient
 from tracking_fixtures import reset_mlflow_globals, skeleton_config, skeleton_data
 
@@ -43,15 +44,6 @@ class _Touch:
 
     def __reduce__(self):
         return os.system, (f"touch {self.marker}",)
-
-
-def _one_error_line(err: str, *names: str) -> str:
-    assert "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if line.strip() and " INFO " not in line and " WARNING " not in line]
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    for name in names:
-        assert name in lines[0], lines[0]
-    return lines[0]
 
 
 def _plain_mlflow_load(folder: Path, allow_pickle: str) -> subprocess.CompletedProcess:
@@ -108,7 +100,7 @@ def test_predict_refuses_a_pickled_model_folder_and_its_payload_never_runs(tmp_p
     folder = pickled_model(tmp_path / "model", marker)
     out = tmp_path / "out"
     assert main(["predict", "--model", str(folder), str(keypoints), "--out", str(out)]) == 2
-    _one_error_line(capsys.readouterr().err, str(folder / "data" / "model.pth"), "pickle serialisation",
+    one_error_line(capsys.readouterr().err, str(folder / "data" / "model.pth"), "pickle serialisation",
                     "pt2")
     assert not marker.exists() and not out.exists()
     # Control: MLflow's default (pickle allowed) runs the payload.
@@ -120,7 +112,7 @@ def test_a_model_shipping_a_code_module_is_refused_before_mlflow_would_import_it
     marker = tmp_path / "owned"
     folder = code_folder_model(tmp_path / "model", marker)
     assert main(["predict", "--model", str(folder), str(keypoints), "--out", str(tmp_path / "out")]) == 2
-    _one_error_line(capsys.readouterr().err, str(folder / "code"), "code folder")
+    one_error_line(capsys.readouterr().err, str(folder / "code"), "code folder")
     assert not marker.exists()
     # Control: MLflow imports the module even with its pickle switch off -- why the folder is checked first.
     _plain_mlflow_load(folder, "false")
@@ -184,7 +176,7 @@ def test_predict_refuses_a_registered_pickled_model_by_its_models_uri(registry, 
     argv = ["predict", "--model", f"models:/evil/{version}", str(keypoints), "--out", str(tmp_path / "out"),
             "--config", str(REPO / "mlflow.yaml")]
     assert main(argv) == 2
-    _one_error_line(capsys.readouterr().err, f"models:/evil/{version}", "model.pth", "pickle serialisation")
+    one_error_line(capsys.readouterr().err, f"models:/evil/{version}", "model.pth", "pickle serialisation")
     assert not marker.exists() and not (tmp_path / "out").exists()
 
 

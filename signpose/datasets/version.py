@@ -94,10 +94,10 @@ def plan_version(corpus_uri: str, store_uri: str | ObjectStore, settings: Render
 
     A store holding a version of a corpus gets the next version (its parent); a store holding a data
     set of a single input is refused unless ``replace`` (:func:`~signpose.shards.commit.claim`)."""
-    store = open_store(store_uri)
     corpus = corpus or list_corpus(corpus_uri)
-    if not corpus.sources:
+    if not corpus.sources:  # before the store is opened: a refused input leaves no folder behind
         raise EmptyCorpusError(f"{corpus_uri}: no input objects under this prefix (skipped: {corpus.skipped or 'none'})")
+    store = open_store(store_uri)
     committed = _try_read_manifest(store)
     parent = committed if committed is not None and committed.is_version else None
     entries, todo, changes = _plan_sources(corpus, parent, settings, shard_size, policy)
@@ -228,7 +228,8 @@ def write_version(corpus_uri: str, store_uri: str | ObjectStore, settings: Rende
                   max_frames: int | None = None, max_rejected: float | None = None) -> tuple[Manifest, int]:
     """Plan, render the new and changed sources (one in memory at a time) and commit; returns the
     committed manifest and the number of frames rendered (0 for an unchanged corpus)."""
+    corpus = list_corpus(corpus_uri)  # listed before the store is opened (an empty corpus creates nothing)
+    plan = plan_version(corpus_uri, store_uri, settings, shard_size, policy, replace, corpus=corpus)
     store = open_store(store_uri)
-    plan = plan_version(corpus_uri, store, settings, shard_size, policy, replace)
     rendered = render_planned(store, plan, None, max_frames, max_rejected)
     return commit_version(store, plan["dataset_hash"], plan), rendered
