@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import replace
 
 import mlflow
 import pytest
 from mlflow import MlflowClient
-from report_fixtures import make_report, signing_sources, write_report
+from report_fixtures import signing_sources
 
 from signpose import stages
 from signpose.cli import main
-from signpose.datasets.report import report_key
+from signpose.datasets.report import read_report, report_key
 from signpose.store import open_store
 from signpose.tasks import get_task
 from signpose.tracking import load_mlflow_settings
@@ -107,21 +108,25 @@ def test_nothing_new_since_the_champion_trains_nothing_unless_forced(tmp_path, r
     assert decide("face", cfg, "another-data-set", manifest.uri, settings).train
 
 
-def _commit_with_report(store: str, sources: dict, **data):
-    """Commit a data set to ``store`` (replacing the one there) and give it the report of ``sources``."""
-    manifest = stages.preprocess("", store, replace=True, **dict(DATA, **data))
-    write_report(store, make_report(sources), manifest.dataset_hash)
-    return manifest
+def _deliver(corpus, sources: dict) -> None:
+    """Write recorded videos (``{corpus key: frames}``) into the corpus folder as .pose files."""
+    from signpose.io.pose_files import holistic_pose_bytes
+
+    for key, frames in sources.items():
+        (corpus / key).parent.mkdir(parents=True, exist_ok=True)
+        (corpus / key).write_bytes(holistic_pose_bytes(frames, 640, 480))
 
 
-@pytest.mark.skip(reason="after merging issue 23's two halves the drifted delivery no longer raises DataDriftError with fail_on_drift (DID NOT RAISE); undiagnosed at the stop, see the closing note")
 def test_drift_from_the_champions_data_is_tagged_or_stops_the_training(tmp_path, registry, capsys):
-    store, corpus = str(tmp_path / "store"), signing_sources(20)
-    old = _commit_with_report(store, corpus)
+    store, corpus = str(tmp_path / "store"), tmp_path / "incoming"
+    _deliver(corpus, signing_sources(20))
+    old = stages.preprocess(str(corpus), store, **DATA)
     _train(tmp_path, registry, old, "champion")
-    # The next delivery: 4 more videos whose left hand is missing in 40 % of the frames.
-    new = _commit_with_report(store, {**corpus, **signing_sources(4, first=20, left_hand_missing=0.4)},
-                              synthetic_videos=5)
+    # The next delivery, a new version of the corpus (the champion's version is its parent and keeps
+    # its report): 4 more videos whose left hand is missing in 40 % of the frames.
+    _deliver(corpus, signing_sources(4, first=20, left_hand_missing=0.4))
+    new = stages.preprocess(str(corpus), store, **DATA)
+    assert new.dataset_hash != old.dataset_hash
     client = MlflowClient(registry, registry)
     (first_run,) = _runs(registry)
     assert first_run.data.tags.get("data.drift") is None  # no champion to compare with yet
@@ -141,12 +146,18 @@ def test_drift_from_the_champions_data_is_tagged_or_stops_the_training(tmp_path,
     _train(tmp_path, registry, new, "drifted")
     run = max(_runs(registry), key=lambda r: r.info.start_time)
     assert run.data.tags["data.drift"] == "true"
-    assert "missing share 0.0% -> 3" in run.data.tags["data.drift.left_hand"]  # 35 % of 80 new frames
-    assert "new sources" in run.data.tags["data.drift.left_hand"]
+    left_hand = run.data.tags["data.drift.left_hand"]
+    assert "new sources" in left_hand
+    delivery_share = float(re.search(r"missing share 0\.0% -> ([0-9.]+)%", left_hand).group(1)) / 100
     assert not any(key.startswith(("data.drift.face", "data.drift.body", "data.drift.right")) for key in run.data.tags)
     (dataset_input,) = run.inputs.dataset_inputs
     profile = json.loads(dataset_input.dataset.profile)
-    assert profile["report"]["sources"] == 24 and 0 < profile["report"]["regions"]["left_hand"]["missing_share"] < 0.1
+    assert profile["report"]["sources"] == 24
+    # The whole version barely moves (4 of 24 videos are the delivery): what stopped the training is the
+    # delivery's own share, about 40 % of its frames without a left hand.
+    whole_share = read_report(store, new.dataset_hash)["regions"]["left_hand"]["missing_share"]
+    assert profile["report"]["regions"]["left_hand"]["missing_share"] == pytest.approx(whole_share, abs=1e-6)
+    assert 0 < whole_share < 0.1 < 0.25 < delivery_share < 0.55
     report = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/{REPORT_ARTIFACT}")
     assert report["dataset_hash"] == new.dataset_hash
 
