@@ -1,7 +1,22 @@
+from typing import NamedTuple
+
 from kfp import dsl
 from kfp.dsl import Dataset, Input, Metrics, Model, Output
 
-from signpose.deploy.images import TRAIN_IMAGE
+from signpose.deploy.images import PREPROCESS_IMAGE, TRAIN_IMAGE
+
+# The outputs of size_training_pod, in signpose.deploy.cluster.Resources' order.
+POD_SIZE_FIELDS = ("cpu_request", "cpu_limit", "memory_request", "memory_limit")
+
+
+# The preprocessing image: the step needs no GPU and runs where the preprocessing pods ran.
+@dsl.component(base_image=PREPROCESS_IMAGE, install_kfp_package=False)
+def size_training_pod(gpu_count: str) -> NamedTuple("PodSize", [("cpu_request", str), ("cpu_limit", str),
+                                                              ("memory_request", str), ("memory_limit", str)]):
+    """CPU and memory for a one-node training pod of gpu_count GPUs (signpose/deploy/gpu_resources.py)."""
+    from signpose import stages
+
+    return stages.training_pod_size(gpu_count)
 
 
 @dsl.component(base_image=TRAIN_IMAGE, install_kfp_package=False)

@@ -9,7 +9,15 @@ from pathlib import Path
 
 from kfp import compiler, dsl
 
-from components import commit_dataset, plan_dataset, train_face, train_skeleton, write_shards
+from components import (
+    POD_SIZE_FIELDS,
+    commit_dataset,
+    plan_dataset,
+    size_training_pod,
+    train_face,
+    train_skeleton,
+    write_shards,
+)
 from signpose.deploy import cluster
 from signpose.deploy.images import TRAIN_IMAGE
 from signpose.deploy.trainjob import configure_launcher_task
@@ -105,12 +113,18 @@ def signpose_training(
     # One node: the task trains on its own gpu_count GPUs. Several: a CPU-only task submits and follows
     # a Kubeflow Trainer TrainJob of `nodes` pods x gpu_count GPUs (docs/deploy.md, "Many GPUs").
     with dsl.If(nodes <= 1, name="one-node"):
-        skeleton = train_skeleton(**skeleton_args).set_display_name("train-skeleton")
-        cluster.configure_training_task(skeleton, accelerator_type=gpu_type, accelerator_limit=gpu_count,
-                                        node_selector=gpu_node_selector)
-        face = train_face(**face_args).set_display_name("train-face-autoencoder")
-        cluster.configure_training_task(face, accelerator_type=gpu_type, accelerator_limit=gpu_count,
-                                        node_selector=gpu_node_selector)
+        # CPUs and memory grow with gpu_count (signpose/deploy/gpu_resources.py). KFP's driver copies a
+        # resource placeholder's string value and cannot compute, so a step computes them; it sits in this
+        # branch because KFP 2.17's compiler does not carry an output used only in resources into a dsl.If.
+        size = size_training_pod(gpu_count=gpu_count).set_display_name("size-training-pod")
+        cluster.configure_sizing_task(size)
+        pod = cluster.Resources(*(size.outputs[name] for name in POD_SIZE_FIELDS))
+        skeleton = train_skeleton(**skeleton_args).set_display_name("train-skeleton").after(size)
+        cluster.configure_training_task(skeleton, resources=pod, accelerator_type=gpu_type,
+                                        accelerator_limit=gpu_count, node_selector=gpu_node_selector)
+        face = train_face(**face_args).set_display_name("train-face-autoencoder").after(size)
+        cluster.configure_training_task(face, resources=pod, accelerator_type=gpu_type,
+                                        accelerator_limit=gpu_count, node_selector=gpu_node_selector)
     with dsl.Else(name="many-nodes"):
         configure_launcher_task(train_skeleton(**skeleton_args).set_display_name("train-skeleton-on-nodes"))
         configure_launcher_task(train_face(**face_args).set_display_name("train-face-autoencoder-on-nodes"))

@@ -321,6 +321,20 @@ def parse_gpu_count(gpu_count: int | str) -> int:
     return int(text)
 
 
+def training_pod_size(gpu_count: int | str) -> tuple[str, str, str, str]:
+    """What the pipeline's sizing task returns for a one-node training pod of ``gpu_count`` GPUs: CPU
+    request and limit, memory request and limit (:func:`signpose.deploy.gpu_resources.training_resources`
+    on the cluster settings' training resources). KFP's driver copies them into the training pod's
+    resources; it cannot compute them from ``gpu_count`` itself. A bad ``gpu_count``: one line, exit 2."""
+    from signpose.deploy.cluster import DEFAULT_SETTINGS
+    from signpose.deploy.gpu_resources import training_resources
+
+    with exit_on_user_error():
+        gpus = parse_gpu_count(gpu_count)
+    pod = training_resources(gpus, DEFAULT_SETTINGS.training)
+    return pod.cpu_request, pod.cpu_limit, pod.memory_request, pod.memory_limit
+
+
 def require_visible_gpus(asked: int, visible: int | None = None) -> None:
     """Refuse to start when the pod sees fewer GPUs than ``asked`` (``torch.cuda.device_count()``):
     a pod whose GPU limit never reached it would otherwise train on the CPU until its deadline."""

@@ -19,6 +19,17 @@ from kubeflow/pipelines at commit 7b70c7b95f6832772efd6fd0029a4024491a0f44 (2026
 - ``driver.go``, ``initPodSpecPatch``, with ``resolve.go``, ``resolvePodSpecInputRuntimeParameter``:
   ``resourceType`` / ``resourceCount`` placeholders are read with ``GetStringValue()``, so a number
   reads as ``""`` and the accelerator limit is left out without an error.
+- ``driver.go``, ``getPodResource``: ``resourceCpuRequest`` / ``resourceCpuLimit`` /
+  ``resourceMemoryRequest`` / ``resourceMemoryLimit`` go through the same placeholder rule (the
+  task's resolved inputs, any source: a pipeline parameter or an upstream task's output, as the
+  string value) and then ``resource.ParseQuantity``, which fails the task on anything that is not a
+  quantity ("" included). Only when the new field is empty is the old float field used (``%vG`` for
+  memory, ``%v`` for CPU). ``util.go``: the placeholder pattern (``inputPipelineChannelPattern``) is
+  searched for, not anchored.
+- ``resolve.go``, ``resolveUpstreamParameters``: an upstream output is looked up among the tasks of
+  the consumer's own DAG (``producer task, X, not in tasks`` otherwise); ``backend/src/v2/compiler/
+  argocompiler/dag.go``, ``addImplicitDependencies``: every ``taskOutputParameter`` input, the
+  ``pipelinechannel--*`` ones of resource placeholders included, makes the consumer wait for its producer.
 
 Values are what protobuf's ``Value`` holds: ``str``, ``float`` (every number), ``bool``, ``list``,
 ``dict``, ``None``. Trigger policies (``dsl.If``) are not evaluated: every branch is resolved, so a
@@ -43,7 +54,12 @@ from typing import Any
 import yaml
 
 UPSTREAM = "kubeflow/pipelines@7b70c7b95f6832772efd6fd0029a4024491a0f44"
-_PLACEHOLDER = re.compile(r"^\{\{\$\.inputs\.parameters\['([^']+)'\]\}\}$")
+_PLACEHOLDER = re.compile(r"\$.inputs.parameters\['(.+?)'\]")  # util.go, inputPipelineChannelPattern
+# apimachinery's resource.ParseQuantity: a decimal number and an optional binary/decimal SI suffix or exponent.
+_QUANTITY = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?\d+)?$")
+POD_RESOURCE_FIELDS = {"resourceCpuRequest": ("cpuRequest", "%v"), "resourceCpuLimit": ("cpuLimit", "%v"),
+                       "resourceMemoryRequest": ("memoryRequest", "%vG"),
+                       "resourceMemoryLimit": ("memoryLimit", "%vG")}
 _NUMBER_TYPES = {"NUMBER_DOUBLE", "NUMBER_INTEGER"}
 _KIND_TYPES = {str: "string", float: "number", bool: "bool", list: "list", dict: "struct"}
 _ACCEPTS = {"number": _NUMBER_TYPES, "bool": {"BOOLEAN"}, "list": {"LIST"},
@@ -139,13 +155,32 @@ def items_of(where: str, value: Any) -> list:
 def pod_spec_parameter(text: str, parameter_values: Mapping[str, Any]) -> str:
     """``resolvePodSpecInputRuntimeParameter``: a ``{{$.inputs.parameters['x']}}`` placeholder reads
     x's *string* value ("" for any other kind); anything else is a constant."""
-    found = _PLACEHOLDER.match(text)
+    found = _PLACEHOLDER.search(text)
     if not found:
         return text
     if found.group(1) not in parameter_values:
         raise DriverError(f"executorInput did not contain container Image input parameter {found.group(1)!r}")
     value = parameter_values[found.group(1)]
     return value if isinstance(value, str) else ""
+
+
+def pod_resources(executor: Mapping, parameter_values: Mapping[str, Any]) -> dict[str, str]:
+    """``getPodResource`` for the four CPU/memory fields: field name (``resourceCpuRequest``...) ->
+    the quantity the driver puts into the pod; a field left unset is absent."""
+    resources = executor["container"].get("resources", {})
+    out = {}
+    for new, (old, old_format) in POD_RESOURCE_FIELDS.items():
+        if resources.get(new):
+            text = pod_spec_parameter(resources[new], parameter_values)
+        elif resources.get(old):
+            text = old_format.replace("%v", pb_value_to_text(float(resources[old])))
+        else:
+            continue
+        if not _QUANTITY.match(text):
+            raise DriverError(f"failed to init podSpecPatch: {new} {text!r}: quantities must match the regular "
+                              "expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'")
+        out[new] = text
+    return out
 
 
 def accelerator_limit(executor: Mapping, parameter_values: Mapping[str, Any]) -> tuple[str, str] | None:
@@ -229,7 +264,7 @@ class Run:
             comp = self.spec["components"][comp_name]
             definitions = comp.get("inputDefinitions", {}).get("parameters", {})
             where = "/".join((*path, name))
-            raw = {key: self._resolve(where, spec, dag_values)
+            raw = {key: self._resolve(where, spec, dag_values, component["dag"]["tasks"])
                    for key, spec in task.get("inputs", {}).get("parameters", {}).items()}
             iterator = task.get("parameterIterator")
             if iterator:
@@ -246,7 +281,7 @@ class Run:
                 yield ResolvedTask((*path, name), name, comp_name, comp["executorLabel"],
                                    check_and_convert(where, definitions, raw))
 
-    def _resolve(self, where: str, spec: Mapping, dag_values: Mapping[str, Any]) -> Any:
+    def _resolve(self, where: str, spec: Mapping, dag_values: Mapping[str, Any], dag_tasks: Mapping) -> Any:
         if "parameterExpressionSelector" in spec:
             raise NotImplementedError(f"{where}: parameterExpressionSelector")
         if "componentInputParameter" in spec:
@@ -257,6 +292,8 @@ class Run:
         if "taskOutputParameter" in spec:
             producer = spec["taskOutputParameter"]["producerTask"]
             key = spec["taskOutputParameter"]["outputParameterKey"]
+            if producer not in dag_tasks:
+                raise DriverError(f"{where}: producer task, {producer}, not in tasks")
             try:
                 return as_value(self.outputs[producer][key])
             except KeyError:
@@ -290,9 +327,9 @@ def executor_input(run: Run, task: ResolvedTask, *, output_root: str = "/tmp/out
 
 
 def placeholder_sources(spec: dict) -> Iterator[tuple[str, str, str, str]]:
-    """For every container task whose ``resourceCount`` / ``resourceType`` is a placeholder: (task,
-    field, the task input it names, that input's parameterType where the value comes from: the
-    parent DAG's input definition, or the producer's output definition)."""
+    """For every container task whose ``resourceCount`` / ``resourceType`` or CPU/memory field is a
+    placeholder: (task, field, the task input it names, that input's parameterType where the value
+    comes from: the parent DAG's input definition, or the producer's output definition)."""
     components = {"root": spec["root"], **spec["components"]}
     for owner in components.values():
         dag_defs = owner.get("inputDefinitions", {}).get("parameters", {})
@@ -300,10 +337,11 @@ def placeholder_sources(spec: dict) -> Iterator[tuple[str, str, str, str]]:
             comp = spec["components"][task["componentRef"]["name"]]
             if "executorLabel" not in comp:
                 continue
-            accelerator = spec["deploymentSpec"]["executors"][comp["executorLabel"]]["container"].get(
-                "resources", {}).get("accelerator", {})
-            for fld in ("resourceCount", "resourceType"):
-                found = _PLACEHOLDER.match(accelerator.get(fld, ""))
+            resources = spec["deploymentSpec"]["executors"][comp["executorLabel"]]["container"].get("resources", {})
+            fields = {**{f: resources.get("accelerator", {}).get(f, "") for f in ("resourceCount", "resourceType")},
+                      **{f: resources.get(f, "") for f in POD_RESOURCE_FIELDS}}
+            for fld, text in fields.items():
+                found = _PLACEHOLDER.search(text)
                 if found:
                     source = task["inputs"]["parameters"][found.group(1)]
                     yield name, fld, found.group(1), _source_type(spec, owner, dag_defs, source)

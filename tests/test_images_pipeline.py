@@ -137,7 +137,9 @@ def test_every_executor_ran_in_its_image_in_dag_order(pipeline_run):
     assert ran.count("exec-write-shards") == TINY["render_tasks"]
     assert ran.index("exec-commit-dataset") > max(i for i, label in enumerate(ran) if label == "exec-write-shards")
     training = ran[ran.index("exec-commit-dataset") + 1:]
-    assert sorted(training) == ["exec-train-face", "exec-train-skeleton"], ran
+    # The one-node branch sizes the training pods from gpu_count first (pipelines/training_pipeline.py).
+    assert training[0] == "exec-size-training-pod", ran
+    assert sorted(training[1:]) == ["exec-train-face", "exec-train-skeleton"], ran
 
 
 def test_the_run_commits_a_data_set_in_s3(pipeline_run):

@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TRAINING_COMPONENTS = ("comp-train-skeleton", "comp-train-face")
 NODES_COMPONENTS = ("comp-train-skeleton-2", "comp-train-face-2")  # nodes > 1: they submit a TrainJob
 PREPROCESS_COMPONENTS = ("comp-plan-dataset", "comp-write-shards", "comp-commit-dataset")
+SIZING_COMPONENT = "comp-size-training-pod"  # gpu_count -> the one-node training pods' CPUs and memory
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +69,7 @@ def platform(ir, component: str) -> dict:
 
 def test_dag_is_plan_then_parallel_shard_writers_then_commit_then_the_two_trainings(ir):
     assert {t["componentRef"]["name"] for t in all_tasks(ir).values()} == \
-        {"comp-for-loop-1", *PREPROCESS_COMPONENTS, *TRAINING_COMPONENTS, *NODES_COMPONENTS,
+        {"comp-for-loop-1", *PREPROCESS_COMPONENTS, *TRAINING_COMPONENTS, *NODES_COMPONENTS, SIZING_COMPONENT,
          "comp-condition-branches-2", "comp-condition-3", "comp-condition-4"}
     plan_name, plan = task_for(ir, "comp-plan-dataset")
     assert not plan.get("dependentTasks")
@@ -91,6 +92,11 @@ def test_dag_is_plan_then_parallel_shard_writers_then_commit_then_the_two_traini
         _, train = task_for(ir, component)
         dataset = train["inputs"]["artifacts"]["dataset"]["componentInputArtifact"]
         assert dataset == "pipelinechannel--commit-dataset-dataset", component
+    # On one node the trainings wait for the step that sizes their pods, in their own branch.
+    sizing_name, _ = task_for(ir, SIZING_COMPONENT)
+    assert sizing_name in ir["spec"]["components"]["comp-condition-3"]["dag"]["tasks"]
+    for component in TRAINING_COMPONENTS:
+        assert task_for(ir, component)[1]["dependentTasks"] == [sizing_name], component
 
 
 # ---- what the KFP v2 driver feeds the tasks (tests/kfp_driver.py: its rules, cited upstream) ------
@@ -101,7 +107,12 @@ UPSTREAM_OUTPUTS = {"plan-dataset": {"Output": WORK_ITEMS}, "commit-dataset": {"
 
 
 def driver_run(ir, **params) -> kfp_driver.Run:
-    return kfp_driver.Run(ir["spec"], params=params, outputs=UPSTREAM_OUTPUTS)
+    """The driver's view of a run; the sizing step's outputs are what its component returns for gpu_count."""
+    from components import POD_SIZE_FIELDS, size_training_pod
+
+    sized = size_training_pod.python_func(gpu_count=params.get("gpu_count", "1"))
+    outputs = dict(UPSTREAM_OUTPUTS, **{"size-training-pod": dict(zip(POD_SIZE_FIELDS, sized))})
+    return kfp_driver.Run(ir["spec"], params=params, outputs=outputs)
 
 
 def test_every_parallel_for_item_has_the_type_its_consumers_declare(ir):
@@ -131,10 +142,12 @@ def test_the_v2_driver_gives_each_shard_writer_its_work_item_as_a_struct(ir):
     assert commit.parameter_values["work_items"] == kfp_driver.as_value(WORK_ITEMS)
 
 
-def test_every_resource_count_placeholder_names_a_string_parameter(ir):
-    # The driver reads the placeholder with GetStringValue(): a number reads as "" and no GPU is asked for.
+def test_every_resource_placeholder_names_a_string_parameter(ir):
+    # The driver reads the placeholder with GetStringValue(): a number reads as "" and no GPU is asked
+    # for (a CPU or memory field fails the task).
     found = list(kfp_driver.placeholder_sources(ir["spec"]))
-    assert {(task, fld) for task, fld, _, _ in found} >= {(t, "resourceCount") for t in ("train-skeleton", "train-face")}
+    assert {(task, fld) for task, fld, _, _ in found} >= {
+        (t, f) for t in ("train-skeleton", "train-face") for f in ("resourceCount", *kfp_driver.POD_RESOURCE_FIELDS)}
     for task, fld, name, source_type in found:
         assert source_type == "STRING", f"{task}.{fld} <- {name} is {source_type}"
 
@@ -146,8 +159,23 @@ def test_the_v2_driver_puts_the_runs_gpu_count_into_the_training_pods_limits(ir,
     limits = {t.component: kfp_driver.accelerator_limit(run.executor(t), t.parameter_values) for t in run.tasks()}
     for component in TRAINING_COMPONENTS:
         assert limits[component] == ("nvidia.com/gpu", gpu_count or "1"), component
-    for component in (*NODES_COMPONENTS, *PREPROCESS_COMPONENTS):
+    for component in (*NODES_COMPONENTS, *PREPROCESS_COMPONENTS, SIZING_COMPONENT):
         assert limits[component] is None, component
+
+
+@pytest.mark.parametrize("gpu_count", ["0", "1", "8"])
+def test_the_v2_driver_gives_one_node_training_pods_cpus_and_memory_for_every_gpu(ir, gpu_count):
+    from signpose.deploy.gpu_resources import training_resources
+
+    run = driver_run(ir, gpu_count=gpu_count)
+    expected = training_resources(int(gpu_count), cluster.DEFAULT_SETTINGS.training)
+    for task in run.tasks():
+        if task.component in TRAINING_COMPONENTS:
+            assert kfp_driver.pod_resources(run.executor(task), task.parameter_values) == {
+                "resourceCpuRequest": expected.cpu_request, "resourceCpuLimit": expected.cpu_limit,
+                "resourceMemoryRequest": expected.memory_request, "resourceMemoryLimit": expected.memory_limit}
+    if gpu_count == "8":  # CPU_PER_GPU = 6, MEMORY_PER_GPU_GI = 12
+        assert (expected.cpu_request, expected.memory_request) == ("48", "96Gi")
 
 
 def test_the_driver_rules_refuse_what_kfp_local_accepts(tmp_path):
@@ -177,6 +205,10 @@ def test_the_driver_rules_refuse_what_kfp_local_accepts(tmp_path):
     [(_, _, _, source_type)] = [p for p in kfp_driver.placeholder_sources(spec) if p[1] == "resourceCount"]
     assert source_type == "NUMBER_INTEGER"
     assert kfp_driver.pod_spec_parameter("{{$.inputs.parameters['n']}}", {"n": 1.0}) == ""
+    # A CPU request placeholder reading a number gets "", which is no quantity: the task fails.
+    with pytest.raises(kfp_driver.DriverError, match="resourceCpuRequest ''"):
+        kfp_driver.pod_resources({"container": {"resources": {
+            "resourceCpuRequest": "{{$.inputs.parameters['pipelinechannel--n']}}"}}}, {"pipelinechannel--n": 6.0})
 
 
 def test_the_executor_input_carries_the_resolved_values_and_an_output_place_per_output(ir):
@@ -222,7 +254,7 @@ def test_no_pipeline_parameter_carries_a_credential(ir):
 # ---- images ---------------------------------------------------------------------------------------
 
 def test_each_stage_runs_in_its_own_image_from_images_env(ir):
-    for component in PREPROCESS_COMPONENTS:
+    for component in (*PREPROCESS_COMPONENTS, SIZING_COMPONENT):  # sizing: no GPU, on the CPU nodes
         assert container(ir, component)["image"] == PREPROCESS_IMAGE
     for component in TRAINING_COMPONENTS:
         assert container(ir, component)["image"] == TRAIN_IMAGE
@@ -230,7 +262,7 @@ def test_each_stage_runs_in_its_own_image_from_images_env(ir):
 
 def test_images_do_not_pip_install_at_run_time(ir):
     # The images carry kfp and signpose (install_kfp_package=False): no network needed in the pod.
-    for component in (*PREPROCESS_COMPONENTS, *TRAINING_COMPONENTS):
+    for component in (*PREPROCESS_COMPONENTS, *TRAINING_COMPONENTS, SIZING_COMPONENT):
         command = " ".join(container(ir, component)["command"])
         assert "pip install" not in command, component
 
@@ -277,12 +309,17 @@ def _quantity(text: str) -> float:
     return float(text)
 
 
-@pytest.mark.parametrize("component", [*PREPROCESS_COMPONENTS, *TRAINING_COMPONENTS])
-def test_every_task_requests_and_limits_cpu_and_memory(ir, component):
-    res = container(ir, component)["resources"]
-    for kind in ("Cpu", "Memory"):
-        request, limit = res[f"resource{kind}Request"], res[f"resource{kind}Limit"]
-        assert 0 < _quantity(request) <= _quantity(limit), f"{component} {kind}: {request} > {limit}"
+def test_every_task_requests_and_limits_cpu_and_memory(ir):
+    # As the driver puts them into the pods: the trainings' come from the sizing step's outputs.
+    run = driver_run(ir)
+    seen = set()
+    for task in run.tasks():
+        seen.add(task.component)
+        res = kfp_driver.pod_resources(run.executor(task), task.parameter_values)
+        for kind in ("Cpu", "Memory"):
+            request, limit = res[f"resource{kind}Request"], res[f"resource{kind}Limit"]
+            assert 0 < _quantity(request) <= _quantity(limit), f"{task.where} {kind}: {request} > {limit}"
+    assert seen >= {*PREPROCESS_COMPONENTS, *TRAINING_COMPONENTS, SIZING_COMPONENT}
 
 
 @pytest.mark.parametrize("component", TRAINING_COMPONENTS)
@@ -395,14 +432,14 @@ def test_shard_writing_is_cached_on_the_input_content_hash_and_training_always_r
         assert not train.get("cachingOptions", {}).get("enableCache"), component
 
 
-@pytest.mark.parametrize("component", [*PREPROCESS_COMPONENTS, *TRAINING_COMPONENTS])
+@pytest.mark.parametrize("component", [*PREPROCESS_COMPONENTS, *TRAINING_COMPONENTS, SIZING_COMPONENT])
 def test_every_task_retries_transient_failures_with_backoff(ir, component):
     _, task = task_for(ir, component)
     policy = task["retryPolicy"]
     assert policy["maxRetryCount"] >= 1 and policy["backoffDuration"] and policy["backoffFactor"] > 1
 
 
-@pytest.mark.parametrize("component", [*PREPROCESS_COMPONENTS, *TRAINING_COMPONENTS])
+@pytest.mark.parametrize("component", [*PREPROCESS_COMPONENTS, *TRAINING_COMPONENTS, SIZING_COMPONENT])
 def test_every_task_has_a_deadline(ir, component):
     assert int(platform(ir, component)["activeDeadlineSeconds"]) > 0
 

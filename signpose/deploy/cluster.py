@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Union
 
-from kfp import dsl, kubernetes
+from kfp import dsl
 from kfp.dsl.pipeline_channel import PipelineChannel
 
 from signpose import s3_env
@@ -39,10 +39,10 @@ GPU_TOLERATION = {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSc
 
 @dataclass(frozen=True)
 class Resources:
-    cpu_request: str
-    cpu_limit: str
-    memory_request: str
-    memory_limit: str
+    cpu_request: StrOrParam
+    cpu_limit: StrOrParam
+    memory_request: StrOrParam
+    memory_limit: StrOrParam
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,10 @@ class RetryPolicy:
 @dataclass(frozen=True)
 class ClusterSettings:
     preprocess: Resources = Resources("2", "4", "4Gi", "8Gi")
+    # What one GPU's pod gets; pods of more GPUs get more (signpose/deploy/gpu_resources.py).
     training: Resources = Resources("4", "8", "16Gi", "32Gi")
+    # The step that turns gpu_count into the training pod's resources: a Python process importing kfp.
+    sizing: Resources = Resources("100m", "1", "256Mi", "512Mi")
     gpu: GpuPool = field(default_factory=GpuPool)
     secrets: SecretRefs = field(default_factory=SecretRefs)
     preprocess_retry: RetryPolicy = RetryPolicy(num_retries=3)
@@ -126,6 +129,10 @@ class ClusterSettings:
 
 DEFAULT_SETTINGS = ClusterSettings()
 
+# kfp.kubernetes is imported where a task is configured, never at import: inside every task pod KFP's
+# runtime (_KFP_RUNTIME=true) leaves PipelineTask out of kfp.dsl and kfp.kubernetes fails to import,
+# while the tasks' code (trainjob, the sizing step) needs this module's settings.
+
 
 def _set_resources(task: dsl.PipelineTask, resources: Resources) -> None:
     (task.set_cpu_request(resources.cpu_request).set_cpu_limit(resources.cpu_limit)
@@ -140,6 +147,8 @@ def _set_retry(task: dsl.PipelineTask, policy: RetryPolicy) -> None:
 
 def inject_secrets(task: dsl.PipelineTask, secrets: SecretRefs, *, mlflow: bool) -> dsl.PipelineTask:
     """S3 credentials (and MLflow's when ``mlflow``) from Secrets, endpoints from a ConfigMap."""
+    from kfp import kubernetes
+
     if secrets.s3_secret:
         kubernetes.use_secret_as_env(task, secret_name=secrets.s3_secret,
                                      secret_key_to_env=dict(secrets.s3_keys))
@@ -163,6 +172,8 @@ def set_safe_env(task: dsl.PipelineTask) -> dsl.PipelineTask:
 
 def _label(task: dsl.PipelineTask, settings: ClusterSettings) -> None:
     """Pod labels and image pull secrets: what every task pod carries."""
+    from kfp import kubernetes
+
     for key, value in settings.pod_labels.items():
         kubernetes.add_pod_label(task, key, value)
     if settings.image_pull_secrets:
@@ -174,6 +185,8 @@ def _label(task: dsl.PipelineTask, settings: ClusterSettings) -> None:
 def configure_preprocess_task(task: dsl.PipelineTask,
                               settings: ClusterSettings = DEFAULT_SETTINGS) -> dsl.PipelineTask:
     """CPU task: requests/limits, S3 secrets, retries, caching on (keyed by the inputs)."""
+    from kfp import kubernetes
+
     _set_resources(task, settings.preprocess)
     _set_retry(task, settings.preprocess_retry)
     task.set_caching_options(enable_caching=settings.preprocess_caching)
@@ -184,9 +197,24 @@ def configure_preprocess_task(task: dsl.PipelineTask,
     return task
 
 
+def configure_sizing_task(task: dsl.PipelineTask,
+                          settings: ClusterSettings = DEFAULT_SETTINGS) -> dsl.PipelineTask:
+    """The small CPU step that sizes the training pods: cached (a function of gpu_count and the code)."""
+    from kfp import kubernetes
+
+    _set_resources(task, settings.sizing)
+    _set_retry(task, settings.preprocess_retry)
+    task.set_caching_options(enable_caching=True)
+    set_safe_env(task)
+    kubernetes.set_timeout(task, 600)
+    _label(task, settings)
+    return task
+
+
 def configure_training_task(task: dsl.PipelineTask,
                             settings: ClusterSettings = DEFAULT_SETTINGS,
                             *,
+                            resources: Resources | None = None,
                             accelerator_type: StrOrParam | None = None,
                             accelerator_limit: IntOrParam | None = None,
                             node_selector: Mapping[str, str] | PipelineChannel | None = None,
@@ -198,10 +226,13 @@ def configure_training_task(task: dsl.PipelineTask,
     settings a run chooses): ``accelerator_type`` (e.g. ``nvidia.com/gpu``), ``accelerator_limit``,
     ``node_selector`` (a dict, e.g. ``{"cloud.google.com/gke-accelerator": "nvidia-l4"}``) and
     ``tolerations`` (a list of toleration dicts). An empty node selector / toleration list leaves
-    placement to the scheduler.
+    placement to the scheduler. ``resources`` replaces ``settings.training``; its fields may be an
+    upstream task's outputs (the pipeline's ``size_training_pod``), which KFP's driver puts into the pod.
     """
+    from kfp import kubernetes
+
     gpu = settings.gpu
-    _set_resources(task, settings.training)
+    _set_resources(task, resources if resources is not None else settings.training)
     task.set_accelerator_type(accelerator_type if accelerator_type is not None else gpu.accelerator_type)
     task.set_accelerator_limit(accelerator_limit if accelerator_limit is not None else gpu.accelerator_limit)
 
