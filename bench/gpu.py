@@ -17,8 +17,11 @@
 For each task, batch size and torch.compile off/on: the engine's training step (forward with bf16
 autocast, the task's loss, backward, grad clipping, AdamW) on a fixed batch of generated frames
 already on the device, so the figures are the model's, not the loader's. Reported: frames/s (median
-of repeats, CUDA-synchronised), peak allocated memory, GPU utilisation sampled during the timed steps
-(NVML through torch.cuda.utilization, when available), FLOPs per step counted by
+of repeats, CUDA-synchronised), peak allocated memory, NVML's "GPU util" sampled during the timed steps
+(torch.cuda.utilization: the share of time *any* kernel ran, 100 % even when one small kernel at a
+time leaves most SMs idle) and, apart from it, SM activity over the same steps (NVML GPU performance
+monitoring, Hopper and newer: SM_UTIL, the share of SMs busy, and SM_OCCUPANCY, active warps over
+the maximum; "not available" with the reason elsewhere), FLOPs per step counted by
 torch.utils.flop_counter on one uncompiled step, the achieved TFLOP/s and its share of the card's
 dense bf16 peak (table below; unknown cards: pass --peak-tflops).
 """
@@ -89,6 +92,79 @@ class UtilisationSampler:
         return statistics.mean(self.samples) if self.samples else None
 
 
+class SmActivity:
+    """SM activity between entering and leaving, from two NVML GPM samples (``nvmlGpmMetricsGet``:
+    NVML_GPM_METRIC_SM_UTIL and NVML_GPM_METRIC_SM_OCCUPANCY). ``nvml`` is the ``pynvml`` module
+    (nvidia-ml-py); without it, or on a GPU without GPM, :attr:`unavailable` says why."""
+
+    def __init__(self, nvml_index: int, nvml=None):
+        self.nvml_index, self.nvml = nvml_index, nvml
+        self.sm_active = self.sm_occupancy = None
+        self.unavailable = ""
+        self._handle = self._first = None
+
+    def __enter__(self):
+        try:
+            if self.nvml is None:
+                import pynvml as nvml  # nvidia-ml-py
+
+                self.nvml = nvml
+            self.nvml.nvmlInit()
+            self._handle = self.nvml.nvmlDeviceGetHandleByIndex(self.nvml_index)
+            if not self.nvml.nvmlGpmQueryDeviceSupport(self._handle).isSupportedDevice:
+                self.unavailable = "this GPU has no GPM (NVML GPU performance monitoring: Hopper and newer)"
+                return self
+            self._first = self.nvml.nvmlGpmSampleGet(self._handle, self.nvml.nvmlGpmSampleAlloc())
+        except Exception as error:  # no pynvml, no NVML library, no permission
+            self.unavailable = f"NVML GPM: {type(error).__name__}: {error}"
+        return self
+
+    def __exit__(self, *exc):
+        if self._first is None:
+            return False
+        nvml, second = self.nvml, None
+        try:
+            second = nvml.nvmlGpmSampleGet(self._handle, nvml.nvmlGpmSampleAlloc())
+            query = nvml.c_nvmlGpmMetricsGet_t()
+            query.version, query.numMetrics = nvml.NVML_GPM_METRICS_GET_VERSION, 2
+            query.sample1, query.sample2 = self._first, second
+            query.metrics[0].metricId = nvml.NVML_GPM_METRIC_SM_UTIL
+            query.metrics[1].metricId = nvml.NVML_GPM_METRIC_SM_OCCUPANCY
+            nvml.nvmlGpmMetricsGet(query)
+            values = [m.value if m.nvmlReturn == nvml.NVML_SUCCESS else None for m in query.metrics[:2]]
+            self.sm_active, self.sm_occupancy = values
+            if self.sm_active is None:
+                self.unavailable = f"NVML GPM: SM_UTIL returned {query.metrics[0].nvmlReturn}"
+        except Exception as error:
+            self.unavailable = f"NVML GPM: {type(error).__name__}: {error}"
+        finally:
+            for sample in (self._first, second):
+                if sample is not None:
+                    nvml.nvmlGpmSampleFree(sample)
+        return False
+
+    def as_dict(self) -> dict:
+        return {"sm_active": self.sm_active, "sm_occupancy": self.sm_occupancy, "sm_unavailable": self.unavailable}
+
+
+def step_row(r: dict, peak: float | None) -> list:
+    """One row of the step table: NVML's "GPU util" and GPM's SM activity in columns of their own."""
+    sm_missing = "not available" if r.get("sm_active") is None else None
+    return [r["task"], r["batch_size"], "on" if r["compile"] else "off", fmt(r["frames_per_s"]),
+            fmt(r["step_s"] * 1e3, 1), fmt(r["flops_per_step"] / 1e9, 1), fmt(r["tflops"], 2),
+            f"{r['tflops'] / peak:.1%}" if peak else "n/a",
+            fmt(r["peak_mem_gib"], 2) if r["peak_mem_gib"] is not None else "n/a",
+            fmt(r["utilisation"]) if r["utilisation"] is not None else "n/a",
+            sm_missing or fmt(r["sm_active"], 1),
+            sm_missing or (fmt(r["sm_occupancy"], 1) if r.get("sm_occupancy") is not None else "n/a"),
+            fmt(r["warmup_s"], 1)]
+
+
+STEP_COLUMNS = ["task", "batch", "torch.compile", "frames/s", "step ms", "GFLOP/step", "TFLOP/s", "% of bf16 peak",
+                "peak mem GiB", "GPU util % (NVML: time any kernel ran)", "SM activity % (GPM SM_UTIL)",
+                "SM occupancy % (GPM)", "warm-up s"]
+
+
 def make_batch(task: str, cfg, batch_size: int, device):
     import numpy as np
     import torch
@@ -151,7 +227,8 @@ def run_case(task_name: str, cfg, batch_size: int, compiled: bool, device, args)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times = []
-    with UtilisationSampler(device) if device.type == "cuda" else _Null() as sampler:
+    sm = SmActivity(_nvml_index(device)) if device.type == "cuda" else SmActivity(-1, nvml=_NoNvml())
+    with UtilisationSampler(device) if device.type == "cuda" else _Null() as sampler, sm:
         for _ in range(args.repeats):
             sync()
             t0 = time.perf_counter()
@@ -165,7 +242,7 @@ def run_case(task_name: str, cfg, batch_size: int, compiled: bool, device, args)
               "tflops": flops / step_s / 1e12, "warmup_s": warmup_s,
               "params": sum(p.numel() for p in model.parameters()),
               "peak_mem_gib": (torch.cuda.max_memory_allocated(device) / 2**30) if device.type == "cuda" else None,
-              "utilisation": getattr(sampler, "mean", None)}
+              "utilisation": getattr(sampler, "mean", None), **sm.as_dict()}
     return result  # the case's model, optimiser and batch go with this frame; the caller empties the cache
 
 
@@ -221,6 +298,22 @@ def engine_mode(args, configs: dict, sizes: dict, device, report) -> list[dict]:
                 table.add(task_name, batch_size, nproc, fmt(r["samples_per_s"]), r["global_step"], fmt(r["wall_s"], 1))
                 print(json.dumps(r), flush=True)
     return results
+
+
+def _nvml_index(device) -> int:
+    """NVML's index of a torch CUDA device (they differ under CUDA_VISIBLE_DEVICES)."""
+    import torch
+
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    to_nvml = getattr(torch.cuda, "_get_nvml_device_index", None)
+    return to_nvml(index) if to_nvml else index
+
+
+class _NoNvml:
+    """The CPU dry run's NVML: none."""
+
+    def nvmlInit(self):
+        raise RuntimeError("no GPU (dry run on CPU)")
 
 
 class _Null:
@@ -288,8 +381,8 @@ def main(argv=None) -> None:
     table = report.table(
         f"{name}; training step (fwd + loss + bwd + clip + AdamW) on a resident batch; peak bf16 "
         f"{fmt(peak) if peak else 'unknown'} TFLOP/s",
-        ["task", "batch", "torch.compile", "frames/s", "step ms", "GFLOP/step", "TFLOP/s", "% of bf16 peak",
-         "peak mem GiB", "GPU util %", "warm-up s"])
+        STEP_COLUMNS)
+    sm_notes: set[str] = set()
     for task_name, cfg in configs.items():
         if task_name not in args.tasks.split(","):
             continue
@@ -298,19 +391,19 @@ def main(argv=None) -> None:
                 try:
                     r = run_case(task_name, cfg, batch_size, compiled, device, args)
                 except torch.cuda.OutOfMemoryError:
-                    table.add(task_name, batch_size, "on" if compiled else "off", "out of memory", *[""] * 7)
+                    table.add(task_name, batch_size, "on" if compiled else "off", "out of memory",
+                              *[""] * (len(STEP_COLUMNS) - 4))
                     torch.cuda.empty_cache()
                     continue
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
                 results.append(r)
-                table.add(task_name, batch_size, "on" if compiled else "off", fmt(r["frames_per_s"]),
-                          fmt(r["step_s"] * 1e3, 1), fmt(r["flops_per_step"] / 1e9, 1), fmt(r["tflops"], 2),
-                          f"{r['tflops'] / peak:.1%}" if peak else "n/a",
-                          fmt(r["peak_mem_gib"], 2) if r["peak_mem_gib"] is not None else "n/a",
-                          fmt(r["utilisation"]) if r["utilisation"] is not None else "n/a",
-                          fmt(r["warmup_s"], 1))
+                table.add(*step_row(r, peak))
                 print(json.dumps(r), flush=True)
+                if r["sm_active"] is None:
+                    sm_notes.add(r["sm_unavailable"])
+    for reason in sorted(sm_notes):
+        report.note(f"SM activity: not available ({reason}); GPU util alone does not say how many SMs worked")
     report.note("FLOPs are counted on an eager step (torch.utils.flop_counter: matmuls, convolutions, "
                 "attention); elementwise work is not counted, so TFLOP/s is a lower bound")
     if args.json:

@@ -116,6 +116,74 @@ def test_gpu_benchmark_dry_run_completes_on_cpu_without_what_the_gpu_image_lacks
     assert {row[0] for row in rows} == {"skeleton", "face"}
 
 
+class FakeNvml:
+    """pynvml's GPM calls (nvidia-ml-py 13.x) with fixed metrics: no GPU here, so the GPM path of
+    bench/gpu.py has only ever run against this."""
+
+    NVML_SUCCESS, NVML_GPM_METRICS_GET_VERSION, NVML_GPM_METRIC_SM_UTIL, NVML_GPM_METRIC_SM_OCCUPANCY = 0, 1, 2, 3
+
+    def __init__(self, gpm: bool = True):
+        self.gpm, self.allocated, self.freed = gpm, 0, []
+
+    def nvmlInit(self):
+        pass
+
+    def nvmlDeviceGetHandleByIndex(self, index):
+        return ("device", index)
+
+    def nvmlGpmQueryDeviceSupport(self, handle):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(isSupportedDevice=int(self.gpm))
+
+    def nvmlGpmSampleAlloc(self):
+        self.allocated += 1
+        return f"sample{self.allocated}"
+
+    def nvmlGpmSampleGet(self, handle, sample):
+        return sample
+
+    def nvmlGpmSampleFree(self, sample):
+        self.freed.append(sample)
+
+    def c_nvmlGpmMetricsGet_t(self):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(metrics=[SimpleNamespace(metricId=0, nvmlReturn=0, value=0.0) for _ in range(4)])
+
+    def nvmlGpmMetricsGet(self, query):
+        assert (query.sample1, query.sample2, query.numMetrics) == ("sample1", "sample2", 2)
+        for metric in query.metrics[:2]:
+            metric.value = {self.NVML_GPM_METRIC_SM_UTIL: 41.5, self.NVML_GPM_METRIC_SM_OCCUPANCY: 12.25}[metric.metricId]
+        return query
+
+
+def test_gpu_benchmark_reports_sm_activity_apart_from_nvml_gpu_util_and_says_when_it_is_missing(monkeypatch):
+    import importlib.util
+
+    monkeypatch.syspath_prepend(str(BENCH))  # gpu.py imports bench/common.py
+    spec = importlib.util.spec_from_file_location("bench_gpu", BENCH / "gpu.py")
+    gpu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu)
+    hopper, older = FakeNvml(), FakeNvml(gpm=False)
+    with gpu.SmActivity(0, nvml=hopper) as measured:
+        pass
+    assert (measured.sm_active, measured.sm_occupancy, measured.unavailable) == (41.5, 12.25, "")
+    assert hopper.freed == ["sample1", "sample2"]
+    with gpu.SmActivity(0, nvml=older) as missing:
+        pass
+    assert missing.sm_active is None and "no GPM" in missing.unavailable
+
+    util = next(c for c in gpu.STEP_COLUMNS if "GPU util" in c)
+    sm = next(c for c in gpu.STEP_COLUMNS if "SM activity" in c)
+    step = dict(task="skeleton", batch_size=16, compile=False, frames_per_s=100.0, step_s=0.16, flops_per_step=1e9,
+                tflops=0.1, peak_mem_gib=1.0, utilisation=100.0, warmup_s=1.0)
+    busy = dict(zip(gpu.STEP_COLUMNS, gpu.step_row({**step, **measured.as_dict()}, 989.0)))
+    assert (busy[util], busy[sm]) == ("100", "41.5")  # a kernel ran all the time, on 41.5 % of the SMs
+    unknown = dict(zip(gpu.STEP_COLUMNS, gpu.step_row({**step, **missing.as_dict()}, 989.0)))
+    assert (unknown[util], unknown[sm]) == ("100", "not available")
+
+
 @pytest.mark.slow
 def test_pipeline_overhead_benchmark_runs_the_dag_both_ways(tmp_path):
     out = run_bench("pipeline_overhead.py", tmp_path, "--no-record", timeout=1200)
