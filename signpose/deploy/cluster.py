@@ -199,12 +199,13 @@ def configure_preprocess_task(task: dsl.PipelineTask,
 
 def configure_sizing_task(task: dsl.PipelineTask,
                           settings: ClusterSettings = DEFAULT_SETTINGS) -> dsl.PipelineTask:
-    """The small CPU step that sizes the training pods: cached (a function of gpu_count and the code)."""
+    """The small CPU step that sizes the training pods. Never cached: KFP's cache key is the component
+    spec and gpu_count, but the figures live in the image's signpose, which a re-pushed tag changes."""
     from kfp import kubernetes
 
     _set_resources(task, settings.sizing)
     _set_retry(task, settings.preprocess_retry)
-    task.set_caching_options(enable_caching=True)
+    task.set_caching_options(enable_caching=False)
     set_safe_env(task)
     kubernetes.set_timeout(task, 600)
     _label(task, settings)
