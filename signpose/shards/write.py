@@ -59,11 +59,20 @@ def _default_workers(n_tasks: int) -> int:
 
 
 def _pool(workers: int) -> ProcessPoolExecutor:
+    """The render processes of :func:`write_shard_range` and of a corpus version's sources."""
     import multiprocessing
 
     # forkserver: forking a process that already runs torch/BLAS threads can deadlock its children.
     method = "forkserver" if sys.platform.startswith("linux") else "spawn"
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method))
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method),
+                               initializer=_use_environment, initargs=(dict(os.environ),))
+
+
+def _use_environment(environ: dict[str, str]) -> None:
+    # A forkserver's children inherit the server's environment, fixed when it first started: a worker
+    # that opens a store must see the credentials and endpoint the caller has now.
+    os.environ.clear()
+    os.environ.update(environ)
 
 
 def _progress(total: int, desc: str, enabled: bool):
