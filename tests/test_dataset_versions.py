@@ -5,6 +5,7 @@ diff / gc. Corpora of generated ``.pose`` files in a folder and in moto's S3 ser
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 
 import boto3
@@ -329,19 +330,22 @@ def test_the_fraction_flags_together_at_1_or_more_are_one_line_and_status_2_befo
 
 
 def test_a_corpus_renders_its_new_sources_in_worker_processes_into_the_same_objects_as_one(
-        pose_files, tmp_path, monkeypatch):
+        pose_files, tmp_path, monkeypatch, caplog):
     from signpose.shards import write as shard_write
 
     corpus = Corpus(str(tmp_path / "corpus"))
     corpus.put(dict(sorted(pose_files.items())[:8]))
     pools = []
-    real_pool = shard_write._pool
-    monkeypatch.setattr(shard_write, "_pool", lambda n: pools.append(n) or real_pool(n))
+    real_pool = shard_write.render_pool
+    monkeypatch.setattr(shard_write, "render_pool", lambda n: pools.append(n) or real_pool(n))
     args = dict(image_size=SETTINGS.image_size, shard_size=4)
     one = stages.preprocess(corpus.uri, str(tmp_path / "one"), workers=1, **args)
     assert pools == []
+    caplog.set_level(logging.DEBUG, logger="signpose.datasets.render")
     two = stages.preprocess(corpus.uri, str(tmp_path / "two"), workers=2, **args)
     assert pools == [2]
+    rendered = [r for r in caplog.records if r.getMessage().startswith(f"{tmp_path / 'two'}: rendered 3 frames")]
+    assert len(rendered) == 8 and os.getpid() not in {r.process for r in rendered}  # relayed from the workers
     assert two.dataset_hash == one.dataset_hash and two.sources == one.sources
     assert [(s.key, s.sha256, s.splits) for s in two.shards] == [(s.key, s.sha256, s.splits) for s in one.shards]
     for info in one.shards:

@@ -142,7 +142,7 @@ def render_planned(store_uri: str | ObjectStore, plan: dict, todo_range: range |
     """Render the sources ``plan["todo"][todo_range]`` (all when None) with ``workers`` processes (None:
     one per core), each holding one source at a time; returns the frames rendered. A source's shards
     and record depend on it alone, so any number of workers writes the same objects."""
-    from signpose.shards.write import _default_workers, _pool
+    from signpose.shards.write import _default_workers, render_pool
 
     store = open_store(store_uri)
     settings = RenderSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in plan["render"].items()})
@@ -154,11 +154,8 @@ def render_planned(store_uri: str | ObjectStore, plan: dict, todo_range: range |
     n_workers = _default_workers(len(jobs)) if workers is None else max(1, min(int(workers), len(jobs) or 1))
     if n_workers <= 1:
         return sum(render_job(*job) for job in jobs)
-    pool = _pool(n_workers)  # the queue holds plan entries only: a source is read in its worker
-    try:
+    with render_pool(n_workers) as pool:  # the queue holds plan entries only: a source is read in its worker
         return sum(future.result() for future in [pool.submit(render_job, *job) for job in jobs])
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)  # on an error, render no more sources for nothing
 
 
 def _parent_parts(store: ObjectStore, plan: dict) -> tuple[dict[str, ShardInfo], dict[str, dict]]:
