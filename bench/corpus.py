@@ -9,8 +9,8 @@ memory (``ru_maxrss``) is its own; the wall time includes listing every object, 
 reading, rendering and writing the new sources and committing the version. Files are OpenPose-137
 ``.pose`` files (``signpose.io.pose_files.openpose_pose_bytes``) of generated signers
 (``signpose.synth.generate_video``). ``--s3_files`` repeats the measurement on moto's S3 server
-(started here) with fewer files. ``--workers N`` renders the new sources in N processes (the peak
-memory column is then the largest of the parent and any one render process). Appends a table to
+(started here) with fewer files. ``--workers N`` renders the new sources in N processes (peak memory:
+the largest of the parent and any one render process; CPU time counts them all). Appends a table to
 bench/RESULTS.md.
 """
 
@@ -51,9 +51,14 @@ def _phase(corpus: str, store: str, image_size: int, workers: int) -> None:
     manifest, rendered = write_version(corpus, store, RenderSettings(image_size=image_size), shard_size=4096,
                                        workers=workers)
     wall = time.perf_counter() - start
-    peak = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    from multiprocessing import forkserver
+
+    # Stopping the forkserver reaps it, which counts its reaped render processes in RUSAGE_CHILDREN.
+    getattr(forkserver._forkserver, "_stop", lambda: None)()
+    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
     print(json.dumps({"wall_s": wall, "frames_rendered": rendered, "frames": manifest.n_frames,
-                      "sources": len(manifest.sources), "peak_rss_mb": peak / 1024}))
+                      "sources": len(manifest.sources), "peak_rss_mb": max(u.ru_maxrss for u in usage) / 1024,
+                      "cpu_s": sum(u.ru_utime + u.ru_stime for u in usage)}))
 
 
 def _run_phase(corpus: str, store: str, image_size: int, env: dict, workers: int = 1) -> dict:

@@ -42,7 +42,6 @@ def load_input_frames(input_uri: str, synthetic_videos: int = 24, synthetic_fram
     from signpose.synth import generate_signer_frames
 
     policy = policy or DEFAULT_POLICY
-
     if not input_uri:
         log.info("no input given: generating %d synthetic signing videos x %d frames",
                  synthetic_videos, synthetic_frames_per_video)

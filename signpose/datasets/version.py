@@ -119,7 +119,8 @@ def plan_version(corpus_uri: str, store_uri: str | ObjectStore, settings: Render
     plan = {"kind": "version", "dataset_hash": dataset_hash, "parent": parent.dataset_hash if parent else None,
             "base": base, "replace": bool(replace), "corpus": corpus.uri, "render": settings.to_dict(),
             "image_size": settings.image_size, "shard_size": int(shard_size), "policy": asdict(policy),
-            "skipped": corpus.skipped, "notes": notes, "sources": entries, "todo": [] if base == dataset_hash else todo, **changes}
+            "skipped": corpus.skipped, "notes": notes, "sources": entries,
+            "todo": [] if base == dataset_hash else todo, **changes}
     if base != dataset_hash and not store.exists(f"{PLAN_DIR}/{dataset_hash}.json"):
         store.put_bytes(f"{PLAN_DIR}/{dataset_hash}.json", json.dumps(plan, sort_keys=True).encode())
     log.info("%s: version %s of %s: %d sources, %d to render (%d added, %d changed, %d removed)%s", store.uri,
