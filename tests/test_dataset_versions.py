@@ -71,7 +71,7 @@ def _fan_out(corpus_uri: str, store_uri: str) -> tuple[list[dict], list[int]]:
     """The pipeline's preprocessing steps (plan -> one writer per item -> commit); frames per writer."""
     args = dict(image_size=SETTINGS.image_size, shard_size=SHARD)
     items = stages.plan_preprocess(corpus_uri, store_uri, render_tasks=3, **args)
-    rendered = [stages.write_shards(corpus_uri, store_uri, item, **args) for item in items]
+    rendered = [stages.write_shards(corpus_uri, store_uri, item, workers=1, **args) for item in items]
     stages.commit_dataset(store_uri, items)
     return items, rendered
 
