@@ -101,8 +101,9 @@ def _start_moto(env: dict) -> subprocess.Popen:
 
 def _row(where: str, m: dict) -> str:
     f, d = m["full"], m["delivery_run"]
-    return (f"| {where} | {m['files']} | {f['wall_s']:.1f} s / {f['frames_rendered']} / {f['peak_rss_mb']:.0f} MB "
-            f"| {m['delivery']} | {d['wall_s']:.2f} s / {d['frames_rendered']} / {d['peak_rss_mb']:.0f} MB "
+    return (f"| {where} | {m['files']} | {f['wall_s']:.1f} s / {f['cpu_s']:.1f} s / {f['frames_rendered']} / "
+            f"{f['peak_rss_mb']:.0f} MB | {m['delivery']} | {d['wall_s']:.2f} s / {d['cpu_s']:.2f} s / "
+            f"{d['frames_rendered']} / {d['peak_rss_mb']:.0f} MB "
             f"| {m['time_ratio']:.1%} | {m['memory_ratio']:.2f}x |")
 
 
@@ -134,8 +135,8 @@ def main(argv=None) -> None:
         f"`{command}` ({args.frames} frames a file, {args.image_size}x{args.image_size} images, "
         f"{args.workers} render process{'es' if args.workers > 1 else ''}; "
         f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)\n",
-        "| store | files | full: wall / frames rendered / peak RSS | delivery files | delivery: wall / frames "
-        "rendered / peak RSS | time ratio (target <= 3 %) | memory full/delivery (target <= 1.2x) |",
+        "| store | files | full: wall / CPU / frames rendered / peak RSS | delivery files | delivery: wall / CPU / "
+        "frames rendered / peak RSS | time ratio (target <= 3 %) | memory full/delivery (target <= 1.2x) |",
         "|---|---|---|---|---|---|---|", *rows, ""])
     print(table)
     with open(REPO_ROOT / "bench" / "RESULTS.md", "a") as fh:

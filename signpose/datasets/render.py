@@ -126,12 +126,13 @@ class WorkerUserError(ShardError, UserError):
     """A user error from a render process whose own exception type cannot be rebuilt in this one."""
 
 
-def render_job(store: ObjectStore, corpus: Corpus, entry: dict, settings: RenderSettings, shard_size: int,
+def render_job(store: ObjectStore, corpus: Corpus, entries: list[dict], settings: RenderSettings, shard_size: int,
                policy: SplitPolicy, max_frames: int | None, max_rejected: float | None) -> int:
-    """:func:`render_source` as a render process runs it: only the plan entry crosses, the source is read
-    there; an error comes back as one the caller can rebuild."""
+    """:func:`render_source` of each of ``entries`` in turn, as a render process runs them: only the plan
+    entries cross, the sources are read there; an error comes back as one the caller can rebuild."""
     try:
-        return render_source(store, corpus, entry, settings, shard_size, policy, max_frames, max_rejected)
+        return sum(render_source(store, corpus, entry, settings, shard_size, policy, max_frames, max_rejected)
+                   for entry in entries)
     except Exception as error:
         raise _relayable(error) from None
 

@@ -150,13 +150,18 @@ def render_planned(store_uri: str | ObjectStore, plan: dict, todo_range: range |
     policy = SplitPolicy(**plan["policy"])
     todo = plan["todo"] if todo_range is None else plan["todo"][todo_range.start:todo_range.stop]
     corpus = Corpus(plan["corpus"], open_store(plan["corpus"]), [])
-    jobs = [(store, corpus, plan["sources"][i], settings, plan["shard_size"], policy, max_frames,
-             max_rejected) for i in todo]
-    n_workers = _default_workers(len(jobs)) if workers is None else max(1, min(int(workers), len(jobs) or 1))
+    entries = [plan["sources"][i] for i in todo]
+    rest = (settings, plan["shard_size"], policy, max_frames, max_rejected)
+    n_workers = _default_workers(len(entries)) if workers is None else max(1, min(int(workers), len(entries) or 1))
     if n_workers <= 1:
-        return sum(render_job(*job) for job in jobs)
-    with render_pool(n_workers) as pool:  # the queue holds plan entries only: a source is read in its worker
-        return sum(future.result() for future in [pool.submit(render_job, *job) for job in jobs])
+        return render_job(store, corpus, entries, *rest)
+    # A few sources a task (4 tasks a worker balance uneven sources) spare most of the per-task traffic;
+    # the queue holds plan entries only: a source is read in its worker.
+    chunk = -(-len(entries) // (4 * n_workers))
+    with render_pool(n_workers) as pool:
+        futures = [pool.submit(render_job, store, corpus, entries[i:i + chunk], *rest)
+                   for i in range(0, len(entries), chunk)]
+        return sum(future.result() for future in futures)
 
 
 def _parent_parts(store: ObjectStore, plan: dict) -> tuple[dict[str, ShardInfo], dict[str, dict]]:
