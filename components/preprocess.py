@@ -25,6 +25,8 @@ def plan_dataset(
     synthetic_frames_per_video: int,
     render_tasks: int,
     replace_dataset: bool = True,
+    dev_fraction: float = 0.1,
+    test_fraction: float = 0.1,
 ) -> List[dict]:
     """Read + validate the keypoints and store the shard plan; bad input fails here, before any
     compute, and so does a store holding another data set unless ``replace_dataset``. Returns the
@@ -34,7 +36,7 @@ def plan_dataset(
     return stages.plan_preprocess(
         input_uri=input_uri, store_uri=store_uri, image_size=image_size, shard_size=shard_size,
         synthetic_videos=synthetic_videos, synthetic_frames_per_video=synthetic_frames_per_video,
-        render_tasks=render_tasks, replace=replace_dataset,
+        render_tasks=render_tasks, replace=replace_dataset, dev_fraction=dev_fraction, test_fraction=test_fraction,
     )
 
 
@@ -47,6 +49,8 @@ def write_shards(
     shard_size: int,
     synthetic_videos: int,
     synthetic_frames_per_video: int,
+    dev_fraction: float = 0.1,
+    test_fraction: float = 0.1,
 ) -> int:
     """Render the frames of one work item's shards and write them; returns the number of frames."""
     from signpose import stages
@@ -54,7 +58,8 @@ def write_shards(
     return stages.write_shards(
         input_uri=input_uri, store_uri=store_uri, work_item=work_item, image_size=image_size,
         shard_size=shard_size, synthetic_videos=synthetic_videos,
-        synthetic_frames_per_video=synthetic_frames_per_video,
+        synthetic_frames_per_video=synthetic_frames_per_video, dev_fraction=dev_fraction,
+        test_fraction=test_fraction,
     )
 
 

@@ -38,6 +38,9 @@ def signpose_training(
     replace_dataset: bool = True,
     synthetic_videos: int = 24,
     synthetic_frames_per_video: int = 64,
+    # Shares of new videos held out for dev / test; a video an earlier version placed never moves.
+    dev_fraction: float = 0.1,
+    test_fraction: float = 0.1,
     skeleton_epochs: int = 100,
     skeleton_batch_size: int = 16,
     use_weighted_loss: bool = True,
@@ -63,7 +66,8 @@ def signpose_training(
     fail_on_drift: bool = False,
 ):
     source = dict(input_uri=input_uri, store_uri=store_uri, image_size=image_size, shard_size=shard_size,
-                  synthetic_videos=synthetic_videos, synthetic_frames_per_video=synthetic_frames_per_video)
+                  synthetic_videos=synthetic_videos, synthetic_frames_per_video=synthetic_frames_per_video,
+                  dev_fraction=dev_fraction, test_fraction=test_fraction)
     # replace_dataset: each (scheduled) run commits its input's data set to store_uri, replacing the last
     # one; False refuses an input other than the committed one. Runs racing on one store: one commits.
     plan = plan_dataset(render_tasks=render_tasks, replace_dataset=replace_dataset,

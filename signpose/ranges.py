@@ -69,6 +69,8 @@ WORKERS = Range(1, 256)
 SHARD_SIZE = Range(1, 65_536)
 SYNTHETIC_VIDEOS = Range(1, 100_000)
 SYNTHETIC_FRAMES_PER_VIDEO = Range(1, 100_000)
+# The share of new videos held out for dev / test (signpose.datasets.splits); together below 1.
+SPLIT_FRACTION = Range(0, 1, integer=False)
 
 # --- training: fields of signpose.train.config.TrainConfig and the task configs ------------------------
 TRAIN_RANGES: dict[str, Range] = {
@@ -124,3 +126,15 @@ def check_synthetic(videos: int, frames_per_video: int, max_frames: int) -> None
         raise RangeError(f"--synthetic_videos {videos:,} x --synthetic_frames_per_video {frames_per_video:,} = "
                          f"{videos * frames_per_video:,} frames, more than the ceiling of {max_frames:,} frames "
                          "per read; ask for fewer (or raise --max_frames)")
+
+
+def check_split_fractions(dev_fraction: float, test_fraction: float) -> None:
+    """``--dev_fraction`` and ``--test_fraction`` each in :data:`SPLIT_FRACTION` and together below 1
+    (some new videos must train)."""
+    for name, value in (("dev_fraction", dev_fraction), ("test_fraction", test_fraction)):
+        if (why := SPLIT_FRACTION.problem(value)) is not None:
+            raise RangeError(f"--{name} {why}")
+    if dev_fraction + test_fraction >= 1:
+        raise RangeError(f"--dev_fraction {dev_fraction:g} + --test_fraction {test_fraction:g} = "
+                         f"{dev_fraction + test_fraction:g}: together they must stay below 1 (the other new videos "
+                         "train); lower one of them")

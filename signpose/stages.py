@@ -32,13 +32,16 @@ def _local_copy(input_uri: str, workdir: str) -> str:
 
 
 def load_input_frames(input_uri: str, synthetic_videos: int = 24, synthetic_frames_per_video: int = 64,
-                      max_frames: int | None = None, max_rejected: float | None = None):
+                      max_frames: int | None = None, max_rejected: float | None = None, policy=None):
     """Validated frames in the 143-point layout: from ``input_uri``, or generated signer data when empty.
     ``max_frames`` / ``max_rejected``: the reader's ceilings (:mod:`signpose.io.limits`; None: the
-    defaults, or ``SIGNPOSE_MAX_FRAMES`` / ``SIGNPOSE_MAX_REJECTED``)."""
+    defaults, or ``SIGNPOSE_MAX_FRAMES`` / ``SIGNPOSE_MAX_REJECTED``). ``policy``: the dev/test fractions
+    of videos without a split (:class:`~signpose.datasets.render.SplitPolicy`; None: the default)."""
+    from signpose.datasets.render import DEFAULT_POLICY
     from signpose.io import read_keypoints, split_by_video
     from signpose.synth import generate_signer_frames
 
+    policy = policy or DEFAULT_POLICY
     if not input_uri:
         log.info("no input given: generating %d synthetic signing videos x %d frames",
                  synthetic_videos, synthetic_frames_per_video)
@@ -49,39 +52,45 @@ def load_input_frames(input_uri: str, synthetic_videos: int = 24, synthetic_fram
     if is_corpus(input_uri):  # a prefix is the corpus: every source under it, with stable splits
         from signpose.datasets.corpus_frames import read_corpus_frames
 
-        return read_corpus_frames(input_uri, max_frames=max_frames, max_rejected=max_rejected)
+        return read_corpus_frames(input_uri, policy, max_frames=max_frames, max_rejected=max_rejected)
     with tempfile.TemporaryDirectory(prefix="signpose-input-") as workdir:
         frames = read_keypoints(_local_copy(input_uri, workdir), max_frames=max_frames, max_rejected=max_rejected)
     if set(frames.split) == {"train"}:
         # Sources without splits (.pose, JSON, .pts, face-only pickles): hold out whole videos for
         # validation and test, or contiguous time blocks when there are too few videos.
-        frames = split_by_video(frames)
+        frames = split_by_video(frames, policy.dev_fraction, policy.test_fraction, policy.seed)
     return frames
 
 
 def preprocess(input_uri: str, store_uri: str, image_size: int = 256, shard_size: int = 4096,
                synthetic_videos: int = 24, synthetic_frames_per_video: int = 64, workers: int | None = None,
-               max_frames: int | None = None, max_rejected: float | None = None, replace: bool = False):
+               max_frames: int | None = None, max_rejected: float | None = None, replace: bool = False,
+               dev_fraction: float = 0.1, test_fraction: float = 0.1):
     """Read + validate, render every frame, write shards and then the manifest (the commit point).
 
     A prefix (a folder, ``s3://bucket/incoming/``) is a corpus: its next version is committed, rendering
-    only new or changed sources (:mod:`signpose.datasets.version`). A store holding another committed
+    only new or changed sources with ``workers`` processes (:mod:`signpose.datasets.version`). New videos
+    without a split go to dev / test by ``dev_fraction`` / ``test_fraction``
+    (:mod:`signpose.datasets.splits`: a placed video never moves). A store holding another committed
     data set is refused unless ``replace`` (then it is replaced atomically and its objects deleted
     after the commit: :mod:`signpose.shards.commit`). Prints the data report's summary."""
     from signpose.datasets.listing import is_corpus
+    from signpose.datasets.render import SplitPolicy
     from signpose.datasets.report import read_report, summary_lines
     from signpose.render import RenderSettings
     from signpose.shards import write_dataset
 
     store_uri = _require_store(store_uri)  # before the input is read: an empty store would be the current folder
     settings = RenderSettings(image_size=image_size)
+    policy = SplitPolicy(dev_fraction, test_fraction)
     if is_corpus(input_uri):
         from signpose.datasets.version import write_version
 
-        manifest, _ = write_version(input_uri, store_uri, settings, shard_size, replace=replace,
-                                    max_frames=max_frames, max_rejected=max_rejected)
+        manifest, _ = write_version(input_uri, store_uri, settings, shard_size, policy, replace=replace,
+                                    max_frames=max_frames, max_rejected=max_rejected, workers=workers)
     else:
-        frames = load_input_frames(input_uri, synthetic_videos, synthetic_frames_per_video, max_frames, max_rejected)
+        frames = load_input_frames(input_uri, synthetic_videos, synthetic_frames_per_video, max_frames, max_rejected,
+                                   policy)
         _write_input_report(frames, store_uri, settings, shard_size, replace)
         manifest = write_dataset(frames, store_uri, settings, shard_size=shard_size, workers=workers, replace=replace)
     log.info("dataset %s: %s frames in %d shards at %s", manifest.dataset_hash[:12], manifest.splits,
@@ -130,28 +139,31 @@ def _require_store(store_uri: str) -> str:
 
 def plan_preprocess(input_uri: str, store_uri: str, image_size: int = 256, shard_size: int = 4096,
                     synthetic_videos: int = 24, synthetic_frames_per_video: int = 64,
-                    render_tasks: int = 1, replace: bool = False) -> list[dict]:
+                    render_tasks: int = 1, replace: bool = False, dev_fraction: float = 0.1,
+                    test_fraction: float = 0.1) -> list[dict]:
     """Validate the input and store the shard plan; returns one work item per writer task,
     ``{"dataset_hash", "start", "stop", "replaces"}`` (shard indices ``[start, stop)``; ``replaces``: the
     hash committed in the store now, "" when none, which the commit step expects to find still). A data
     set that is already committed gets a single empty item, so the commit step still learns its hash.
     A store holding another data set is refused here, before any shard is written, unless ``replace``."""
     from signpose.datasets.listing import is_corpus
+    from signpose.datasets.render import SplitPolicy
     from signpose.render import RenderSettings
     from signpose.shards import prepare_fan_out, shard_index_ranges
     from signpose.shards.commit import committed_hash
     from signpose.store import open_store
 
+    policy = SplitPolicy(dev_fraction, test_fraction)  # refused before the store is opened
     store = open_store(_require_store(store_uri))
     base = committed_hash(store) or ""
     if is_corpus(input_uri):  # a version of the corpus: the writers split the new or changed sources only
         from signpose.datasets.version import plan_version
 
-        vplan = plan_version(input_uri, store, RenderSettings(image_size=image_size), shard_size, replace=replace)
+        vplan = plan_version(input_uri, store, RenderSettings(image_size=image_size), shard_size, policy, replace)
         ranges = shard_index_ranges(len(vplan["todo"]), max(1, render_tasks)) if vplan["todo"] else []
         return [{"dataset_hash": vplan["dataset_hash"], "start": int(start), "stop": int(stop), "replaces": base}
                 for start, stop in (ranges or [(0, 0)])]
-    frames = load_input_frames(input_uri, synthetic_videos, synthetic_frames_per_video)
+    frames = load_input_frames(input_uri, synthetic_videos, synthetic_frames_per_video, policy=policy)
     plan, ranges = prepare_fan_out(frames, store, RenderSettings(image_size=image_size),
                                    shard_size=shard_size, n_tasks=max(1, render_tasks), replace=replace)
     _write_input_report(frames, store.uri, RenderSettings(image_size=image_size), shard_size, replace)
@@ -163,9 +175,10 @@ def plan_preprocess(input_uri: str, store_uri: str, image_size: int = 256, shard
 
 def write_shards(input_uri: str, store_uri: str, work_item: dict, image_size: int = 256,
                  shard_size: int = 4096, synthetic_videos: int = 24, synthetic_frames_per_video: int = 64,
-                 workers: int | None = None) -> int:
+                 workers: int | None = None, dev_fraction: float = 0.1, test_fraction: float = 0.1) -> int:
     """Render and write the shards of one work item of :func:`plan_preprocess` (complete ones are
-    skipped); refuses to write when the input no longer hashes to the planned data set."""
+    skipped) with ``workers`` processes; refuses to write when the input no longer hashes to the
+    planned data set. A corpus's work item takes its split fractions from the version's plan."""
     from signpose.render import RenderSettings
     from signpose.shards import plan_dataset, write_shard_range
 
@@ -177,8 +190,11 @@ def write_shards(input_uri: str, store_uri: str, work_item: dict, image_size: in
 
     vplan = read_plan(open_store(_require_store(store_uri)), work_item["dataset_hash"])
     if vplan is not None:  # the work item's range indexes the version plan's sources to render
-        return render_planned(store_uri, vplan, range(start, stop))
-    frames = load_input_frames(input_uri, synthetic_videos, synthetic_frames_per_video)
+        return render_planned(store_uri, vplan, range(start, stop), workers=workers)
+    from signpose.datasets.render import SplitPolicy
+
+    frames = load_input_frames(input_uri, synthetic_videos, synthetic_frames_per_video,
+                               policy=SplitPolicy(dev_fraction, test_fraction))
     settings = RenderSettings(image_size=image_size)
     plan = plan_dataset(frames, settings, shard_size)
     if plan.dataset_hash != work_item["dataset_hash"]:

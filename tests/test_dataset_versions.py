@@ -5,6 +5,7 @@ diff / gc. Corpora of generated ``.pose`` files in a folder and in moto's S3 ser
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 
 import boto3
@@ -70,7 +71,7 @@ def _fan_out(corpus_uri: str, store_uri: str) -> tuple[list[dict], list[int]]:
     """The pipeline's preprocessing steps (plan -> one writer per item -> commit); frames per writer."""
     args = dict(image_size=SETTINGS.image_size, shard_size=SHARD)
     items = stages.plan_preprocess(corpus_uri, store_uri, render_tasks=3, **args)
-    rendered = [stages.write_shards(corpus_uri, store_uri, item, **args) for item in items]
+    rendered = [stages.write_shards(corpus_uri, store_uri, item, workers=1, **args) for item in items]
     stages.commit_dataset(store_uri, items)
     return items, rendered
 
@@ -278,3 +279,76 @@ def test_frame_folders_and_seed_pickles_are_sources_and_a_pickles_splits_stay_as
     given = generate_signer_data(n_videos=4, frames_per_video=3, seed=6)
     assert {split: sources["phoenix.pkl"]["frames"].get(split, 0) for split in ("train", "dev", "test")} == {
         split: len(given[split]["keypoints"]) if split in given else 0 for split in ("train", "dev", "test")}
+
+
+def test_changed_split_fractions_move_no_placed_video_new_videos_follow_them_and_a_note_says_so(
+        pose_files, tmp_path, capsys, caplog):
+    from signpose.datasets.splits import hash_split
+
+    corpus = Corpus(str(tmp_path / "corpus"))
+    keys = sorted(pose_files)[:120]
+    old_keys, new_keys = keys[::2], keys[1::2]  # 60 placed at the default 0.1 / 0.1, then 60 new ones
+    corpus.put({k: pose_files[k] for k in old_keys})
+    store = str(tmp_path / "store")
+    flags = ["preprocess", "--data_path", corpus.uri, "--store", store, "--image_size", "16", "--shard_size",
+             str(SHARD), "--workers", "1"]
+    assert main(flags) == 0
+    v1 = read_manifest(store)
+    assert v1.split_policy["dev_fraction"] == 0.1 and "note" not in capsys.readouterr().out
+
+    corpus.put({k: pose_files[k] for k in new_keys})
+    assert main(flags + ["--dev_fraction", "0.4", "--test_fraction", "0.35"]) == 0
+    v2 = read_manifest(store)
+    old, placed = _placements(v1), _placements(v2)
+    assert {v: placed[v] for v in old} == old  # not one placed video moved
+    new = {v: where for v, where in placed.items() if v not in old}
+    assert len(new) == len(new_keys)
+    assert all(where == hash_split(v, 0.4, 0.35) for v, where in new.items())
+    new_train = sum(where == "train" for where in new.values()) / len(new)
+    old_train = sum(where == "train" for where in old.values()) / len(old)
+    assert new_train < 0.45 < 0.65 < old_train  # expected 0.25 against 0.8 (3+ standard deviations each)
+    assert v2.split_policy == {"dev_fraction": 0.4, "test_fraction": 0.35, "seed": 0}
+    note = read_report(store, v2.dataset_hash)["notes"]
+    assert len(note) == 1 and "dev 0.1 / test 0.1" in note[0] and "dev 0.4 / test 0.35" in note[0]
+    assert "new videos only" in note[0] and v1.dataset_hash[:12] in note[0]
+    assert f"note: {note[0]}" in capsys.readouterr().out
+    assert any(r.levelname == "WARNING" and note[0] in r.getMessage() for r in caplog.records)
+    assert read_report(store, v1.dataset_hash)["notes"] == []
+
+
+def test_the_fraction_flags_together_at_1_or_more_are_one_line_and_status_2_before_any_work(tmp_path, capsys):
+    from cli_errors import one_error_line
+
+    from signpose.ranges import RangeError
+
+    store = tmp_path / "store"
+    assert main(["preprocess", "--store", str(store), "--dev_fraction", "0.6", "--test_fraction", "0.4"]) == 2
+    one_error_line(capsys.readouterr().err, "--dev_fraction 0.6", "--test_fraction 0.4", "below 1")
+    with pytest.raises(RangeError, match="--test_fraction"):  # a pipeline's parameters are checked alike
+        stages.plan_preprocess("", str(store), test_fraction=1.5)
+    assert not store.exists()
+
+
+def test_a_corpus_renders_its_new_sources_in_worker_processes_into_the_same_objects_as_one(
+        pose_files, tmp_path, monkeypatch, caplog):
+    from signpose.shards import write as shard_write
+
+    corpus = Corpus(str(tmp_path / "corpus"))
+    corpus.put(dict(sorted(pose_files.items())[:8]))
+    pools = []
+    real_pool = shard_write.render_pool
+    monkeypatch.setattr(shard_write, "render_pool", lambda n: pools.append(n) or real_pool(n))
+    args = dict(image_size=SETTINGS.image_size, shard_size=4)
+    one = stages.preprocess(corpus.uri, str(tmp_path / "one"), workers=1, **args)
+    assert pools == []
+    caplog.set_level(logging.DEBUG, logger="signpose.datasets.render")
+    two = stages.preprocess(corpus.uri, str(tmp_path / "two"), workers=2, **args)
+    assert pools == [2]
+    rendered = [r for r in caplog.records if r.getMessage().startswith(f"{tmp_path / 'two'}: rendered 3 frames")]
+    assert len(rendered) == 8 and os.getpid() not in {r.process for r in rendered}  # relayed from the workers
+    assert two.dataset_hash == one.dataset_hash and two.sources == one.sources
+    assert [(s.key, s.sha256, s.splits) for s in two.shards] == [(s.key, s.sha256, s.splits) for s in one.shards]
+    for info in one.shards:
+        assert (tmp_path / "two" / info.key).read_bytes() == (tmp_path / "one" / info.key).read_bytes()
+    records = sorted(p.name for p in (tmp_path / "one" / "sources").iterdir())
+    assert records == sorted(p.name for p in (tmp_path / "two" / "sources").iterdir()) and len(records) == 8

@@ -214,6 +214,8 @@ def _flag_cases(tmp: str) -> dict[str, list[str]]:
         "preprocess --synthetic_videos 1e9": ["preprocess", "--store", f"{tmp}/out", "--synthetic_videos",
                                               "1000000000"],
         "preprocess --shard_size 0": ["preprocess", "--store", f"{tmp}/out", "--shard_size", "0"],
+        "preprocess --dev_fraction 1.5": ["preprocess", "--store", f"{tmp}/out", "--dev_fraction", "1.5"],
+        "preprocess --test_fraction -0.1": ["preprocess", "--store", f"{tmp}/out", "--test_fraction", "-0.1"],
         "train --batch_size 0": ["train", "face", *data, "--batch_size", "0"],
         "train --epochs -1": ["train", "face", *data, "--epochs", "-1"],
         "train --lr nan": ["train", "skeleton", *data, "--lr", "nan"],

@@ -41,6 +41,7 @@ def _run_preprocess(args: argparse.Namespace) -> int:
     from signpose import stages
     from signpose.io.limits import ReadLimits
 
+    ranges.check_split_fractions(args.dev_fraction, args.test_fraction)
     if not args.data_path:
         ranges.check_synthetic(args.synthetic_videos, args.synthetic_frames_per_video,
                                ReadLimits.resolve(args.max_frames).max_frames)
@@ -48,7 +49,8 @@ def _run_preprocess(args: argparse.Namespace) -> int:
                                  shard_size=args.shard_size, synthetic_videos=args.synthetic_videos,
                                  synthetic_frames_per_video=args.synthetic_frames_per_video,
                                  workers=args.workers, max_frames=args.max_frames, max_rejected=args.max_rejected,
-                                 replace=args.replace)
+                                 replace=args.replace, dev_fraction=args.dev_fraction,
+                                 test_fraction=args.test_fraction)
     print(f"{manifest.uri}: dataset {manifest.dataset_hash[:12]}, {manifest.splits}, "
           f"{len(manifest.shards)} shards")
     return 0
@@ -64,7 +66,13 @@ def _add_preprocess_parser(subparsers) -> None:
              help=f"rendered skeleton image side in pixels, {ranges.DATASET_IMAGE_SIZE.describe()} (default: 256)")
     add_flag(parser, "--shard_size", type=ranges.SHARD_SIZE, default=4096, help="frames per shard (default: 4096)")
     parser.add_argument("--workers", type=ranges.WORKERS, default=None,
-                        help="render processes (default: all cores)")
+                        help="render processes, for a corpus each rendering one source at a time (default: all cores)")
+    add_flag(parser, "--dev_fraction", type=ranges.SPLIT_FRACTION, default=0.1,
+             help=f"share of new videos held out for dev, {ranges.SPLIT_FRACTION.describe()}, dev + test below 1 "
+                  "(default: 0.1); videos an earlier version placed keep their split, splits the input "
+                  "gives are kept")
+    add_flag(parser, "--test_fraction", type=ranges.SPLIT_FRACTION, default=0.1,
+             help=f"share of new videos held out for test, {ranges.SPLIT_FRACTION.describe()} (default: 0.1)")
     add_flag(parser, "--synthetic_videos", type=ranges.SYNTHETIC_VIDEOS, default=24,
              help="videos of generated data when --data_path is not given (default: 24)")
     add_flag(parser, "--synthetic_frames_per_video", type=ranges.SYNTHETIC_FRAMES_PER_VIDEO, default=64,

@@ -22,6 +22,7 @@ from signpose.datasets.listing import Corpus, ObjectInfo, SourceEntry
 from signpose.datasets.report import source_row
 from signpose.datasets.sources import read_source
 from signpose.datasets.splits import apply_placement, place_videos
+from signpose.errors import UserError
 from signpose.io import KeypointFrames
 from signpose.render import RENDERER_VERSION, RenderSettings
 from signpose.shards.codec import build_shard
@@ -45,8 +46,24 @@ class SplitPolicy:
     test_fraction: float = 0.1
     seed: int = 0
 
+    def __post_init__(self) -> None:  # a policy built from KFP parameters is checked like the flags
+        from signpose.ranges import check_split_fractions
+
+        check_split_fractions(self.dev_fraction, self.test_fraction)
+
 
 DEFAULT_POLICY = SplitPolicy()
+
+
+def policy_note(parent_hash: str, old: dict, new: SplitPolicy) -> str:
+    """The note of a version whose split policy differs from its parent's: what changed, and that it
+    moves no video (the data report's ``notes``, and a warning)."""
+    def text(policy: dict) -> str:
+        seed = f" (seed {policy.get('seed')})" if policy.get("seed") != new.seed else ""
+        return f"dev {policy.get('dev_fraction')} / test {policy.get('test_fraction')}{seed}"
+
+    return (f"split fractions changed from {text(old)} in parent {parent_hash[:12]} to {text(asdict(new))}: they "
+            "apply to new videos only; every video an earlier version placed keeps its split")
 
 
 def render_key(content_hash: str, settings: RenderSettings, shard_size: int, policy: SplitPolicy,
@@ -103,6 +120,33 @@ def _complete(store: ObjectStore, rkey: str) -> bool:
         return all(store.exists(shard["key"]) for shard in record["shards"])
     except (ObjectNotFoundError, ValueError, KeyError, TypeError):
         return False
+
+
+class WorkerUserError(ShardError, UserError):
+    """A user error from a render process whose own exception type cannot be rebuilt in this one."""
+
+
+def render_job(store: ObjectStore, corpus: Corpus, entries: list[dict], settings: RenderSettings, shard_size: int,
+               policy: SplitPolicy, max_frames: int | None, max_rejected: float | None) -> int:
+    """:func:`render_source` of each of ``entries`` in turn, as a render process runs them: only the plan
+    entries cross, the sources are read there; an error comes back as one the caller can rebuild."""
+    try:
+        return sum(render_source(store, corpus, entry, settings, shard_size, policy, max_frames, max_rejected)
+                   for entry in entries)
+    except Exception as error:
+        raise _relayable(error) from None
+
+
+def _relayable(error: Exception) -> Exception:
+    """``error``, or when it cannot be rebuilt from its pickled form (an ``__init__`` that does not take
+    its ``args``) one that keeps its message and whether it is the user's to fix."""
+    try:
+        rebuild, args = error.__reduce__()[:2]
+        rebuild(*args)  # what unpickling it in the parent will do
+        return error
+    except Exception:
+        text = f"{type(error).__name__}: {error}"
+        return WorkerUserError(str(error)) if isinstance(error, UserError) else RuntimeError(text)
 
 
 def render_source(store: ObjectStore, corpus: Corpus, entry: dict, settings: RenderSettings, shard_size: int,

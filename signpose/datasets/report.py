@@ -91,7 +91,7 @@ def source_row(key: str, content_hash: str, frames, videos: int) -> dict:
 
 
 def build_report(dataset_hash: str, parent: str | None, splits: dict[str, dict[str, int]], sources: list[dict],
-                 skipped: dict[str, int] | None = None, added=(), changed=(), removed=()) -> dict:
+                 skipped: dict[str, int] | None = None, added=(), changed=(), removed=(), notes=()) -> dict:
     """The report of one version from its sources' rows (see the module docstring)."""
     rows = sorted(sources, key=lambda row: row["key"])
     return {"schema": REPORT_SCHEMA, "dataset_hash": dataset_hash, "parent": parent,
@@ -99,7 +99,7 @@ def build_report(dataset_hash: str, parent: str | None, splits: dict[str, dict[s
                        for name, v in splits.items()},
             "regions": merge_regions([row["regions"] for row in rows]), "sources": rows,
             "skipped": dict(skipped or {}), "added": sorted(added), "changed": sorted(changed),
-            "removed": sorted(removed)}
+            "removed": sorted(removed), "notes": list(notes)}
 
 
 def write_report(store: ObjectStore, report: dict) -> str:
@@ -132,4 +132,5 @@ def summary_lines(report: dict) -> list[str]:
     rejected = sum(sum(row["frames_rejected"].values()) for row in report["sources"])
     if rejected or report["skipped"]:
         lines.append(f"  rejected frames: {rejected}; skipped objects: {report['skipped'] or 'none'}")
+    lines.extend(f"  note: {note}" for note in report.get("notes", []))
     return lines

@@ -24,7 +24,14 @@ from dataclasses import asdict, replace
 from datetime import datetime, timezone
 
 from signpose.datasets.listing import Corpus, list_corpus
-from signpose.datasets.render import DEFAULT_POLICY, SplitPolicy, record_key, render_key, render_source
+from signpose.datasets.render import (
+    DEFAULT_POLICY,
+    SplitPolicy,
+    policy_note,
+    record_key,
+    render_job,
+    render_key,
+)
 from signpose.datasets.report import build_report, read_report, write_report
 from signpose.datasets.sources import hash_source
 from signpose.datasets.splits import MIN_VIDEOS_TO_SPLIT
@@ -103,15 +110,17 @@ def plan_version(corpus_uri: str, store_uri: str | ObjectStore, settings: Render
     entries, todo, changes = _plan_sources(corpus, parent, settings, shard_size, policy)
     dataset_hash = _version_hash(settings, shard_size, entries)
     base = committed.dataset_hash if committed is not None else None
+    notes = []
     if parent is None:
         claim(store, dataset_hash, replace)
     elif parent.split_policy and parent.split_policy != asdict(policy):
-        log.warning("%s: split fractions changed from %s to %s: they apply to new videos only; every video an "
-                    "earlier version placed keeps its split", store.uri, parent.split_policy, asdict(policy))
+        notes.append(policy_note(parent.dataset_hash, parent.split_policy, policy))
+        log.warning("%s: %s", store.uri, notes[-1])
     plan = {"kind": "version", "dataset_hash": dataset_hash, "parent": parent.dataset_hash if parent else None,
             "base": base, "replace": bool(replace), "corpus": corpus.uri, "render": settings.to_dict(),
             "image_size": settings.image_size, "shard_size": int(shard_size), "policy": asdict(policy),
-            "skipped": corpus.skipped, "sources": entries, "todo": [] if base == dataset_hash else todo, **changes}
+            "skipped": corpus.skipped, "notes": notes, "sources": entries,
+            "todo": [] if base == dataset_hash else todo, **changes}
     if base != dataset_hash and not store.exists(f"{PLAN_DIR}/{dataset_hash}.json"):
         store.put_bytes(f"{PLAN_DIR}/{dataset_hash}.json", json.dumps(plan, sort_keys=True).encode())
     log.info("%s: version %s of %s: %d sources, %d to render (%d added, %d changed, %d removed)%s", store.uri,
@@ -130,15 +139,29 @@ def read_plan(store: ObjectStore, dataset_hash: str) -> dict | None:
 
 
 def render_planned(store_uri: str | ObjectStore, plan: dict, todo_range: range | None = None,
-                   max_frames: int | None = None, max_rejected: float | None = None) -> int:
-    """Render the sources ``plan["todo"][todo_range]`` (all when None); returns the frames rendered."""
+                   max_frames: int | None = None, max_rejected: float | None = None, workers: int | None = 1) -> int:
+    """Render the sources ``plan["todo"][todo_range]`` (all when None) with ``workers`` processes (None:
+    one per core), each holding one source at a time; returns the frames rendered. A source's shards
+    and record depend on it alone, so any number of workers writes the same objects."""
+    from signpose.shards.write import _default_workers, render_pool
+
     store = open_store(store_uri)
-    corpus = Corpus(plan["corpus"], open_store(plan["corpus"]), [])
     settings = RenderSettings(**{k: tuple(v) if isinstance(v, list) else v for k, v in plan["render"].items()})
     policy = SplitPolicy(**plan["policy"])
     todo = plan["todo"] if todo_range is None else plan["todo"][todo_range.start:todo_range.stop]
-    return sum(render_source(store, corpus, plan["sources"][i], settings, plan["shard_size"], policy, max_frames,
-                             max_rejected) for i in todo)
+    corpus = Corpus(plan["corpus"], open_store(plan["corpus"]), [])
+    entries = [plan["sources"][i] for i in todo]
+    rest = (settings, plan["shard_size"], policy, max_frames, max_rejected)
+    n_workers = _default_workers(len(entries)) if workers is None else max(1, min(int(workers), len(entries) or 1))
+    if n_workers <= 1:
+        return render_job(store, corpus, entries, *rest)
+    # A few sources a task (4 tasks a worker balance uneven sources) spare most of the per-task traffic;
+    # the queue holds plan entries only: a source is read in its worker.
+    chunk = -(-len(entries) // (4 * n_workers))
+    with render_pool(n_workers) as pool:
+        futures = [pool.submit(render_job, store, corpus, entries[i:i + chunk], *rest)
+                   for i in range(0, len(entries), chunk)]
+        return sum(future.result() for future in futures)
 
 
 def _parent_parts(store: ObjectStore, plan: dict) -> tuple[dict[str, ShardInfo], dict[str, dict]]:
@@ -218,18 +241,21 @@ def commit_version(store_uri: str | ObjectStore, dataset_hash: str, plan: dict |
         render=plan["render"], splits=splits, shards=infos, n_frames=sum(i.count for i in infos),
         created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), shard_size=int(plan["shard_size"]),
         parent=plan["parent"], sources=sources, changes=changes, split_policy=plan["policy"], uri=store.uri)
-    write_report(store, build_report(dataset_hash, plan["parent"], {n: {"frames": splits[n], "videos": videos.get(n, 0)}
-                                                                    for n in splits}, rows, plan["skipped"], **changes))
+    split_counts = {n: {"frames": splits[n], "videos": videos.get(n, 0)} for n in splits}
+    write_report(store, build_report(dataset_hash, plan["parent"], split_counts, rows, plan["skipped"],
+                                     notes=plan.get("notes", ()), **changes))
     return commit_manifest(store, manifest, plan["base"], replace=plan["parent"] is not None or plan["replace"])
 
 
 def write_version(corpus_uri: str, store_uri: str | ObjectStore, settings: RenderSettings = RenderSettings(),
                   shard_size: int = DEFAULT_SHARD_SIZE, policy: SplitPolicy = DEFAULT_POLICY, replace: bool = False,
-                  max_frames: int | None = None, max_rejected: float | None = None) -> tuple[Manifest, int]:
-    """Plan, render the new and changed sources (one in memory at a time) and commit; returns the
-    committed manifest and the number of frames rendered (0 for an unchanged corpus)."""
+                  max_frames: int | None = None, max_rejected: float | None = None,
+                  workers: int | None = 1) -> tuple[Manifest, int]:
+    """Plan, render the new and changed sources (``workers`` processes, one source in memory in each)
+    and commit; returns the committed manifest and the number of frames rendered (0 for an unchanged
+    corpus)."""
     corpus = list_corpus(corpus_uri)  # listed before the store is opened (an empty corpus creates nothing)
     plan = plan_version(corpus_uri, store_uri, settings, shard_size, policy, replace, corpus=corpus)
     store = open_store(store_uri)
-    rendered = render_planned(store, plan, None, max_frames, max_rejected)
+    rendered = render_planned(store, plan, None, max_frames, max_rejected, workers)
     return commit_version(store, plan["dataset_hash"], plan), rendered

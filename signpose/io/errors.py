@@ -42,3 +42,10 @@ class KeypointFormatError(UserError, ValueError):
         file_text = one_line(self.file, MAX_MESSAGE_CHARS)
         location = f"{file_text}: {', '.join(where)}" if where else file_text
         super().__init__(f"{location}: {self.reason}")
+
+    def __reduce__(self):  # rebuilt from its parts, so it crosses back from a worker process as itself
+        return (_rebuild_format_error, (type(self), self.file, self.reason, self.sample, self.field, self.split))
+
+
+def _rebuild_format_error(kind, file, reason, sample, field, split):
+    return kind(file, reason, sample=sample, field=field, split=split)

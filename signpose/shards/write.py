@@ -9,12 +9,13 @@ undisturbed run (the plan and the shard bytes are deterministic: :mod:`signpose.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from datetime import datetime, timezone
 from typing import Any
@@ -58,12 +59,56 @@ def _default_workers(n_tasks: int) -> int:
     return max(1, min(cpus, n_tasks))
 
 
-def _pool(workers: int) -> ProcessPoolExecutor:
+@contextlib.contextmanager
+def render_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
+    """The render processes of :func:`write_shard_range` and of a corpus version's sources; their log
+    records go through this process's logging (a reader's warnings show as if it ran here). On exit
+    the queued tasks are dropped (after an error nothing more is rendered for nothing)."""
     import multiprocessing
+    from logging.handlers import QueueListener
 
     # forkserver: forking a process that already runs torch/BLAS threads can deadlock its children.
-    method = "forkserver" if sys.platform.startswith("linux") else "spawn"
-    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method))
+    context = multiprocessing.get_context("forkserver" if sys.platform.startswith("linux") else "spawn")
+    records = context.Queue()
+    listener = QueueListener(records, _Relay())
+    listener.start()
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start_worker,
+                               initargs=(dict(os.environ), records, _lowest_level()))
+    try:
+        yield pool
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        listener.stop()
+        records.close()
+
+
+def _lowest_level() -> int:
+    """The lowest level any logger here lets through: what a worker must send (the relay filters)."""
+    loggers = [logging.getLogger(), *(v for v in logging.root.manager.loggerDict.values()
+                                      if isinstance(v, logging.Logger) and v.level)]
+    return min(logger.getEffectiveLevel() for logger in loggers)
+
+
+class _Relay:
+    """Hands a worker's log record to the logger of its name here (the caller's handlers, pytest's too),
+    when that logger is enabled for its level."""
+
+    def handle(self, record: logging.LogRecord) -> None:
+        logger = logging.getLogger(record.name)
+        if logger.isEnabledFor(record.levelno):
+            logger.handle(record)
+
+
+def _start_worker(environ: dict[str, str], records, level: int) -> None:
+    from logging.handlers import QueueHandler
+
+    # A forkserver's children inherit the server's environment, fixed when it first started: a worker
+    # that opens a store must see the credentials and endpoint the caller has now.
+    os.environ.clear()
+    os.environ.update(environ)
+    root = logging.getLogger()
+    root.handlers[:] = [QueueHandler(records)]
+    root.setLevel(level)
 
 
 def _progress(total: int, desc: str, enabled: bool):
@@ -129,8 +174,7 @@ def write_shard_range(frames, store_uri: str | ObjectStore, settings: RenderSett
                 bar.update(1)
         else:
             # Keep a bounded number of shards in flight: each holds its rendered images in memory.
-            pool = _pool(n_workers)
-            try:
+            with render_pool(n_workers) as pool:
                 pending: list[tuple[int, Any]] = []
                 queue = list(todo)
                 while queue or pending:
@@ -140,9 +184,6 @@ def write_shard_range(frames, store_uri: str | ObjectStore, settings: RenderSett
                     index, future = pending.pop(0)
                     commit(index, *future.result())
                     bar.update(1)
-            finally:
-                # On an error, drop the queued shards instead of rendering them for nothing.
-                pool.shutdown(wait=True, cancel_futures=True)
     return [infos[i] for i in indices]
 
 
