@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from signpose.cli import main
 from signpose.io import KeypointFormatError, read_keypoints
 from signpose.io.writers import write_pose
 from signpose.shards import read_manifest
+from signpose.shards.commit import DamagedManifestError
 from signpose.synth import generate_signer_frames
 
 SMALL = ["--image_size", "32", "--shard_size", "8", "--synthetic_frames_per_video", "8", "--workers", "1"]
@@ -56,15 +58,29 @@ def _preprocess(store: Path, videos: int = 4, *more) -> list[str]:
 
 # --- 5. a damaged commit ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("command", ["preprocess", "gc"])
+def _fan_out_plan(store: Path) -> int:
+    """The pipeline's plan step (in-process; a user error raised is exit 2 in its component)."""
+    from signpose import stages
+
+    try:
+        stages.plan_preprocess("", str(store), image_size=32, shard_size=8, synthetic_videos=5,
+                               synthetic_frames_per_video=8)
+    except DamagedManifestError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+@pytest.mark.parametrize("command", ["preprocess", "fan-out plan", "gc"])
 def test_a_store_whose_manifest_was_cut_in_half_is_refused_and_nothing_is_deleted(store, capsys, command):
     manifest = store / "manifest.json"
     manifest.write_bytes(manifest.read_bytes()[: manifest.stat().st_size // 2])
     for obj in store.rglob("*"):  # old enough for any garbage collection to take
         os.utime(obj, (time.time() - 86400,) * 2)
     before = _tree(store)
-    argv = _preprocess(store, 5) if command == "preprocess" else ["dataset", "gc", str(store), "--grace_hours", "0"]
-    assert main(argv) == 2
+    run = {"preprocess": lambda: main(_preprocess(store, 5)), "fan-out plan": lambda: _fan_out_plan(store),
+           "gc": lambda: main(["dataset", "gc", str(store), "--grace_hours", "0"])}[command]
+    assert run() == 2
     line = one_error_line(capsys.readouterr().err, "manifest.json", "cannot be read", "dataset info", "--replace")
     assert _tree(store) == before, line
     if command == "preprocess":
