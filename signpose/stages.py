@@ -155,7 +155,7 @@ def plan_preprocess(input_uri: str, store_uri: str, image_size: int = 256, shard
 
     policy = SplitPolicy(dev_fraction, test_fraction)  # refused before the store is opened
     store = open_store(_require_store(store_uri))
-    base = committed_hash(store) or ""
+    base = committed_hash(store, replace) or ""  # an unreadable manifest is refused without replace
     if is_corpus(input_uri):  # a version of the corpus: the writers split the new or changed sources only
         from signpose.datasets.version import plan_version
 

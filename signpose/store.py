@@ -131,6 +131,10 @@ class ObjectStore(ABC):
     def delete(self, key: str) -> None:
         """Remove the object; a missing object is not an error."""
 
+    def temporaries(self) -> list[str]:
+        """Keys of the temporary files a killed local writer left (:meth:`list` hides them); none in S3."""
+        return []
+
     # --- conditional writes: compare-and-set on one object (leases, locks) ---------------------------
 
     def put_if_absent(self, key: str, data: bytes) -> str | None:
@@ -157,11 +161,10 @@ class ObjectStore(ABC):
 
 
 class LocalStore(ObjectStore):
-    """A folder on the local file system."""
+    """A folder on the local file system, created by its first write (opening it or reading creates nothing)."""
 
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root).expanduser().resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
 
     @property
     def uri(self) -> str:
@@ -227,18 +230,21 @@ class LocalStore(ObjectStore):
         except FileNotFoundError:
             raise ObjectNotFoundError(f"{self.url(key)}: no such object") from None
 
-    def list(self, prefix: str = "") -> list[str]:
+    def list(self, prefix: str = "", temporaries: bool = False) -> list[str]:
         keys = []
         # A folder prefix ("shards/") walks that folder only, not the whole store.
         top = self._path(prefix.rsplit("/", 1)[0]) if "/" in prefix else self.root
         for dirpath, _dirnames, filenames in os.walk(top):
             for name in filenames:
-                if name.endswith(_TMP_SUFFIX):
+                if name.endswith(_TMP_SUFFIX) != temporaries:  # in-flight writes: listed on request only
                     continue
                 rel = os.path.relpath(os.path.join(dirpath, name), self.root).replace(os.sep, "/")
                 if rel.startswith(prefix):
                     keys.append(rel)
         return sorted(keys)
+
+    def temporaries(self) -> list[str]:
+        return self.list("", temporaries=True)
 
     def delete(self, key: str) -> None:
         try:
@@ -358,13 +364,11 @@ class S3Store(ObjectStore):
         return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
 
     def _key(self, key: str) -> str:
-        key = validate_key(key)
-        return f"{self.prefix}/{key}" if self.prefix else key
+        return f"{self.prefix}/{validate_key(key)}" if self.prefix else validate_key(key)
 
     @staticmethod
     def _is_not_found(error) -> bool:
-        code = str(error.response.get("Error", {}).get("Code", ""))
-        return code in ("404", "NoSuchKey", "NotFound")
+        return str(error.response.get("Error", {}).get("Code", "")) in ("404", "NoSuchKey", "NotFound")
 
     def put_bytes(self, key: str, data: bytes) -> None:
         s3_key = self._key(key)

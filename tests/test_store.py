@@ -139,6 +139,7 @@ def test_local_symlink_out_of_the_root_is_refused(tmp_path):
     outside = tmp_path / "outside"
     outside.mkdir()
     store = LocalStore(tmp_path / "root")
+    (tmp_path / "root").mkdir()
     os.symlink(outside, tmp_path / "root" / "link")
     with pytest.raises(InvalidKeyError):
         store.put_bytes("link/file", b"x")

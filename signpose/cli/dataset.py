@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 
-from signpose.shards import ShardError, read_manifest, verify_dataset
+from signpose.shards import ManifestNotFoundError, ShardError, read_manifest, verify_dataset
 from signpose.shards.manifest import _strip_manifest_name
 
 
@@ -66,7 +66,7 @@ def _run_verify(args) -> int:
         manifest = verify_dataset(_strip_manifest_name(args.uri))
     except ShardError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(e, ManifestNotFoundError) else 1  # 1: the data set is damaged
     print(f"{manifest.uri}: all {len(manifest.shards)} shards verified ({manifest.n_frames} frames)")
     return 0
 

@@ -9,7 +9,8 @@ changed and removed between two versions) and ``gc`` (garbage collection by mark
 2. *Mark*: every object a kept version uses (shards, shard records, source records, plan, report),
    read after step 1, plus, when it changed meanwhile, the version committed now.
 3. *Sweep*: under ``shards/``, ``sources/``, ``plans/`` and ``reports/``, an unmarked object is
-   deleted only when it is older than the grace period (default 6 hours).
+   deleted only when it is older than the grace period (default 6 hours), and so is a temporary file
+   that a killed writer left (``.tmp-signpose``).
 
 A writer reuses only shards of its parent, which is the committed version when it plans; if that
 is still the committed version at its commit, it was kept and marked by any gc in between (the
@@ -26,7 +27,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from signpose.shards.commit import SWEPT_DIRS, kept_keys, kept_versions
+from signpose.shards.commit import SWEPT_DIRS, committed_hash, kept_keys, kept_versions, stale_temporaries
 from signpose.shards.format import REPORT_DIR, VERSION_DIR, ShardError
 from signpose.shards.manifest import Manifest, _try_read_manifest
 from signpose.store import ObjectNotFoundError, ObjectStore, open_store
@@ -101,8 +102,10 @@ def _kept(store: ObjectStore, keep: int | None) -> tuple[Manifest | None, list[M
 def collect(store_uri: str | ObjectStore, keep: int | None = None, grace_s: float = DEFAULT_GRACE_S,
             dry_run: bool = False, now: float | None = None) -> dict[str, list[str]]:
     """Apply the gc rule of the module docstring; returns {"versions": dropped hashes, "objects": keys}
-    (what would be deleted, with ``dry_run``)."""
+    (what would be deleted, with ``dry_run``). A store whose manifest cannot be read is refused: what
+    its data set uses is unknown (:func:`~signpose.shards.commit.committed_hash`)."""
     store = open_store(store_uri)
+    committed_hash(store)
     current, kept, dropped = _kept(store, keep)
     for version in dropped:
         log.info("%s: dropping version %s (%s)", store.uri, version.dataset_hash[:12], version.created_at)
@@ -130,6 +133,7 @@ def collect(store_uri: str | ObjectStore, keep: int | None = None, grace_s: floa
                 continue
             if old_enough or (dry_run and key in dropped_keys):
                 doomed.append(key)
+    doomed += stale_temporaries(store, cutoff)
     if not dry_run:
         for key in doomed:
             store.delete(key)

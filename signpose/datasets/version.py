@@ -47,6 +47,7 @@ from signpose.shards.format import (
     ShardError,
 )
 from signpose.shards.manifest import Manifest, ShardInfo, _try_read_manifest
+from signpose.shards.plan import plan_dropped_on_failure
 from signpose.store import ObjectNotFoundError, ObjectStore, open_store
 
 log = logging.getLogger(__name__)
@@ -121,7 +122,7 @@ def plan_version(corpus_uri: str, store_uri: str | ObjectStore, settings: Render
             "image_size": settings.image_size, "shard_size": int(shard_size), "policy": asdict(policy),
             "skipped": corpus.skipped, "notes": notes, "sources": entries,
             "todo": [] if base == dataset_hash else todo, **changes}
-    if base != dataset_hash and not store.exists(f"{PLAN_DIR}/{dataset_hash}.json"):
+    if base != dataset_hash and read_plan(store, dataset_hash) is None:  # absent, or damaged: (re)written
         store.put_bytes(f"{PLAN_DIR}/{dataset_hash}.json", json.dumps(plan, sort_keys=True).encode())
     log.info("%s: version %s of %s: %d sources, %d to render (%d added, %d changed, %d removed)%s", store.uri,
              dataset_hash[:12], corpus.uri, len(entries), len(plan["todo"]), len(changes["added"]),
@@ -130,10 +131,13 @@ def plan_version(corpus_uri: str, store_uri: str | ObjectStore, settings: Render
 
 
 def read_plan(store: ObjectStore, dataset_hash: str) -> dict | None:
-    """The stored plan of version ``dataset_hash``, None when absent or not a version's plan."""
+    """The stored plan of version ``dataset_hash``, None when absent, unreadable or not a version's plan."""
     try:
         plan = json.loads(store.get_bytes(f"{PLAN_DIR}/{dataset_hash}.json"))
     except ObjectNotFoundError:
+        return None
+    except (ValueError, RecursionError) as e:  # damaged: the plan step writes it again
+        log.warning("%s: ignoring unreadable plan: %s", store.url(f"{PLAN_DIR}/{dataset_hash}.json"), e)
         return None
     return plan if isinstance(plan, dict) and plan.get("kind") == "version" else None
 
@@ -255,7 +259,10 @@ def write_version(corpus_uri: str, store_uri: str | ObjectStore, settings: Rende
     and commit; returns the committed manifest and the number of frames rendered (0 for an unchanged
     corpus)."""
     corpus = list_corpus(corpus_uri)  # listed before the store is opened (an empty corpus creates nothing)
-    plan = plan_version(corpus_uri, store_uri, settings, shard_size, policy, replace, corpus=corpus)
     store = open_store(store_uri)
-    rendered = render_planned(store, plan, None, max_frames, max_rejected, workers)
-    return commit_version(store, plan["dataset_hash"], plan), rendered
+    planned = set(store.list(PLAN_DIR + "/"))
+    plan = plan_version(corpus_uri, store, settings, shard_size, policy, replace, corpus=corpus)
+    plan_key = f"{PLAN_DIR}/{plan['dataset_hash']}.json"
+    with plan_dropped_on_failure(store, plan_key, existed=plan_key in planned):
+        rendered = render_planned(store, plan, None, max_frames, max_rejected, workers)
+        return commit_version(store, plan["dataset_hash"], plan), rendered

@@ -3,8 +3,9 @@
 Every reader turns its input into raw (N, 143, 3) arrays and calls :func:`finish` (or the pieces
 below), so the rules are the same for all formats (docs/data.md, "Coordinates"):
 
-* values must be finite; confidence must lie in [0, 1] (up to 1.1 is clipped to 1: OpenPose face
-  scores reach 1.006); a point with confidence 0 is missing and its x, y are set to 0;
+* a point with confidence 0 is missing and its x, y are set to 0, whatever they held (NaN too); every
+  other value must be finite and a confidence lie in [0, 1] (up to 1.1 is clipped to 1: OpenPose face
+  scores reach 1.006): a negative or NaN confidence is an error (:func:`check_finite_and_confidence`);
 * pixel coordinates are mapped into [0, 1] on a square canvas of the longer frame side, centred
   ("letterbox"), so the aspect ratio is kept: ``x' = (x + (S - W) / 2) / S`` with ``S = max(W, H)``;
 * the scale is decided by the bulk of the frames, never by one value: a frame whose largest
@@ -100,24 +101,28 @@ def _point_field(point: int, point_fields: tuple[str, ...] | None) -> tuple[str,
 
 def check_finite_and_confidence(kp: np.ndarray, *, file, split=None, sample_ids=None,
                                 point_fields: tuple[str, ...] | None = None) -> np.ndarray:
-    """Refuse NaN/inf and confidences outside [0, 1]; clip small overshoots; returns ``kp``."""
+    """The one rule for missing points, applied by every reader (docs/data.md, "Coordinates"): a point
+    whose confidence is 0 is missing and its x, y are set to 0, whatever they held (NaN included:
+    pose-format leaves them so); every other confidence must be finite and in [0, 1] (overshoots up to
+    :data:`CONFIDENCE_TOLERANCE` are clipped to 1), and the x, y of a present point finite. A negative or
+    NaN confidence is refused, not read as missing: no extractor writes one. Returns ``kp``."""
     sample_ids = np.arange(len(kp)) if sample_ids is None else sample_ids
     for start in range(0, len(kp), CHUNK):
-        bad = ~np.isfinite(kp[start:start + CHUNK])
+        block = kp[start:start + CHUNK]
+        block[block[..., 2] == 0] = 0.0
+        bad = ~np.isfinite(block)
         if bad.any():
             n, p, c = np.argwhere(bad)[0]
-            n += start
             part, local = _point_field(p, point_fields)
-            raise KeypointFormatError(file, f"point {local} has a non-finite {'xyc'[c]} value ({kp[n, p, c]})",
-                                      sample=sample_ids[n], field=part, split=split)
-    for start in range(0, len(kp), CHUNK):
-        conf = kp[start:start + CHUNK, :, 2]
+            raise KeypointFormatError(file, f"point {local} has a non-finite {'xyc'[c]} value ({block[n, p, c]})",
+                                      sample=sample_ids[start + n], field=part, split=split)
+        conf = block[..., 2]
         bad = (conf < 0) | (conf > CONFIDENCE_TOLERANCE)
         if bad.any():
             n, p = np.argwhere(bad)[0]
             part, local = _point_field(p, point_fields)
             raise KeypointFormatError(file, f"point {local} has confidence {conf[n, p]:g}, expected a value "
-                                      "in [0, 1]", sample=sample_ids[start + n], field=part, split=split)
+                                      "in [0, 1] (0: missing)", sample=sample_ids[start + n], field=part, split=split)
         np.clip(conf, 0.0, 1.0, out=conf)
     return kp
 

@@ -110,7 +110,6 @@ def read_pose(path, frame_size=None, *, budget: FrameBudget | None = None,
     if np.ma.isMaskedArray(pose.body.data):
         masked = np.ma.getmaskarray(pose.body.data)[:, 0].any(-1)
         points[masked] = 0.0
-    points[~(points[..., 2] > 0)] = 0.0  # also turns NaN confidences of missing points into 0
 
     offsets, start = {}, 0
     for c in header.components:

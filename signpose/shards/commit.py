@@ -20,7 +20,8 @@ commit that exactly one of several concurrent writers wins.
   ``reports/``, the objects of the replaced data set (the keys its manifest names, its records and
   plan) and every other object that neither the committed data set nor a version recorded under
   ``versions/`` uses and that is older than the manifest (what refused or crashed writers left) are
-  deleted. Younger ones may belong to a writer still running, which a later commit collects. A new
+  deleted, and so are the temporary files that killed writers left (``.tmp-signpose``) a minute
+  older than it. Younger ones may belong to a writer still running, which a later commit collects. A new
   version of a corpus replaces nothing: its parent is recorded under ``versions/`` and keeps its
   shards until ``signpose dataset gc`` drops it (:mod:`signpose.datasets.history`). Readers that
   opened a replaced (non-version) manifest lose its shards.
@@ -53,6 +54,20 @@ class DatasetExistsError(ShardError):
     """The store prefix holds another committed data set (a user error: exit status 2)."""
 
 
+class DamagedManifestError(DatasetExistsError):
+    """``manifest.json`` is there but cannot be read: the store holds a data set nobody can name, which
+    is neither empty nor the writer's (refused unless ``--replace``; exit status 2)."""
+
+
+def damaged(store: ObjectStore, reason: str) -> DamagedManifestError:
+    """The one-line refusal of a store whose manifest cannot be read: how to inspect or repair it."""
+    reason = reason.removeprefix(f"{store.url(MANIFEST_NAME)}: ").removeprefix(f"{store.uri}/{MANIFEST_NAME}: ")
+    return DamagedManifestError(
+        f"{store.url(MANIFEST_NAME)}: the committed manifest cannot be read ({reason[:200]}), so the data set this "
+        f"store holds is unknown; inspect it with `signpose dataset info {store.uri}`, restore manifest.json (a "
+        "version's copy is under versions/), or give --replace to replace that data set")
+
+
 def refusal(store: ObjectStore, committed: str, new: str, raced: bool = False) -> DatasetExistsError:
     """The one-line refusal: the store, the committed data set's hash and this input's."""
     how = "another run committed data set" if raced else "holds data set"
@@ -61,7 +76,7 @@ def refusal(store: ObjectStore, committed: str, new: str, raced: bool = False) -
 
 
 def _hash_of(data: bytes | None) -> str | None:
-    """The dataset hash a manifest's bytes name (None: absent or unreadable, a manifest to overwrite)."""
+    """The dataset hash a manifest's bytes name, for messages (None: absent or unreadable)."""
     if data is None:
         return None
     try:
@@ -71,19 +86,35 @@ def _hash_of(data: bytes | None) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def committed_hash(store: ObjectStore) -> str | None:
-    """The hash of the data set committed at the store root, or None (none, or unreadable)."""
+def _readable_hash(store: ObjectStore, data: bytes | None, replace: bool) -> str | None:
+    """The hash of the committed manifest ``data`` (None: absent). A manifest that is there but cannot be
+    read is refused (:func:`damaged`), or taken as nothing with ``replace`` (it is overwritten)."""
+    if data is None:
+        return None
     try:
-        return _hash_of(store.get_bytes(MANIFEST_NAME))
+        return Manifest.from_dict(json.loads(data), uri=store.uri).dataset_hash
+    except (ValueError, RecursionError, ShardError) as e:
+        if replace:
+            return None
+        raise damaged(store, str(e) if isinstance(e, ShardError) else f"{type(e).__name__}: {e}") from None
+
+
+def committed_hash(store: ObjectStore, replace: bool = False) -> str | None:
+    """The hash of the data set committed at the store root, None when none; an unreadable manifest is
+    refused unless ``replace`` (then None)."""
+    try:
+        data = store.get_bytes(MANIFEST_NAME)
     except ObjectNotFoundError:
         return None
+    return _readable_hash(store, data, replace)
 
 
 def claim(store: ObjectStore, dataset_hash: str, replace: bool = False) -> str | None:
     """Check, before writing anything, that data set ``dataset_hash`` may be written here; returns the
     base (the hash committed now, None when none). Raises :class:`DatasetExistsError` when another data
-    set is committed, unless ``replace``."""
-    base = committed_hash(store)
+    set is committed, and :class:`DamagedManifestError` when the manifest cannot be read, unless
+    ``replace``."""
+    base = committed_hash(store, replace)
     if base is not None and base != dataset_hash and not replace:
         raise refusal(store, base, dataset_hash)
     return base
@@ -106,7 +137,7 @@ def commit_manifest(store: ObjectStore, manifest: Manifest, base: str | None, re
     except NotImplementedError:
         return _commit_unconditionally(store, manifest, base, replace)
     for _ in range(2):
-        found = _hash_of(current[0]) if current is not None else None
+        found = _readable_hash(store, current[0] if current is not None else None, replace)
         if found == new:
             return read_manifest(store)  # a concurrent writer of the same input committed it
         check_base(store, found, new, base, replace)
@@ -131,7 +162,7 @@ def _commit_unconditionally(store: ObjectStore, manifest: Manifest, base: str | 
         old = store.get_bytes(MANIFEST_NAME)
     except ObjectNotFoundError:
         old = None
-    found = _hash_of(old)
+    found = _readable_hash(store, old, replace)
     if found == new:
         return read_manifest(store)
     check_base(store, found, new, base, replace)
@@ -188,6 +219,9 @@ def kept_keys(manifest: Manifest) -> set[str]:
 
 
 SWEPT_DIRS = (SHARD_DIR, PLAN_DIR, SOURCE_DIR, REPORT_DIR)
+# A temporary file is a write in flight until it is this much older than the commit: a concurrent
+# writer between creating its temporary file and its first bytes is never cut off.
+TEMPORARY_GRACE_S = 60.0
 
 
 def kept_versions(store: ObjectStore) -> list[Manifest]:
@@ -216,6 +250,7 @@ def collect_garbage(store: ObjectStore, manifest: Manifest, replaced: Manifest |
         old = used_keys(replaced) - keep if replaced is not None else set()
         swept = [key for key in store.list() if key.startswith(tuple(d + "/" for d in SWEPT_DIRS))]  # one listing
         doomed = [key for key in swept if key not in keep and (key in old or _older(store, key, cutoff))]
+        doomed += stale_temporaries(store, cutoff - TEMPORARY_GRACE_S)
         for key in doomed:
             store.delete(key)
     except (StoreError, OSError) as e:  # the commit stands; the next commit collects them
@@ -224,6 +259,15 @@ def collect_garbage(store: ObjectStore, manifest: Manifest, replaced: Manifest |
     if doomed:
         log.info("%s: deleted %d objects no committed data set uses (%s ...)", store.uri, len(doomed), doomed[0])
     return doomed
+
+
+def stale_temporaries(store: ObjectStore, cutoff: float) -> list[str]:
+    """The temporary files of writes killed before they finished (a local store's ``.tmp-signpose``
+    files: of the manifest at the root, of objects under ``versions/`` and the swept folders) that are
+    older than ``cutoff``; a write still running keeps its file's time fresh."""
+    folders = tuple(d + "/" for d in (*SWEPT_DIRS, VERSION_DIR))
+    return [key for key in store.temporaries()
+            if ("/" not in key or key.startswith(folders)) and _older(store, key, cutoff)]
 
 
 def _older(store: ObjectStore, key: str, cutoff: float) -> bool:

@@ -194,7 +194,7 @@ def _try_read_manifest(store: ObjectStore) -> Manifest | None:
     except ManifestNotFoundError:
         return None
     except ShardError as e:
-        log.warning("ignoring unreadable manifest (it will be rewritten): %s", e)
+        log.warning("ignoring unreadable manifest (a writer refuses it without --replace): %s", e)
         return None
 
 
@@ -275,7 +275,9 @@ def _check_against_plan(fail, manifest: Manifest, store: ObjectStore) -> None:
     except ObjectNotFoundError:
         return  # the plan is only a writer's aid: a data set copied without it still verifies
     except (ValueError, KeyError, TypeError, RecursionError) as e:
-        raise ShardError(f"{store.url(f'{PLAN_DIR}/{manifest.dataset_hash}.json')}: unreadable plan ({e})") from None
+        raise ShardError(f"{store.url(f'{PLAN_DIR}/{manifest.dataset_hash}.json')}: unreadable plan "
+                         f"({type(e).__name__}: {str(e)[:200]}); preprocess of the same input again rewrites it "
+                         "(or delete it: it is only a writer's aid)") from None
     ours = [(s.start, s.start + s.count) for s in manifest.shards]
     if ours != ranges and not all(s.start == 0 for s in manifest.shards):
         raise fail("shards", f"{len(ours)} shards over frames {ours[:3]}..., but the data set's plan cuts "

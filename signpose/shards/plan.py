@@ -11,6 +11,7 @@ finds its own shards (resume) or its own manifest (no-op).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from dataclasses import asdict, dataclass
@@ -31,7 +32,7 @@ from signpose.shards.format import (
     SPLIT_ORDER,
 )
 from signpose.shards.manifest import _try_read_manifest
-from signpose.store import ObjectStore, open_store
+from signpose.store import ObjectNotFoundError, ObjectStore, StoreError, open_store
 
 
 def plan_shards(n_frames: int, shard_size: int = DEFAULT_SHARD_SIZE) -> list[range]:
@@ -178,11 +179,37 @@ def prepare_fan_out(frames, store_uri: str | ObjectStore, settings: RenderSettin
     store = open_store(store_uri)
     plan = plan_dataset(frames, settings, shard_size)
     existing = _try_read_manifest(store)
-    if existing is not None and existing.dataset_hash == plan.dataset_hash:
-        if not damaged_shards(store, existing):
-            return plan, []
-    else:
+    if existing is None or existing.dataset_hash != plan.dataset_hash:
         claim(store, plan.dataset_hash, replace)
-    if not store.exists(plan.plan_key):
-        store.put_bytes(plan.plan_key, plan.to_json().encode())
+    store_plan(store, plan)
+    if existing is not None and existing.dataset_hash == plan.dataset_hash and not damaged_shards(store, existing):
+        return plan, []
     return plan, shard_index_ranges(plan.n_shards, n_tasks)
+
+
+def store_plan(store: ObjectStore, plan: DatasetPlan) -> None:
+    """Write the plan unless the store holds exactly its bytes (the plan is deterministic): a plan
+    damaged since it was written is mended by the next writer of the same input."""
+    data = plan.to_json().encode()
+    try:
+        if store.get_bytes(plan.plan_key) == data:
+            return
+    except ObjectNotFoundError:
+        pass
+    store.put_bytes(plan.plan_key, data)
+
+
+
+@contextlib.contextmanager
+def plan_dropped_on_failure(store: ObjectStore, plan_key: str, existed: bool | None = None):
+    """Around a single-process write: a plan stored by a run that then fails is deleted again (the
+    re-run computes the same plan; the shards it finished stay for that re-run to resume, and the
+    next commit collects them if none does), so a failed ``preprocess`` leaves no ``plans/`` behind."""
+    existed = store.exists(plan_key) if existed is None else existed  # before this run stored it
+    try:
+        yield
+    except BaseException:
+        if not existed:
+            with contextlib.suppress(StoreError, OSError):
+                store.delete(plan_key)
+        raise

@@ -33,7 +33,14 @@ from signpose.shards.manifest import (
     count_face_frames,
     read_manifest,
 )
-from signpose.shards.plan import DatasetPlan, _frame_arrays, _split_order, plan_dataset
+from signpose.shards.plan import (
+    DatasetPlan,
+    _frame_arrays,
+    _split_order,
+    plan_dataset,
+    plan_dropped_on_failure,
+    store_plan,
+)
 from signpose.store import ObjectNotFoundError, ObjectStore, open_store
 
 log = logging.getLogger(__name__)
@@ -133,8 +140,7 @@ def write_shard_range(frames, store_uri: str | ObjectStore, settings: RenderSett
     bad = [i for i in indices if not 0 <= i < plan.n_shards]
     if bad:
         raise ValueError(f"shard indices {bad} out of range: the plan has {plan.n_shards} shards")
-    if not store.exists(plan.plan_key):
-        store.put_bytes(plan.plan_key, plan.to_json().encode())
+    store_plan(store, plan)
 
     keypoints, split, video_id, frame_index = _frame_arrays(frames)
     order = _split_order(split)
@@ -220,6 +226,9 @@ def merge_manifest(store_uri: str | ObjectStore, dataset_hash: str | None = None
         plan = DatasetPlan.from_json(store.get_bytes(plan_key))
     except ObjectNotFoundError:
         raise ShardError(f"{store.url(plan_key)}: no such plan; write the shards first") from None
+    except (ValueError, KeyError, TypeError, RecursionError) as e:
+        raise ShardError(f"{store.url(plan_key)}: unreadable plan ({type(e).__name__}: {str(e)[:200]}); re-run the "
+                         "plan step, which rewrites it") from None
     if existing is not None and existing.dataset_hash == plan.dataset_hash:
         return existing
     base = claim(store, plan.dataset_hash, replace) if base is _OBSERVE else base
@@ -282,14 +291,16 @@ def write_dataset(frames, store_uri: str | ObjectStore, settings: RenderSettings
     base = claim(store, plan.dataset_hash, replace)
     log.info("%s: writing data set %s: %d frames in %d shards of <= %d", store.uri, plan.dataset_hash[:12],
              plan.n_frames, plan.n_shards, shard_size)
-    infos = write_shard_range(frames, store, settings, None, shard_size, workers, progress, plan=plan)
-    return _commit_manifest(store, plan, infos, base, replace)
+    with plan_dropped_on_failure(store, plan.plan_key):
+        infos = write_shard_range(frames, store, settings, None, shard_size, workers, progress, plan=plan)
+        return _commit_manifest(store, plan, infos, base, replace)
 
 
 def _repair(frames, store: ObjectStore, settings: RenderSettings, plan: DatasetPlan, existing: Manifest,
             workers: int | None, progress: bool) -> Manifest:
     """A committed data set of the same input: verify its shards' checksums, rewrite damaged ones."""
     damaged = damaged_shards(store, existing)
+    store_plan(store, plan)  # a damaged plan fails `dataset verify`: mended here, with the shards
     if not damaged:
         log.info("%s: data set %s already written (%d shards, checksums verified), nothing to do", store.uri,
                  plan.dataset_hash[:12], len(existing.shards))
