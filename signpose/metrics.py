@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import torch
 import torch.distributed as dist
-from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
 from signpose import layout
 from signpose.losses import DEFAULT_MARGIN, compute_weighted_loss, masked_mse, region_masks
@@ -50,12 +49,18 @@ class MetricSums:
 
 def psnr_per_sample(generated: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """(B,) PSNR in dB of images in [0, 1] (torchmetrics)."""
+    # Imported here: torchmetrics' package import pulls scipy and matplotlib (~3 s), which every
+    # command and task pod that never scores a skeleton image would pay at start.
+    from torchmetrics.functional.image import peak_signal_noise_ratio
+
     return peak_signal_noise_ratio(generated.float(), target.float(), data_range=1.0, reduction="none",
                                    dim=(1, 2, 3))
 
 
 def ssim_per_sample(generated: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """(B,) SSIM of images in [0, 1] (torchmetrics, 11x11 Gaussian window)."""
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
     return structural_similarity_index_measure(generated.float(), target.float(), data_range=1.0,
                                                reduction="none")
 
