@@ -72,6 +72,7 @@ def test_data_vs_model_benchmark_measures_both_tasks(tmp_path):
     assert {row[1] for row in rows} == {"skeleton", "face"}
 
 
+@pytest.mark.slow  # trains both skeleton models: ~45 s; make test-all
 def test_skeleton_variants_benchmark_scores_both_models_on_generated_and_real_frames(tmp_path):
     out = run_bench("skeleton_variants.py", tmp_path, "--no-record")
     rows = table_rows(out, "generated validation")
@@ -103,6 +104,7 @@ def test_memory_benchmark_measures_the_training_stage_streamed_and_in_memory(tmp
 ABSENT_ON_THE_GPU_IMAGE = ("mlflow", "boto3", "botocore", "kfp", "pose_format", "moto", "pyarrow")
 
 
+@pytest.mark.slow  # compiles both models on CPU: ~40 s; make test-all
 def test_gpu_benchmark_dry_run_completes_on_cpu_without_what_the_gpu_image_lacks(tmp_path):
     blocked = "".join(f"sys.modules[{name!r}] = None\n" for name in ABSENT_ON_THE_GPU_IMAGE)
     program = ("import runpy, sys\n" + blocked +

@@ -1001,6 +1001,7 @@ def _policy_of(rendered) -> dict:
 
 # ---- the retraining hook, run for real against the KFP API stub ---------------------------------------
 
+@pytest.mark.slow  # the hook's container command against the KFP API stub: ~30 s; make test-all
 def test_retraining_hook_command_registers_then_replaces_the_recurring_run_on_a_kfp_api(tmp_path):
     """The production values' hook Job, as the pod runs it (chart_pods): its `signpose schedule`
     command against the KFP API stub of tests/test_submit.py, with the projected ServiceAccount token;

@@ -84,6 +84,7 @@ def tls_postgres(tmp_path_factory):
         pg.stop()
 
 
+@pytest.mark.slow  # PostgreSQL with TLS + migration + MLflow server: ~40 s; make test-all
 def test_verify_full_with_the_ca_from_sslrootcert_starts_init_migration_and_server(tls_postgres, tmp_path):
     password = "tls-" + uuid.uuid4().hex[:16]
     tls_postgres.create_login("mlflow", password, "mlflow")

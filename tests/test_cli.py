@@ -203,7 +203,7 @@ def test_train_without_data_path_says_to_pass_it(tmp_path):
     assert_user_error(result, "--data_path")
 
 
-@pytest.mark.parametrize("how", ["env", "flag"])
+@pytest.mark.parametrize("how", [pytest.param("env", marks=pytest.mark.slow), "flag"])
 def test_debug_shows_the_traceback_of_a_user_error(how, tmp_path):
     argv = ["inspect", "nope.pkl"]
     env = {"SIGNPOSE_DEBUG": "1"} if how == "env" else {}

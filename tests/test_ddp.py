@@ -132,6 +132,7 @@ def _runs_and_versions(tracking_uri, model_name):
     return runs, client.search_model_versions(f"name = '{model_name}'")
 
 
+@pytest.mark.slow  # two training stages, one on two gloo ranks: ~1.5 min idle; make test-all
 def test_the_training_stage_on_two_gloo_ranks_makes_one_run_and_one_version_and_gates_on_the_whole_val_set(
         tmp_path, monkeypatch):
     from torch.utils.data import DataLoader
@@ -174,6 +175,7 @@ def test_the_training_stage_on_two_gloo_ranks_makes_one_run_and_one_version_and_
     assert float(gated) == pytest.approx(whole["val/nme"], rel=1e-5)
 
 
+@pytest.mark.slow  # torchrun + two ranks importing torch/MLflow: ~40 s; make test-all
 def test_the_cli_under_torchrun_makes_one_run_and_one_version_on_a_fresh_store(tmp_path):
     store = _preprocessed(tmp_path)
     tracking_uri = f"sqlite:///{tmp_path}/fresh.db"

@@ -63,7 +63,7 @@ sys.exit(main(["preprocess", "--store", store_uri, "--synthetic_videos", str(vid
 """ % (ARGS,)
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.slow)])  # s3 in make test-all
 def store_uri(request, tmp_path):
     if request.param == "local":
         return str(tmp_path / "dataset")
