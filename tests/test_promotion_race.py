@@ -178,7 +178,7 @@ def _check_outcome(client: MlflowClient, name: str, v1: str, versions: dict[str,
     assert _lease(lock, promotion_lock_key(name)).released
 
 
-@pytest.mark.parametrize("promoters", [2, 4])
+@pytest.mark.parametrize("promoters", [2, pytest.param(4, marks=pytest.mark.slow)])  # 4 in make test-all
 def test_concurrent_promotions_always_end_with_the_best_version_as_champion(server, lock, promoters, request):
     kind = request.node.callspec.params["lock"]
     trials = int(os.environ.get("SIGNPOSE_RACE_TRIALS") or QUICK_TRIALS[kind])

@@ -117,6 +117,7 @@ def test_a_task_killed_mid_epoch_resumes_from_its_checkpoint_in_the_same_run_and
     assert [str(v.version) for v in versions(tracking_uri)] == [result["version"]] == ["1"]
 
 
+@pytest.mark.slow  # a training killed after registration, then its retry: ~30 s; make test-all
 def test_a_task_killed_after_registration_registers_nothing_new_on_retry(store, tmp_path):
     tracking_uri = f"sqlite:///{tmp_path}/mlruns.db"
     killed = attempt(store, tracking_uri, "run-b", "after-registration")

@@ -392,6 +392,7 @@ def _image_bytes(manifest, image_size: int) -> int:
     return (manifest.splits["train"] + manifest.splits["dev"]) * image_size ** 2
 
 
+@pytest.mark.slow  # two trainings on 2k and 10k frames: ~110 s on 2 CPUs; make test-all (bench/memory.py too)
 def test_training_memory_stays_flat_from_2k_to_10k_frames(tmp_path):
     """Five times the frames: loading the splits into memory grows by at least their images (115 MiB
     more at 128 px; measured +121 MiB with --no_stream), the streamed stage does not: measured -4 to
