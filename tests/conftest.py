@@ -106,6 +106,17 @@ def tiny_dataset_uri(tmp_path_factory) -> str:
 
 
 @pytest.fixture
+def tiny_store_copy(tmp_path, tiny_dataset_uri):
+    """A private, writable copy of :func:`tiny_dataset_uri` at ``tmp_path / "store"`` (a ``Path``), for tests
+    that damage or add to a committed store."""
+    import shutil
+
+    copy = tmp_path / "store"
+    shutil.copytree(tiny_dataset_uri, copy)
+    return copy
+
+
+@pytest.fixture
 def s3_bucket(s3_endpoint) -> str:
     """A fresh, empty bucket on the session's S3 endpoint; returns ``s3://<bucket>``."""
     import boto3

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -45,11 +44,8 @@ def _tree(root: Path) -> dict[str, tuple]:
 
 
 @pytest.fixture
-def store(tmp_path, tiny_dataset_uri) -> Path:
-    """A private copy of the session's committed tiny data set (4 generated videos, shards of 8)."""
-    copy = tmp_path / "store"
-    shutil.copytree(tiny_dataset_uri, copy)
-    return copy
+def store(tiny_store_copy) -> Path:
+    return tiny_store_copy
 
 
 def _preprocess(store: Path, videos: int = 4, *more) -> list[str]:

@@ -97,11 +97,8 @@ def _seed_pickle(path: Path, videos: int = 2, frames: int = 10) -> Path:
 
 
 @pytest.fixture
-def store(tmp_path, tiny_dataset_uri) -> Path:
-    """A private copy of the session's committed tiny data set (4 videos x 8 frames, shards of 8)."""
-    copy = tmp_path / "store"
-    shutil.copytree(tiny_dataset_uri, copy)
-    return copy
+def store(tiny_store_copy) -> Path:
+    return tiny_store_copy
 
 
 def _first_shard(store: Path) -> Path:
