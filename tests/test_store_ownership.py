@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import time
 
 import pytest
 from faultproxy import store_snapshot
@@ -112,6 +114,18 @@ def test_replace_commits_the_new_data_set_last_then_deletes_the_old_ones_objects
     assert {key for _, key in recording.events[:commit]} == used_keys(replaced)
     assert all(kind == "delete" for kind, _ in recording.events[commit + 1:])
     assert {key for _, key in recording.events[commit + 1:]} == old_keys
+
+
+def test_replace_deletes_the_old_data_sets_report_even_when_it_is_not_older_than_the_new_manifest(tmp_path):
+    # An S3 time has whole seconds: the old report and the new manifest can carry the same one (CI saw it).
+    # A report stamped in the future stands in for that second, deterministically.
+    store = str(tmp_path / "store")
+    assert preprocess(store, 3) == 0
+    old_report = tmp_path / "store" / "reports" / f"{read_manifest(store).dataset_hash}.json"
+    os.utime(old_report, (time.time() + 3600, time.time() + 3600))
+    assert preprocess(store, 4, "--replace") == 0
+    assert not old_report.exists()
+    assert (tmp_path / "store" / "reports" / f"{read_manifest(store).dataset_hash}.json").is_file()
 
 
 def test_a_commit_collects_what_a_crashed_writer_of_another_input_left(tmp_path):

@@ -17,8 +17,8 @@ commit that exactly one of several concurrent writers wins.
   not the one written, the run is refused. Best effort: two writers whose write and read-back
   interleave exactly can both read back their own; a warning says so.
 - **Garbage collection** after a successful commit: under ``shards/``, ``plans/``, ``sources/`` and
-  ``reports/``, the objects of the replaced data set (the keys its manifest names, its records and
-  plan) and every other object that neither the committed data set nor a version recorded under
+  ``reports/``, the objects of the replaced data set (the keys its manifest names, its records,
+  plan and data report) and every other object that neither the committed data set nor a version recorded under
   ``versions/`` uses and that is older than the manifest (what refused or crashed writers left) are
   deleted, and so are the temporary files that killed writers left (``.tmp-signpose``) a minute
   older than it. Younger ones may belong to a writer still running, which a later commit collects. A new
@@ -247,7 +247,7 @@ def collect_garbage(store: ObjectStore, manifest: Manifest, replaced: Manifest |
         keep = kept_keys(manifest)
         for version in kept_versions(store):
             keep |= used_keys(version)
-        old = used_keys(replaced) - keep if replaced is not None else set()
+        old = kept_keys(replaced) - keep if replaced is not None else set()  # its report too, whatever its time
         swept = [key for key in store.list() if key.startswith(tuple(d + "/" for d in SWEPT_DIRS))]  # one listing
         doomed = [key for key in swept if key not in keep and (key in old or _older(store, key, cutoff))]
         doomed += stale_temporaries(store, cutoff - TEMPORARY_GRACE_S)
