@@ -67,6 +67,14 @@ def _placements(manifest) -> dict[str, str]:
     return {video: where for source in manifest.sources for video, where in source["videos"].items()}
 
 
+def _first_version(tmp_path, files: dict[str, bytes]):
+    """A corpus folder holding ``files``, preprocessed once into a local store: (corpus, store, version)."""
+    corpus = Corpus(str(tmp_path / "corpus"))
+    corpus.put(files)
+    store = str(tmp_path / "store")
+    return corpus, store, write_version(corpus.uri, store, SETTINGS, SHARD)[0]
+
+
 def _fan_out(corpus_uri: str, store_uri: str) -> tuple[list[dict], list[int]]:
     """The pipeline's preprocessing steps (plan -> one writer per item -> commit); frames per writer."""
     args = dict(image_size=SETTINGS.image_size, shard_size=SHARD)
@@ -119,10 +127,7 @@ def test_a_local_folder_and_an_s3_prefix_of_the_same_files_are_the_same_data_set
 
 def test_a_changed_file_is_rendered_again_and_a_removed_one_dropped(pose_files, tmp_path):
     files = dict(sorted(pose_files.items())[:12])
-    corpus = Corpus(str(tmp_path / "corpus"))
-    corpus.put(files)
-    store = str(tmp_path / "store")
-    v1, _ = write_version(corpus.uri, store, SETTINGS, SHARD)
+    corpus, store, v1 = _first_version(tmp_path, files)
     changed, removed = sorted(files)[2], sorted(files)[5]
     corpus.put({changed: pose_files[sorted(pose_files)[-1]]})  # other bytes under the same key
     corpus.delete(removed)
@@ -135,10 +140,7 @@ def test_a_changed_file_is_rendered_again_and_a_removed_one_dropped(pose_files, 
 
 
 def test_an_unchanged_corpus_is_the_same_version_and_renders_nothing(pose_files, tmp_path):
-    corpus = Corpus(str(tmp_path / "corpus"))
-    corpus.put(dict(sorted(pose_files.items())[:6]))
-    store = str(tmp_path / "store")
-    v1, _ = write_version(corpus.uri, store, SETTINGS, SHARD)
+    corpus, store, v1 = _first_version(tmp_path, dict(sorted(pose_files.items())[:6]))
     before = sorted(open_store(store).list())
     items, rendered = _fan_out(corpus.uri, store)
     assert [(i["start"], i["stop"]) for i in items] == [(0, 0)] and rendered == [0]
@@ -174,11 +176,8 @@ def test_a_corpus_listing_follows_pagination(s3_bucket):
 
 
 def test_gc_keeps_every_kept_versions_shards_and_young_orphans(pose_files, tmp_path, capsys):
-    corpus = Corpus(str(tmp_path / "corpus"))
     keys = sorted(pose_files)[:8]
-    corpus.put({k: pose_files[k] for k in keys[:6]})
-    store = str(tmp_path / "store")
-    v1, _ = write_version(corpus.uri, store, SETTINGS, SHARD)
+    corpus, store, v1 = _first_version(tmp_path, {k: pose_files[k] for k in keys[:6]})
     corpus.delete(keys[0])
     corpus.put({k: pose_files[k] for k in keys[6:]})
     v2, _ = write_version(corpus.uri, store, SETTINGS, SHARD)
@@ -198,11 +197,8 @@ def test_gc_keeps_every_kept_versions_shards_and_young_orphans(pose_files, tmp_p
 
 
 def test_history_and_diff_on_the_command_line(pose_files, tmp_path, capsys):
-    corpus = Corpus(str(tmp_path / "corpus"))
     keys = sorted(pose_files)[:5]
-    corpus.put({k: pose_files[k] for k in keys[:4]})
-    store = str(tmp_path / "store")
-    v1, _ = write_version(corpus.uri, store, SETTINGS, SHARD)
+    corpus, store, v1 = _first_version(tmp_path, {k: pose_files[k] for k in keys[:4]})
     corpus.put({keys[4]: pose_files[keys[4]]})
     assert main(["preprocess", "--data_path", corpus.uri, "--store", store, "--image_size", "16", "--shard_size", str(SHARD)]) == 0
     out = capsys.readouterr().out
@@ -227,10 +223,7 @@ def test_a_writer_whose_parent_was_replaced_meanwhile_is_refused_and_its_rerun_r
     from signpose.shards.commit import DatasetExistsError
 
     keys = sorted(pose_files)[:8]
-    corpus = Corpus(str(tmp_path / "corpus"))
-    corpus.put({k: pose_files[k] for k in keys[:5]})
-    store = str(tmp_path / "store")
-    v1, _ = write_version(corpus.uri, store, SETTINGS, SHARD)
+    corpus, store, v1 = _first_version(tmp_path, {k: pose_files[k] for k in keys[:5]})
     corpus.put({keys[5]: pose_files[keys[5]]})
     slow = plan_version(corpus.uri, store, SETTINGS, SHARD)  # a writer that plans, then takes its time
     corpus.put({keys[6]: pose_files[keys[6]]})

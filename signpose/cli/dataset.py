@@ -4,6 +4,7 @@ versions (:mod:`signpose.datasets.history`)."""
 
 from __future__ import annotations
 
+import functools
 import sys
 
 from signpose.shards import ManifestNotFoundError, ShardError, read_manifest, verify_dataset
@@ -39,12 +40,21 @@ def add_parser(subparsers) -> None:
     gc.set_defaults(func=_run_gc)
 
 
+def _shard_errors_exit_2(run):
+    """A store or data set the command cannot use is the user's to fix: one line, exit status 2."""
+    @functools.wraps(run)
+    def checked(args) -> int:
+        try:
+            return run(args)
+        except ShardError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    return checked
+
+
+@_shard_errors_exit_2
 def _run_info(args) -> int:
-    try:
-        manifest = read_manifest(args.uri)
-    except ShardError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    manifest = read_manifest(args.uri)
     if args.json:
         print(manifest.to_json(), end="")
         return 0
@@ -71,14 +81,11 @@ def _run_verify(args) -> int:
     return 0
 
 
+@_shard_errors_exit_2
 def _run_history(args) -> int:
     from signpose.datasets.history import describe, history
 
-    try:
-        versions = history(args.store)
-    except ShardError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    versions = history(args.store)
     if not versions:
         print(f"error: {args.store}: no data set version committed here", file=sys.stderr)
         return 2
@@ -96,14 +103,11 @@ def _version_ref(ref: str, store: str):
     return find_version(where, digest)
 
 
+@_shard_errors_exit_2
 def _run_diff(args) -> int:
     from signpose.datasets.history import diff
 
-    try:
-        change = diff(_version_ref(args.old, args.store), _version_ref(args.new, args.store))
-    except ShardError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    change = diff(_version_ref(args.old, args.store), _version_ref(args.new, args.store))
     print(f"{change.old[:12]} -> {change.new[:12]}: {len(change.added)} added, {len(change.changed)} changed, "
           f"{len(change.removed)} removed; frames {change.frames}")
     for mark, keys in (("+", change.added), ("~", change.changed), ("-", change.removed)):
@@ -112,14 +116,11 @@ def _run_diff(args) -> int:
     return 0
 
 
+@_shard_errors_exit_2
 def _run_gc(args) -> int:
     from signpose.datasets.history import collect
 
-    try:
-        done = collect(args.store, keep=args.keep, grace_s=args.grace_hours * 3600, dry_run=args.dry_run)
-    except ShardError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    done = collect(args.store, keep=args.keep, grace_s=args.grace_hours * 3600, dry_run=args.dry_run)
     verb = "would delete" if args.dry_run else "deleted"
     print(f"{args.store}: {verb} {len(done['versions'])} versions and {len(done['objects'])} objects")
     for key in done["objects"]:
