@@ -43,7 +43,8 @@ COMPILED = ROOT / "pipelines" / "compiled" / "signpose_training.yaml"
 TINY = dict(image_size=64, shard_size=8, render_tasks=2, synthetic_videos=4, synthetic_frames_per_video=8,
             skeleton_epochs=1, skeleton_batch_size=8, face_epochs=1, face_batch_size=8, d_global=16, d_region=8,
             skeleton_overrides={"d_model": 32, "n_layers": 1, "n_heads": 2, "decoder_channels": 32, "num_workers": 0},
-            face_overrides={"n_heads": 2, "num_workers": 0}, gpu_count=1)
+            face_overrides={"n_heads": 2, "num_workers": 0},
+            gpu_count=0)  # no GPU here (the stand-in image has CPU torch); a GPU count the pod lacks is refused
 KFP_PATHS = ["/gcs", "/minio", "/s3", "/tmp"]
 
 
@@ -119,10 +120,17 @@ def pipeline_run(s3_endpoint, tmp_path_factory):
     s3.create_bucket(Bucket=bucket)
     run_id = str(uuid.uuid4())
     with start_test_server(tmp_path_factory.mktemp("mlflow"), s3_endpoint, f"s3://{bucket}/mlartifacts") as server:
-        # What the chart's ConfigMap and Secrets give a pipeline pod (docs/deploy.md), here for loopback.
-        pod_env = {"AWS_ENDPOINT_URL": s3_endpoint, "AWS_DEFAULT_REGION": "us-east-1",
+        # What the chart's ConfigMap and Secrets give a pipeline pod (docs/deploy.md), here for loopback:
+        # signpose's S3 identity under its own names (signpose/s3_env.py), no AWS_* variable.
+        pod_env = {"SIGNPOSE_S3_ENDPOINT_URL": s3_endpoint, "SIGNPOSE_S3_REGION": "us-east-1",
+                   "SIGNPOSE_S3_ACCESS_KEY_ID": "testing", "SIGNPOSE_S3_SECRET_ACCESS_KEY": "testing",
                    "MLFLOW_S3_ENDPOINT_URL": s3_endpoint, "MLFLOW_TRACKING_URI": server.url,
-                   "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+                   "SIGNPOSE_PROMOTION_LOCK": f"s3://{bucket}/locks",
+                   # the server here has no auth: a pod's credentials are sent and ignored
+                   "MLFLOW_TRACKING_USERNAME": "signpose", "MLFLOW_TRACKING_PASSWORD": "testing"}
+        mapped = {name for executor in platform["deploymentSpec"]["executors"].values()
+                  for name in pod_env_names(executor)}
+        assert mapped == set(pod_env), f"the pipeline's pods get other variables now: {sorted(mapped ^ set(pod_env))}"
         launcher = Launcher(spec, platform, pod_env, s3)
         walk = DagWalk(spec, launcher, f"s3://{bucket}/pipeline-root", run_id)
         walk.walk(dict(TINY, store_uri=f"s3://{bucket}/datasets/default", input_uri="", mlflow_tracking_uri="",
