@@ -347,6 +347,7 @@ import torch
 from signpose import stages
 from signpose.train import entry
 from signpose.tasks import SkeletonTrainConfig
+import mlflow, torchmetrics.image  # imported by the stage anyway (lazily): their ~210 MiB is not data
 
 def rss():
     for line in Path("/proc/self/status").read_text().splitlines():
