@@ -122,7 +122,8 @@ def test_replace_deletes_the_old_data_sets_report_even_when_it_is_not_older_than
     store = str(tmp_path / "store")
     assert preprocess(store, 3) == 0
     old_report = tmp_path / "store" / "reports" / f"{read_manifest(store).dataset_hash}.json"
-    os.utime(old_report, (time.time() + 3600, time.time() + 3600))
+    an_hour_late = time.time() + 3600
+    os.utime(old_report, (an_hour_late, an_hour_late))
     assert preprocess(store, 4, "--replace") == 0
     assert not old_report.exists()
     assert (tmp_path / "store" / "reports" / f"{read_manifest(store).dataset_hash}.json").is_file()
